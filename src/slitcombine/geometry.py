@@ -1,0 +1,196 @@
+"""Slit geometry: slit-frame coordinates, trace centres, pixel and shutter scales.
+
+Conventions
+-----------
+* Pixel coordinates are 0-based ``(x, y)`` = (column, row) of the cutout, or of the
+  common slice of a group.
+* ``slit_frame`` is the jwst slit frame: ``y`` in units of the open shutter height
+  (centred on the shutter that holds the source in that exposure), wavelength in m.
+* The *trace* of an exposure is the row, per column, where ``slit_frame_y`` equals the
+  expected source position (0, or ``source_ypos`` when requested).
+* One definition each of the two scales (see :func:`slit_scales`):
+
+  - ``slit_pixel_scale`` (arcsec/pixel): median over the columns with a finite trace
+    of the angular distance on the sky between the world positions of the points half
+    a pixel above and half a pixel below the trace;
+  - ``slit_shutter_scale`` (slit-frame units/pixel): median over the same columns of
+    the difference in ``slit_frame_y`` between those two points.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "MSA_NOD_ARCSEC",
+    "SHUTTER_PITCH_ARCSEC",
+    "slit_frame_grid",
+    "rows_where",
+    "sample_rows",
+    "slit_scales",
+    "trace_polynomial",
+    "normalized_x",
+]
+
+log = logging.getLogger(__name__)
+
+#: Shutter pitch of the NIRSpec MSA in the cross-dispersion direction (arcsec): the
+#: size of one standard nod step of a slitlet.
+SHUTTER_PITCH_ARCSEC = 0.529
+MSA_NOD_ARCSEC = SHUTTER_PITCH_ARCSEC
+
+
+def slit_frame_grid(wcs, shape):
+    """Evaluate ``detector -> slit_frame`` on every pixel of a cutout.
+
+    Parameters
+    ----------
+    wcs : gwcs.WCS
+        The slit WCS.
+    shape : (int, int)
+        ``(ny, nx)`` of the cutout.
+
+    Returns
+    -------
+    slit_x, slit_y : numpy.ndarray
+        Slit-frame coordinates (open-shutter units), NaN outside the slit.
+    wavelength : numpy.ndarray
+        Wavelength in um, NaN outside the slit.
+    """
+    ny, nx = shape
+    y, x = np.mgrid[:ny, :nx].astype(float)
+    transform = wcs.get_transform("detector", "slit_frame")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sx, sy, lam = transform(x, y)
+    return np.asarray(sx), np.asarray(sy), np.asarray(lam) * 1.0e6
+
+
+def rows_where(values, target=0.0):
+    """Fractional row, per column, where a column-monotonic image equals ``target``.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(ny, nx)`` image monotonic along each column where finite (e.g. slit_frame_y).
+    target : float or numpy.ndarray
+        Value to locate (scalar or per column).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nx,)`` fractional row (pixels), NaN in columns without a crossing.
+    """
+    d = values - target
+    d0, d1 = d[:-1], d[1:]
+    with np.errstate(invalid="ignore"):
+        cross = np.isfinite(d0) & np.isfinite(d1) & (d0 * d1 <= 0) & (d0 != d1)
+    has = cross.any(axis=0)
+    idx = np.argmax(cross, axis=0)
+    cols = np.arange(values.shape[1])
+    a, b = d0[idx, cols], d1[idx, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = a / (a - b)
+    rows = idx + frac
+    rows[~has] = np.nan
+    return rows
+
+
+def sample_rows(image, rows):
+    """Linearly interpolate each column of ``image`` at a fractional row.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(ny, nx)`` image.
+    rows : numpy.ndarray
+        ``(nx,)`` fractional rows (NaN allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nx,)`` interpolated values, NaN where ``rows`` is NaN or outside the image.
+    """
+    ny, nx = image.shape
+    ok = np.isfinite(rows) & (rows >= 0) & (rows <= ny - 1)
+    r = np.where(ok, rows, 0.0)
+    i0 = np.clip(np.floor(r).astype(int), 0, ny - 2 if ny > 1 else 0)
+    i1 = np.minimum(i0 + 1, ny - 1)
+    f = r - i0
+    cols = np.arange(nx)
+    out = image[i0, cols] * (1 - f) + image[i1, cols] * f
+    out[~ok] = np.nan
+    return out
+
+
+def slit_scales(wcs, trace_rows):
+    """Cross-dispersion pixel scale on the sky and in slit-frame units.
+
+    Parameters
+    ----------
+    wcs : gwcs.WCS
+        The slit WCS (needs ``detector -> world`` and ``detector -> slit_frame``).
+    trace_rows : numpy.ndarray
+        ``(nx,)`` trace row per column (NaN where undefined).
+
+    Returns
+    -------
+    pixel_scale : float
+        arcsec per pixel (see the module docstring for the definition).
+    shutter_scale : float
+        slit-frame units (open-shutter heights) per pixel.
+    """
+    cols = np.flatnonzero(np.isfinite(trace_rows))
+    if cols.size == 0:
+        return np.nan, np.nan
+    x = cols.astype(float)
+    lo = trace_rows[cols] - 0.5
+    hi = trace_rows[cols] + 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        to_world = wcs.get_transform("detector", "world")
+        ra0, dec0, _ = to_world(x, lo)
+        ra1, dec1, _ = to_world(x, hi)
+        to_slit = wcs.get_transform("detector", "slit_frame")
+        _, sy0, _ = to_slit(x, lo)
+        _, sy1, _ = to_slit(x, hi)
+    cosd = np.cos(np.deg2rad(0.5 * (np.asarray(dec0) + np.asarray(dec1))))
+    dra = (np.asarray(ra1) - np.asarray(ra0)) * cosd
+    ddec = np.asarray(dec1) - np.asarray(dec0)
+    sep = np.hypot(dra, ddec) * 3600.0
+    return float(np.nanmedian(sep)), float(np.nanmedian(np.abs(np.asarray(sy1) - sy0)))
+
+
+def normalized_x(x, nx):
+    """Normalised column coordinate used by the trace polynomials, ``(x - nx/2)/nx``."""
+    return (np.asarray(x, dtype=float) - nx / 2.0) / nx
+
+
+def trace_polynomial(xtr, ytr, nx, degree=2):
+    """Fit the trace row as a polynomial of the normalised column.
+
+    Parameters
+    ----------
+    xtr, ytr : numpy.ndarray
+        Column (pixels) and trace row (pixels); NaN rows are ignored.
+    nx : int
+        Number of columns (for the normalisation).
+    degree : int
+        Polynomial degree.
+
+    Returns
+    -------
+    numpy.ndarray
+        Coefficients, highest power first (``numpy.polyval`` order).
+    """
+    ok = np.isfinite(ytr) & np.isfinite(xtr)
+    if ok.sum() <= degree:
+        return np.zeros(degree + 1)
+    deg = min(degree, int(ok.sum()) - 1)
+    coeffs = np.polyfit(normalized_x(xtr[ok], nx), ytr[ok], deg)
+    if deg < degree:
+        coeffs = np.concatenate([np.zeros(degree - deg), coeffs])
+    return coeffs

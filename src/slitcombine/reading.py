@@ -1,0 +1,557 @@
+"""Read JWST NIRSpec 2D slit products without the ``jwst`` package.
+
+A pipeline ``SlitModel`` file (``*_phot.<slitlet>.<source>.fits``, ``*_cal.fits`` for a
+single slit) or one slit of a ``MultiSlitModel`` (``*_cal.fits``) is read into a
+:class:`SlitExposure`.
+
+Fast path
+---------
+Full datamodel validation costs 0.2-1 s per file, while reading the FITS arrays and
+headers costs ~5 ms.  We therefore
+
+* read every image extension and the headers with :mod:`astropy.io.fits` (the file is
+  opened read-only and never modified);
+* take the metadata we need (slit attributes, dither, exposure, instrument, photometry)
+  from the FITS keywords that the datamodel writes for them;
+* keep the raw bytes of the ``ASDF`` extension and parse them only when something asks
+  for the WCS or for an attribute stored only in the ASDF tree (``quadrant``, ``xcen``,
+  ``ycen``, ``slit_ymin``, ``slit_ymax``).  Parsing costs ~50 ms for the YAML and
+  ~55 ms for the gwcs of a NIRSpec MSA slit, so a group typically parses one file.
+
+Fallbacks for optional extensions are recorded in :attr:`SlitExposure.fallbacks`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .errors import InputFileError, MissingExtensionError, NotASlitError
+
+__all__ = ["SlitExposure", "read_slit", "list_slits", "file_checksum"]
+
+log = logging.getLogger(__name__)
+
+#: Image extensions of a slit product.  ``required`` ones raise when absent.
+REQUIRED_EXTENSIONS = ("SCI", "DQ")
+OPTIONAL_EXTENSIONS = (
+    "ERR",
+    "WAVELENGTH",
+    "BARSHADOW",
+    "VAR_POISSON",
+    "VAR_RNOISE",
+    "VAR_FLAT",
+    "PATHLOSS_PS",
+    "PATHLOSS_UN",
+)
+
+#: Slit attributes -> FITS keyword of the SCI header (as written by stdatamodels).
+SLIT_KEYWORDS = {
+    "name": "SLTNAME",
+    "xstart": "SLTSTRT1",
+    "xsize": "SLTSIZE1",
+    "ystart": "SLTSTRT2",
+    "ysize": "SLTSIZE2",
+    "slitlet_id": "SLITID",
+    "shutter_id": "SHUTTRID",
+    "source_id": "SOURCEID",
+    "source_name": "SRCNAME",
+    "source_alias": "SRCALIAS",
+    "stellarity": "STLARITY",
+    "source_xpos": "SRCXPOS",
+    "source_ypos": "SRCYPOS",
+    "shutter_state": "SHUTSTA",
+    "source_ra": "SRCRA",
+    "source_dec": "SRCDEC",
+    "source_type": "SRCTYPE",
+}
+
+#: Slit attributes stored only in the ASDF tree (read lazily).
+ASDF_ONLY_SLIT_ATTRIBUTES = ("quadrant", "xcen", "ycen", "slit_ymin", "slit_ymax")
+
+#: meta.<group>.<attribute> -> keyword(s), first found wins; (header) 0 = primary, 1 = SCI.
+META_KEYWORDS = {
+    "instrument": {
+        "name": ("INSTRUME",),
+        "detector": ("DETECTOR",),
+        "grating": ("GRATING",),
+        "filter": ("FILTER",),
+        "lamp_state": ("LAMP",),
+        "lamp_mode": ("LAMPMODE",),
+        "fixed_slit": ("FXD_SLIT",),
+        "msa_metadata_file": ("MSAMETFL",),
+        "msa_metadata_id": ("MSAMETID",),
+        "msa_configuration_id": ("MSACONID",),
+    },
+    "dither": {
+        "position_number": ("PATT_NUM",),
+        "total_points": ("NUMDTHPT",),
+        "nod_type": ("NOD_TYPE",),
+        "primary_type": ("PRIDTYPE",),
+        "x_offset": ("XOFFSET",),
+        "y_offset": ("YOFFSET",),
+    },
+    "exposure": {
+        "type": ("EXP_TYPE",),
+        "exposure_time": ("EXPTIME", "EFFEXPTM"),
+        "effective_exposure_time": ("EFFEXPTM", "EXPTIME"),
+        "nframes": ("NFRAMES",),
+        "ngroups": ("NGROUPS",),
+        "nints": ("NINTS",),
+        "readpatt": ("READPATT",),
+        "start_time": ("EXPSTART",),
+    },
+    "observation": {
+        "visit_id": ("VISIT_ID",),
+        "program_number": ("PROGRAM",),
+        "observation_number": ("OBSERVTN",),
+        "visit_number": ("VISIT",),
+        "exposure_number": ("EXPOSURE",),
+    },
+    "pointing": {"ra_v1": ("RA_V1",), "dec_v1": ("DEC_V1",), "pa_v3": ("PA_V3",)},
+    "photometry": {
+        "pixelarea_steradians": ("PIXAR_SR",),
+        "pixelarea_arcsecsq": ("PIXAR_A2",),
+    },
+}
+
+
+def file_checksum(path, algorithm="sha256"):
+    """Checksum of a file's bytes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File to hash.
+    algorithm : str
+        Any :mod:`hashlib` algorithm name.
+
+    Returns
+    -------
+    str
+        ``"<algorithm>:<hex digest>"``.
+    """
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, algorithm)
+    return f"{algorithm}:{digest.hexdigest()}"
+
+
+@dataclass(frozen=True, eq=False)
+class SlitExposure:
+    """One exposure of one slit, as read from a pipeline product.
+
+    Arrays are the cutout as stored in the file (``(ny, nx)``, float32 for images,
+    uint32 for ``dq``); nothing is converted or corrected here.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file read.
+    extver : int
+        ``EXTVER`` of the slit's extensions (1 for a per-slit file).
+    checksum : str
+        ``sha256:...`` of the whole input file.
+    sci : numpy.ndarray
+        SCI, surface brightness in MJy/sr (``BUNIT``).
+    dq : numpy.ndarray
+        DQ bit flags (JWST pixel flag definitions).
+    err, var_poisson, var_rnoise, var_flat : numpy.ndarray
+        Uncertainty (MJy/sr) and variances ((MJy/sr)^2).
+    wavelength : numpy.ndarray or None
+        Wavelength of each pixel in um (None when the extension is absent; see
+        :attr:`fallbacks` and :meth:`wavelength_um`).
+    barshadow, pathloss_ps, pathloss_un : numpy.ndarray or None
+        Pipeline correction arrays (dimensionless) or None when absent.
+    slit : dict
+        Slit attributes (slitlet_id, source_id, source_xpos, shutter_state, xstart ...).
+    meta : dict of dict
+        ``instrument``, ``dither``, ``exposure``, ``observation``, ``pointing``,
+        ``photometry`` groups, named as in the JWST datamodel.
+    fallbacks : dict
+        Extension name -> what was used instead of a missing optional extension.
+    primary_header, sci_header : astropy.io.fits.Header
+        The original headers.
+    """
+
+    path: Path
+    extver: int
+    checksum: str
+    sci: np.ndarray
+    dq: np.ndarray
+    err: np.ndarray | None
+    var_poisson: np.ndarray
+    var_rnoise: np.ndarray
+    var_flat: np.ndarray | None
+    wavelength: np.ndarray | None
+    barshadow: np.ndarray | None
+    pathloss_ps: np.ndarray | None
+    pathloss_un: np.ndarray | None
+    slit: dict
+    meta: dict
+    fallbacks: dict
+    primary_header: fits.Header = field(repr=False)
+    sci_header: fits.Header = field(repr=False)
+    _asdf_bytes: bytes = field(repr=False, default=b"")
+    _slit_index: int | None = field(repr=False, default=None)
+
+    # ------------------------------------------------------------------ lazy ASDF
+    @cached_property
+    def asdf_tree(self):
+        """The ASDF tree of the file (lazily converted), parsed on first access.
+
+        Raises
+        ------
+        InputFileError
+            If the ASDF extension cannot be parsed.
+        """
+        import asdf
+
+        try:
+            # Schema validation of the tree costs ~0.1 s per file and adds nothing
+            # to what we check ourselves; the tree is converted lazily.
+            with warnings.catch_warnings(), asdf.config_context() as config:
+                warnings.simplefilter("ignore")
+                config.validate_on_read = False
+                af = asdf.open(
+                    io.BytesIO(self._asdf_bytes),
+                    lazy_load=True,
+                    memmap=False,
+                    lazy_tree=True,
+                )
+            return af.tree
+        except Exception as exc:  # asdf raises many unrelated types for corrupt YAML
+            raise InputFileError(self.path, f"corrupt ASDF extension ({exc})") from exc
+
+    @cached_property
+    def _slit_node(self):
+        """The ASDF node holding this slit's attributes (root or ``slits[i]``)."""
+        tree = self.asdf_tree
+        if self._slit_index is None:
+            return tree
+        try:
+            return tree["slits"][self._slit_index]
+        except (KeyError, IndexError) as exc:
+            raise InputFileError(
+                self.path, f"ASDF tree has no slit number {self._slit_index}"
+            ) from exc
+
+    @cached_property
+    def wcs(self):
+        """The slit's ``gwcs.WCS`` (``detector -> ... -> slit_frame -> ... -> world``).
+
+        Raises
+        ------
+        MissingExtensionError
+            If the file has no WCS.
+        """
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wcs = self._slit_node["meta"]["wcs"]
+        except KeyError as exc:
+            raise MissingExtensionError(self.path, "ASDF meta.wcs") from exc
+        frames = getattr(wcs, "available_frames", [])
+        if "detector" not in frames or "slit_frame" not in frames:
+            raise NotASlitError(
+                self.path, f"WCS has no detector -> slit_frame transform (frames {frames})"
+            )
+        return wcs
+
+    def asdf_slit_attribute(self, name, default=None):
+        """A slit attribute stored only in the ASDF tree (``quadrant``, ``xcen`` ...).
+
+        Parameters
+        ----------
+        name : str
+            Attribute name.
+        default : object
+            Returned when the attribute is absent.
+        """
+        try:
+            return self._slit_node[name]
+        except KeyError:
+            return default
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def shape(self):
+        """``(ny, nx)`` of the cutout, pixels."""
+        return self.sci.shape
+
+    @property
+    def grating(self):
+        """Grating name, upper case (e.g. ``'PRISM'``)."""
+        return str(self.meta["instrument"].get("grating", "")).upper()
+
+    @property
+    def filter(self):
+        """Filter name, upper case (e.g. ``'CLEAR'``)."""
+        return str(self.meta["instrument"].get("filter", "")).upper()
+
+    @property
+    def is_fixed_slit(self):
+        """True for a fixed-slit (``NRS_FIXEDSLIT``) exposure."""
+        return str(self.meta["exposure"].get("type", "")).upper() == "NRS_FIXEDSLIT"
+
+    @property
+    def visit(self):
+        """Visit key from the file name (``jw01345062001``)."""
+        return self.path.name.split("_")[0]
+
+    def summary(self):
+        """One-line human summary used by ``slitcombine info``."""
+        s, d, e = self.slit, self.meta["dither"], self.meta["exposure"]
+        return (
+            f"{self.path.name}: source {s.get('source_name')} (id {s.get('source_id')}) "
+            f"slitlet {s.get('slitlet_id')} {self.grating}/{self.filter} "
+            f"shape {self.shape[0]}x{self.shape[1]} "
+            f"nod position {d.get('position_number')} of {d.get('total_points')} "
+            f"(y_offset {_fmt(d.get('y_offset'), '.3f')} arcsec) "
+            f"exptime {_fmt(e.get('exposure_time'), '.1f')} s"
+        )
+
+
+def _fmt(value, spec):
+    return "?" if value is None else format(value, spec)
+
+
+def _header_value(headers, keys):
+    for key in keys:
+        for hdr in headers:
+            if key in hdr:
+                value = hdr[key]
+                if isinstance(value, str):
+                    value = value.strip()
+                return value
+    return None
+
+
+def _open_fits(path):
+    """Open ``path`` read-only, turning every failure into an InputFileError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    if path.is_dir():
+        raise InputFileError(path, "is a directory, not a FITS file")
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "empty file (0 bytes)")
+    with open(path, "rb") as fh:
+        magic = fh.read(30)
+    if not magic.startswith(b"SIMPLE  ="):
+        raise InputFileError(path, "not a FITS file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            hdul = fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=False)
+    except (OSError, ValueError, fits.verify.VerifyWarning, TypeError, IndexError) as exc:
+        raise InputFileError(path, f"unreadable or truncated FITS ({exc})") from exc
+    return path, hdul
+
+
+def list_slits(path):
+    """List the slits in a (Multi)SlitModel file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A per-slit or multi-slit product.
+
+    Returns
+    -------
+    list of dict
+        One dict per ``SCI`` extension with ``extver``, ``slitlet_id``, ``source_id``,
+        ``source_name`` and ``name``.
+    """
+    path, hdul = _open_fits(path)
+    with hdul:
+        out = []
+        for hdu in hdul:
+            if hdu.name == "SCI":
+                h = hdu.header
+                out.append(
+                    {
+                        "extver": h.get("EXTVER", 1),
+                        "slitlet_id": h.get("SLITID"),
+                        "source_id": h.get("SOURCEID"),
+                        "source_name": h.get("SRCNAME"),
+                        "name": h.get("SLTNAME"),
+                    }
+                )
+    return out
+
+
+def _select_extver(path, hdul, source_id, slitlet_id, extver):
+    sci_hdus = [hdu for hdu in hdul if hdu.name == "SCI"]
+    if not sci_hdus:
+        if "EXTRACT1D" in hdul or "COMBINE1D" in hdul:
+            raise NotASlitError(path, "a 1D extracted spectrum (x1d), not a 2D slit")
+        raise MissingExtensionError(path, "SCI")
+    candidates = []
+    for hdu in sci_hdus:
+        h = hdu.header
+        if extver is not None and h.get("EXTVER", 1) != extver:
+            continue
+        if source_id is not None and str(h.get("SOURCEID")) != str(source_id):
+            continue
+        if slitlet_id is not None and str(h.get("SLITID")) != str(slitlet_id):
+            continue
+        candidates.append(h.get("EXTVER", 1))
+    if not candidates:
+        raise InputFileError(
+            path,
+            f"no slit with source_id={source_id} slitlet_id={slitlet_id} extver={extver}",
+        )
+    if len(candidates) > 1:
+        raise InputFileError(
+            path,
+            f"{len(candidates)} slits match; give source_id/slitlet_id to choose one",
+        )
+    return candidates[0], len(sci_hdus)
+
+
+def read_slit(path, *, source_id=None, slitlet_id=None, extver=None):
+    """Read one slit exposure.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A per-slit ``SlitModel`` file, or a ``MultiSlitModel`` file with the slit chosen
+        by ``source_id``, ``slitlet_id`` or ``extver``.
+    source_id, slitlet_id : int or str, optional
+        Select a slit of a multi-slit file by its source or slitlet id.
+    extver : int, optional
+        Select a slit by the ``EXTVER`` of its extensions.
+
+    Returns
+    -------
+    SlitExposure
+
+    Raises
+    ------
+    InputFileError
+        Missing, empty, non-FITS or truncated file, or no/ambiguous slit selection.
+    MissingExtensionError
+        No ``SCI``, ``DQ`` or ``ASDF`` extension.
+    NotASlitError
+        An image, a 1D spectrum or a resampled (s2d) product instead of a slit.
+    """
+    path, hdul = _open_fits(path)
+    with hdul:
+        primary = hdul[0].header
+        ver, n_slits = _select_extver(path, hdul, source_id, slitlet_id, extver)
+        arrays = {}
+        for name in REQUIRED_EXTENSIONS + OPTIONAL_EXTENSIONS:
+            key = (name, ver)
+            if key in hdul:
+                try:
+                    arrays[name] = hdul[key].data
+                except (OSError, ValueError, TypeError) as exc:
+                    raise InputFileError(path, f"cannot read extension {name} ({exc})") from exc
+        sci_header = hdul[("SCI", ver)].header
+        hdu_names = {hdu.name for hdu in hdul}
+        for name in REQUIRED_EXTENSIONS:
+            if name not in arrays or arrays[name] is None:
+                raise MissingExtensionError(path, name)
+        _check_is_slit(path, primary, sci_header, arrays, hdu_names)
+        if "ASDF" not in hdul:
+            raise MissingExtensionError(path, "ASDF (WCS)")
+        try:
+            asdf_bytes = hdul["ASDF"].data[0][0].tobytes()
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            raise InputFileError(path, f"cannot read the ASDF extension ({exc})") from exc
+
+    # In a MultiSlitModel the slit attributes and WCS live in tree['slits'][i], where i
+    # is the order of the slit's SCI extension (EXTVER = i + 1 as written by stdatamodels).
+    is_multi = str(primary.get("DATAMODL", "")).strip() == "MultiSlitModel"
+    slit_index = int(ver) - 1 if is_multi else None
+    sci = np.asarray(arrays["SCI"], dtype=np.float32)
+    shape = sci.shape
+    for name, arr in arrays.items():
+        if arr is not None and arr.shape != shape:
+            raise InputFileError(path, f"extension {name} has shape {arr.shape}, SCI {shape}")
+
+    fallbacks = {}
+    var_p = arrays.get("VAR_POISSON")
+    var_r = arrays.get("VAR_RNOISE")
+    err = arrays.get("ERR")
+    if var_r is None or var_p is None:
+        if err is None:
+            raise MissingExtensionError(path, "VAR_RNOISE/VAR_POISSON (and no ERR)")
+        var_r = np.asarray(err, dtype=np.float32) ** 2
+        var_p = np.zeros(shape, np.float32)
+        fallbacks["VAR_RNOISE"] = "ERR**2 used as read-noise variance; VAR_POISSON = 0"
+    for name, text in (
+        ("WAVELENGTH", "computed from the WCS detector -> slit_frame"),
+        ("BARSHADOW", "no pipeline bar-shadow correction to undo (treated as 1)"),
+        ("PATHLOSS_UN", "no pipeline path-loss correction to undo (treated as 1)"),
+        ("PATHLOSS_PS", "no pipeline point-source path loss (treated as 1)"),
+    ):
+        if arrays.get(name) is None:
+            fallbacks[name] = text
+
+    slit = {k: _header_value([sci_header], (kw,)) for k, kw in SLIT_KEYWORDS.items()}
+    meta = {
+        group: {k: _header_value([primary, sci_header], kws) for k, kws in keys.items()}
+        for group, keys in META_KEYWORDS.items()
+    }
+    meta["filename"] = path.name
+    meta["n_slits_in_file"] = n_slits
+
+    def _f32(name):
+        arr = arrays.get(name)
+        return None if arr is None else np.asarray(arr, dtype=np.float32)
+
+    exposure = SlitExposure(
+        path=path,
+        extver=int(ver),
+        checksum=file_checksum(path),
+        sci=sci,
+        dq=np.asarray(arrays["DQ"]).astype(np.uint32),
+        err=_f32("ERR"),
+        var_poisson=np.asarray(var_p, dtype=np.float32),
+        var_rnoise=np.asarray(var_r, dtype=np.float32),
+        var_flat=_f32("VAR_FLAT"),
+        wavelength=_f32("WAVELENGTH"),
+        barshadow=_f32("BARSHADOW"),
+        pathloss_ps=_f32("PATHLOSS_PS"),
+        pathloss_un=_f32("PATHLOSS_UN"),
+        slit=slit,
+        meta=meta,
+        fallbacks=fallbacks,
+        primary_header=primary,
+        sci_header=sci_header,
+        _asdf_bytes=asdf_bytes,
+        _slit_index=slit_index,
+    )
+    if fallbacks:
+        log.info("%s: fallbacks for missing extensions: %s", path.name, fallbacks)
+    return exposure
+
+
+def _check_is_slit(path, primary, sci_header, arrays, hdu_names):
+    """Reject products that are not 2D NIRSpec slits, with a reason."""
+    instrument = str(primary.get("INSTRUME", "")).strip().upper()
+    if instrument and instrument != "NIRSPEC":
+        raise NotASlitError(path, f"INSTRUME={instrument}, not a NIRSpec slit")
+    model = str(primary.get("DATAMODL", "")).strip()
+    if model and model not in ("SlitModel", "MultiSlitModel"):
+        raise NotASlitError(path, f"DATAMODL={model}, not a SlitModel / MultiSlitModel")
+    if {"WHT", "CON"} & hdu_names:
+        raise NotASlitError(path, "a resampled (s2d) product, not a 2D slit cutout")
+    sci = arrays["SCI"]
+    if sci.ndim != 2:
+        raise NotASlitError(path, f"SCI has {sci.ndim} dimensions, a 2D slit cutout is needed")
+    exp_type = str(primary.get("EXP_TYPE", "")).strip().upper()
+    if exp_type and exp_type not in ("NRS_MSASPEC", "NRS_FIXEDSLIT", "NRS_AUTOWAVE"):
+        raise NotASlitError(path, f"EXP_TYPE={exp_type}, not an MSA or fixed-slit spectrum")
+    for key in ("SLTSTRT1", "SLTSTRT2"):
+        if key not in sci_header:
+            raise NotASlitError(path, f"SCI header has no {key}: not a slit cutout")

@@ -1,0 +1,65 @@
+"""Shared test fixtures.
+
+Real data live in ``../shared/data`` next to the repository root, or in
+``$SLITCOMBINE_SHARED/data``.  Tests that need them skip when they are absent, and fail
+instead under CI (``CI=true``), where the data must be present.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir():
+    """The shared reference folder, or None."""
+    env = os.environ.get("SLITCOMBINE_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared")
+    for c in candidates:
+        if (c / "data").is_dir():
+            return c
+    return None
+
+
+def _need_shared(what):
+    base = shared_dir()
+    path = None if base is None else base / "data" / what
+    if path is None or not path.exists():
+        msg = f"shared data {what!r} not found (../shared or $SLITCOMBINE_SHARED)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ceers_dir():
+    """Folder of the three real CEERS PRISM exposures of source 1345_933."""
+    return _need_shared("ceers-prism-1345_933")
+
+
+@pytest.fixture(scope="session")
+def ceers_files(ceers_dir):
+    """The three real CEERS exposures, in exposure order."""
+    files = sorted(str(p) for p in ceers_dir.glob("*_phot.138.1345_933.fits"))
+    assert len(files) == 3
+    return files
+
+
+@pytest.fixture(scope="session")
+def msaexp_calib_dir():
+    """Folder of calibration tables in msaexp's formats."""
+    return _need_shared("msaexp-calib")
+
+
+@pytest.fixture(scope="session")
+def ceers_group(ceers_files):
+    """A SlitGroup of the CEERS trio with default options (built once)."""
+    from slitcombine import SlitGroup
+
+    return SlitGroup(ceers_files, "1345_933")

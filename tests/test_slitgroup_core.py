@@ -1,0 +1,272 @@
+"""SlitGroup core on the real CEERS PRISM trio and on modified copies of it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from slitcombine import (
+    ConfigurationError,
+    IncompatibleExposuresError,
+    InputFileError,
+    SlitGroup,
+    read_slit,
+)
+from slitcombine.masks import Reject, dq_value
+
+
+def test_metadata_and_positions(ceers_group):
+    g = ceers_group
+    assert g.N == 3 and g.grating == "PRISM" and g.filter == "CLEAR"
+    assert g.sh == (25, 341)
+    for col in (
+        "y_index",
+        "position_number",
+        "shutter_state",
+        "x_offset",
+        "y_offset",
+        "exptime",
+        "grating",
+        "filter",
+        "detector",
+    ):
+        assert col in g.info.colnames
+    # y offsets 11.82, 12.35, 11.29 arcsec -> y_index 2, 3, 1
+    assert list(g.info["y_index"]) == [2, 3, 1]
+    assert g.unp.values == [1, 2, 3] and g.unp.N == 3 and g.unp.counts == [1, 1, 1]
+    assert list(g.unp[2]) == [True, False, False]
+    assert g.calc_reference_exposure == 2
+    assert np.allclose(g.exptime, 1021.222)
+    assert not g.IS_FIXED_SLIT
+
+
+def test_geometry_scales_and_nods(ceers_group):
+    g = ceers_group
+    # One definition each of the scales (see slitcombine.geometry)
+    assert g.slit_pixel_scale == pytest.approx(0.1045, abs=0.001)
+    assert g.slit_shutter_scale == pytest.approx(0.2284, abs=0.002)
+    assert g.meta["nod_offset"] == pytest.approx(0.529 / g.slit_pixel_scale)
+    # Nods are one shutter pitch (~5.06 px) apart, middle one as reference
+    assert np.allclose(g.relative_nod_offset, [0.0, 5.064, -5.064], atol=0.01)
+    assert g.meta["num_shutters"] == 3
+    # The source is ~0.5 px from the shutter centre (source_ypos = -0.116)
+    assert 0.3 < g.source_ypixel_position < 0.7
+    ys = g.fixed_yshutter
+    assert np.nanmin(ys) < -1.3 and np.nanmax(ys) > 1.3
+
+
+def test_traces_from_offsets_match_each_wcs(ceers_files):
+    a = SlitGroup(ceers_files, "a", trace_from_yoffset=True)
+    b = SlitGroup(ceers_files, "b", trace_from_yoffset=False)
+    # The trace predicted from the dither offsets agrees with each exposure's own WCS
+    assert np.nanmax(np.abs(a.ytr - b.ytr)) < 0.1
+    assert a.meta["trace_source"] == "y offsets"
+    assert b.meta["trace_source"] == "each exposure's WCS"
+
+
+def test_units_and_wavelengths(ceers_group, ceers_files):
+    g = ceers_group
+    e = read_slit(ceers_files[1])
+    to_ujy = e.meta["photometry"]["pixelarea_steradians"] * 1e12
+    expected = e.sci.astype(float).ravel() * to_ujy * e.pathloss_un.ravel()
+    ok = g.mask[1]
+    assert np.allclose(g.sci[1][ok], expected[ok], rtol=1e-6)
+    assert np.allclose(
+        g.var_rnoise[1][ok],
+        (e.var_rnoise.ravel() * (to_ujy * e.pathloss_un.ravel()) ** 2)[ok],
+        rtol=1e-5,
+    )
+    assert np.allclose(g.var, g.var_rnoise + g.var_poisson + g.var_sky, equal_nan=True)
+    w = g.wave[g.mask]
+    assert 0.55 < w.min() and w.max() < 5.5
+    # Sky-dominated PRISM continuum: tenths of uJy per pixel
+    assert 0.01 < np.nanmedian(g.data[g.mask]) < 1.0
+
+
+def test_masks_exclude_flagged_pixels(ceers_group, ceers_files):
+    g = ceers_group
+    bad_dq = dq_value(
+        ["DO_NOT_USE", "SATURATED", "DEAD", "HOT", "MSA_FAILED_OPEN", "OPEN", "ADJ_OPEN"]
+    )
+    flagged = (g.dq & bad_dq) > 0
+    assert flagged.sum() > 6000
+    assert not np.any(g.mask & flagged)
+    assert np.all(g.reject[flagged] & Reject.DQ)
+    assert np.array_equal(g.mask, g.reject == 0)
+    assert not np.any(g.mask & ~np.isfinite(g.sci))
+    assert np.all(g.var[g.mask] > 0)
+    # pad_border masks the slit edges; more of them with a wider border
+    wide = SlitGroup(ceers_files, "wide", pad_border=4)
+    assert wide.mask.sum() < g.mask.sum()
+    assert g.meta["rejected"]["BORDER"] > 0
+
+
+def test_nod_differences_show_traces_where_geometry_says(ceers_group):
+    g = ceers_group
+    n, (ny, nx) = g.N, g.sh
+    wave = np.nanmedian(g.wave.reshape(n, ny, nx), axis=(0, 1))
+    oiii = (wave > 2.58) & (wave < 2.66)  # [OIII] 5008 at z = 4.23
+    rows = np.arange(ny)
+    for pos in g.unp.values:
+        ipos, ineg, diff, bdiff, vdiff, wdiff = g.make_diff_image(pos)
+        assert ipos.sum() == 1 and ineg.sum() == 2 and not np.any(ipos & ineg)
+        img = diff.reshape(ny, nx)[:, oiii]
+        err = np.sqrt(np.nansum(vdiff.reshape(ny, nx)[:, oiii], axis=1))
+        prof = np.nansum(img, axis=1) / err
+        i = np.flatnonzero(ipos)[0]
+        ytr = np.nanmedian(g.ytr[i][oiii]) + g.source_ypixel_position
+        assert abs(rows[np.nanargmax(prof)] - ytr) <= 1.0
+        assert np.nanmax(prof) > 20  # strong positive [OIII] trace
+        for j in np.flatnonzero(ineg):
+            yneg = int(round(np.nanmedian(g.ytr[j][oiii]) + g.source_ypixel_position))
+            assert np.min(prof[yneg - 1 : yneg + 2]) < -10  # negative traces at the other nods
+        assert np.all(wdiff >= 0) and np.all(wdiff[~np.isfinite(diff)] == 0)
+
+
+def test_diff_variance_and_separate(ceers_group):
+    g = ceers_group
+    (pos, neg), _, (vpos, vneg), _ = g.make_diff_image(2, separate=True)[2:]
+    ipos, ineg, diff, _, vdiff, _ = g.make_diff_image(2)
+    ok = np.isfinite(diff)
+    assert np.allclose(diff[ok], (pos - neg)[ok])
+    assert np.allclose(vdiff[ok], (vpos + vneg)[ok])
+    # neg is the mean of two exposures: its variance is (v1 + v2) / 4 where both valid
+    data, var, m = g.data, g.var, g.mask
+    both = m[ineg].all(axis=0) & m[ipos].all(axis=0)
+    expected = var[ineg][:, both].sum(axis=0) / 4.0
+    assert np.allclose(vneg[both], expected)
+    assert np.allclose(neg[both], data[ineg][:, both].mean(axis=0))
+
+
+@pytest.mark.parametrize("weight_type", ["ivm", "poisson", "exptime", "exptime_bar", "mask"])
+def test_weight_types(ceers_files, weight_type):
+    g = SlitGroup(ceers_files, "w", weight_type=weight_type)
+    *_, diff, _, vdiff, wdiff = g.make_diff_image(2)
+    ok = np.isfinite(diff)
+    assert np.all(wdiff[ok] > 0) and np.all(np.isfinite(wdiff[ok]))
+    if weight_type == "poisson":
+        assert np.allclose(wdiff[ok], 1 / vdiff[ok])
+
+
+def test_no_diffs_returns_sky_subtracted_positions(ceers_files):
+    g = SlitGroup(ceers_files, "nodiff", diffs=False)
+    ipos, ineg, diff, bdiff, vdiff, wdiff = g.make_diff_image(1)
+    assert not ineg.any()
+    ok = np.isfinite(diff)
+    assert np.allclose(diff[ok], g.data[ipos][0][ok])
+
+
+def test_undo_barshadow_true_multiplies_by_bar(ceers_files):
+    keep = SlitGroup(ceers_files, "keep", undo_barshadow=False)
+    undo = SlitGroup(ceers_files, "undo", undo_barshadow=True)
+    ok = keep.mask & undo.mask
+    assert np.allclose(undo.data[ok], keep.data[ok] * keep.bar[ok])
+    assert undo.meta["steps"]["barshadow"]["status"] == "COMPLETE"
+
+
+def test_constructor_records_unimplemented_steps(ceers_group):
+    steps = ceers_group.meta["steps"]
+    # The defaults ask for these; this version does not pretend to run them
+    assert steps["barshadow"]["status"] == "NOT_IMPLEMENTED"
+    assert steps["percentile_outliers"]["status"] in ("NOT_IMPLEMENTED", "COMPLETE")
+    assert steps["read"]["status"] == "COMPLETE"
+    assert ceers_group.meta["weight_type"] == "ivm"
+
+
+def test_bad_shutter_mask(ceers_files):
+    g = SlitGroup(ceers_files, "bad", bad_shutter_names=[1])
+    ys = g._yshutter_grid
+    in_shutter = np.abs(ys - 1) < 0.6
+    assert in_shutter.sum() > 500
+    assert not g.mask[:, in_shutter].any()
+    assert np.all(g.reject[:, in_shutter] & Reject.BAD_SHUTTER)
+
+
+def test_stuck_shutter_detection_does_not_fire_on_good_data(ceers_group):
+    st = ceers_group.meta["steps"]["stuck_shutters"]
+    assert st["status"] == "COMPLETE" and st["stuck"] == []
+    assert set(st["shutter_sn"]) == {-1, 0, 1}
+
+
+def test_single_exposure(ceers_files):
+    g = SlitGroup(ceers_files[:1], "single")
+    assert g.N == 1 and g.unp.N == 1
+    ipos, ineg, diff, *_ = g.make_diff_image(g.unp.values[0])
+    assert not ineg.any() and np.isfinite(diff).sum() > 4000
+
+
+def _crop_copy(src, dst, ny=None, nx=None):
+    """Copy a slit file keeping the first ``ny`` rows / ``nx`` columns (same origin)."""
+    shutil.copy(src, dst)
+    with fits.open(dst, mode="update") as hdul:
+        for h in hdul:
+            if h.is_image and h.data is not None and h.data.ndim == 2:
+                h.data = h.data[: ny or h.data.shape[0], : nx or h.data.shape[1]]
+        if ny:
+            hdul["SCI"].header["SLTSIZE2"] = ny
+        if nx:
+            hdul["SCI"].header["SLTSIZE1"] = nx
+    return str(dst)
+
+
+def test_unequal_cutouts_use_common_overlap(tmp_path, ceers_files):
+    files = list(ceers_files)
+    files[1] = _crop_copy(files[1], tmp_path / "exp2_cropped.fits", ny=23, nx=330)
+    g = SlitGroup(files, "crop")
+    assert g.sh == (23, 330)
+    assert g.sci.shape == (3, 23 * 330)
+    full = SlitGroup(ceers_files, "full")
+    a = g.sci[0].reshape(23, 330)
+    b = full.sci[0].reshape(25, 341)[:23, :330]
+    ok = np.isfinite(a) & np.isfinite(b)
+    assert np.allclose(a[ok], b[ok])
+
+
+def test_bad_group_inputs(tmp_path, ceers_files):
+    with pytest.raises(InputFileError, match="empty list"):
+        SlitGroup([], "empty")
+    with pytest.raises(IncompatibleExposuresError, match="twice"):
+        SlitGroup([ceers_files[0], ceers_files[0]], "dup")
+    other = shutil.copy(ceers_files[1], tmp_path / "other_grating.fits")
+    with fits.open(other, mode="update") as hdul:
+        hdul[0].header["GRATING"] = "G395M"
+    with pytest.raises(IncompatibleExposuresError, match="grating"):
+        SlitGroup([ceers_files[0], other], "mixed")
+    other_src = shutil.copy(ceers_files[1], tmp_path / "other_source.fits")
+    with fits.open(other_src, mode="update") as hdul:
+        hdul["SCI"].header["SOURCEID"] = 12345
+    with pytest.raises(IncompatibleExposuresError, match="source"):
+        SlitGroup([ceers_files[0], other_src], "mixed")
+    with pytest.raises(ConfigurationError, match="weight_type"):
+        SlitGroup(ceers_files, "bad", weight_type="nonsense")
+    with pytest.raises(ConfigurationError, match="position_key"):
+        SlitGroup(ceers_files, "bad", position_key="nonsense")
+
+
+def test_position_keys(ceers_files):
+    g = SlitGroup(ceers_files, "pn", position_key="position_number")
+    assert g.unp.values == [1, 2, 3]
+    assert g.calc_reference_exposure == 1  # exposure 0 is the middle nod
+    g2 = SlitGroup(ceers_files, "ss", position_key="shutter_state")
+    assert g2.unp.N == 3
+    assert g2.calc_reference_exposure == "1x1"
+
+
+def test_slit_metadata_table(ceers_group):
+    t = ceers_group.slit_metadata()
+    assert len(t) == 3
+    for col in (
+        "filename",
+        "checksum",
+        "trace_c0",
+        "slit_pixel_scale",
+        "shutter_id",
+        "source_xpos",
+        "y_offset",
+        "grating",
+    ):
+        assert col in t.colnames
+    assert all(str(c).startswith("sha256:") for c in t["checksum"])
