@@ -25,6 +25,10 @@ import numpy as np
 from astropy.table import Table
 
 from . import geometry, masks, nods
+from ._extract_methods import ExtractMethods
+from ._outlier_methods import OutlierMethods
+from ._sky_methods import SkyMethods
+from ._trace_methods import TraceMethods
 from ._version import __version__
 from .errors import ConfigurationError, IncompatibleExposuresError, InputFileError
 from .masks import Reject
@@ -61,7 +65,7 @@ STEP_NAMES = (
 )
 
 
-class SlitGroup:
+class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     """Container for the exposures (nods) of one source in one slitlet and grating.
 
     Parameters
@@ -315,7 +319,7 @@ class SlitGroup:
             self.meta["diffs"] = True
             log.info("%s: grating %s: nod differences forced (grating_diffs)", name, self.grating)
 
-        self._later_issue_steps(
+        self._run_constructor_steps(
             sky_file=sky_file,
             fix_prism_norm=fix_prism_norm,
             hot_cold_kwargs=hot_cold_kwargs,
@@ -323,10 +327,10 @@ class SlitGroup:
             flag_percentile_kwargs=flag_percentile_kwargs,
             estimate_sky_kwargs=estimate_sky_kwargs,
             flag_profile_kwargs=flag_profile_kwargs,
+            flag_2d_kwargs=flag_2d_kwargs,
             do_multiple_mask=do_multiple_mask,
             set_background_spectra_kwargs=set_background_spectra_kwargs,
             fit_shutter_offset_kwargs=fit_shutter_offset_kwargs,
-            slit_hotpix_kwargs=slit_hotpix_kwargs,
         )
         self.meta["rejected"] = masks.describe_rejections(self.reject)
 
@@ -343,36 +347,113 @@ class SlitGroup:
         self.mask &= ~where
         return int(newly.sum())
 
-    def _later_issue_steps(self, **options):
-        """Record the constructor steps that this version does not implement.
+    def _run_optional(self, step, method, kwargs=None):
+        """Run an optional step if this version provides ``method``, else record it.
 
-        Nothing is pretended: each step that would change the data is recorded as
-        ``NOT_IMPLEMENTED`` (if requested) or ``SKIPPED`` (if disabled).
+        Returns the method's result, or None when the step is not available (then
+        ``meta['steps'][step]`` says ``NOT_IMPLEMENTED``: nothing is pretended).
         """
-        requested = {
-            "global_sky": options["sky_file"] is not None,
-            "normalization": bool(options["fix_prism_norm"]) and self.grating == "PRISM",
-            "slit_hotpix": options["slit_hotpix_kwargs"] is not None,
-            "hot_cold": options["hot_cold_kwargs"] is not None,
-            "trace_outliers": options["flag_trace_kwargs"] is not None,
-            "percentile_outliers": options["flag_percentile_kwargs"] is not None,
-            "estimate_sky": options["estimate_sky_kwargs"] is not None,
-            "profile_outliers": options["flag_profile_kwargs"] is not None,
-            "multiple_mask": bool(options["do_multiple_mask"]) and self.N > 2,
-            "background_spectra": False,
-            "shutter_offset": options["fit_shutter_offset_kwargs"] is not None,
-        }
-        pending = []
-        for step, wanted in requested.items():
-            if step in self.meta["steps"]:
-                continue
+        fn = getattr(self, method, None)
+        if fn is None:
+            self._step(step, "NOT_IMPLEMENTED")
+            log.info("%s: step %s (%s) is not available in this version", self.name, step, method)
+            return None
+        return fn(**(kwargs or {}))
+
+    def _run_constructor_steps(self, **opt):
+        """The optional constructor steps, in order (one-way: each sees the previous).
+
+        1. global sky table (``sky_file``); 2. PRISM normalisation (``fix_prism_norm``);
+        3. hot/cold pixels; 4. trace outliers; 5. percentile outliers; 6. sky estimate,
+        then 4-5 again on the sky-subtracted data; 7. profile outliers; 8. 2D outliers;
+        9. multiple-exposure mask; 10. background spectra; 11. shutter offset.
+        A step whose options are None is recorded as ``SKIPPED``.
+        """
+        plan = [
+            (
+                "global_sky",
+                "get_global_sky",
+                opt["sky_file"] is not None,
+                {"sky_file": opt["sky_file"]},
+            ),
+            ("normalization", "apply_normalization_correction", bool(opt["fix_prism_norm"]), {}),
+            (
+                "hot_cold",
+                "flag_hot_cold_pixels",
+                opt["hot_cold_kwargs"] is not None and self.N > 2,
+                opt["hot_cold_kwargs"],
+            ),
+            (
+                "trace_outliers",
+                "flag_trace_outliers",
+                opt["flag_trace_kwargs"] is not None,
+                opt["flag_trace_kwargs"],
+            ),
+            (
+                "percentile_outliers",
+                "flag_percentile_outliers",
+                opt["flag_percentile_kwargs"] is not None,
+                opt["flag_percentile_kwargs"],
+            ),
+            (
+                "estimate_sky",
+                "estimate_sky",
+                opt["estimate_sky_kwargs"] is not None,
+                opt["estimate_sky_kwargs"],
+            ),
+        ]
+        if opt["estimate_sky_kwargs"] is not None:
+            plan += [
+                (
+                    "trace_outliers",
+                    "flag_trace_outliers",
+                    opt["flag_trace_kwargs"] is not None,
+                    opt["flag_trace_kwargs"],
+                ),
+                (
+                    "percentile_outliers",
+                    "flag_percentile_outliers",
+                    opt["flag_percentile_kwargs"] is not None,
+                    opt["flag_percentile_kwargs"],
+                ),
+            ]
+        plan += [
+            (
+                "profile_outliers",
+                "flag_from_profile",
+                opt["flag_profile_kwargs"] is not None,
+                opt["flag_profile_kwargs"],
+            ),
+            (
+                "outliers_2d",
+                "flag_2d_outliers",
+                opt["flag_2d_kwargs"] is not None,
+                opt["flag_2d_kwargs"],
+            ),
+            (
+                "multiple_mask",
+                "apply_multiple_mask",
+                bool(opt["do_multiple_mask"]) and self.N > 2,
+                {},
+            ),
+            (
+                "background_spectra",
+                "set_background_spectra",
+                opt["set_background_spectra_kwargs"] is not None,
+                opt["set_background_spectra_kwargs"],
+            ),
+            (
+                "shutter_offset",
+                "fit_shutter_offset",
+                opt["fit_shutter_offset_kwargs"] is not None,
+                opt["fit_shutter_offset_kwargs"],
+            ),
+        ]
+        for step, method, wanted, kwargs in plan:
             if wanted:
-                self._step(step, "NOT_IMPLEMENTED")
-                pending.append(step)
-            else:
+                self._run_optional(step, method, kwargs)
+            elif step not in self.meta["steps"]:
                 self._step(step, "SKIPPED")
-        if pending:
-            log.info("%s: steps not available in this version: %s", self.name, pending)
 
     # ================================================================ properties
     @property
@@ -762,7 +843,9 @@ class SlitGroup:
         """Apply the ``undo_barshadow`` choice to the bookkeeping."""
         mode = self.meta["undo_barshadow"]
         has_bar = all(s.barshadow is not None for s in self.slits)
-        if mode == 2:
+        if mode == 2 and hasattr(self, "apply_spline_bar_correction"):
+            self.apply_spline_bar_correction()
+        elif mode == 2:
             # The group's own bar-shadow model is not available in this version: keep
             # the pipeline correction and say so.
             self.meta["undo_barshadow"] = False
