@@ -197,7 +197,11 @@ class GratingSetup:
 #: ~3600 px spectrum, i.e. one detector's worth, to keep files small.
 GRATINGS: dict[str, GratingSetup] = {
     "PRISM": GratingSetup(
-        "PRISM", "CLEAR", 0.6, 5.3, 416,
+        "PRISM",
+        "CLEAR",
+        0.6,
+        5.3,
+        416,
         description="R = 24.45/l^2 + 9.985 l^2.075 (2.2 px per resolution element), "
         "fitted to the CEERS WAVELENGTH extension; R~31 at 1.2 um, ~320 at 5.3 um",
     ),
@@ -211,7 +215,13 @@ GRATINGS: dict[str, GratingSetup] = {
         "G395M", "F290LP", 2.87, 5.27, 1348, 1.77e-3, 0.03, "R~1000, 17.7-18.2 A/px"
     ),
     "G395H": GratingSetup(
-        "G395H", "F290LP", 2.87, 5.27, 2048, 6.65e-4, 0.01,
+        "G395H",
+        "F290LP",
+        2.87,
+        5.27,
+        2048,
+        6.65e-4,
+        0.01,
         "R~2700, 6.65 A/px; only the first 2048 px (2.87-4.23 um) are simulated",
     ),
 }
@@ -464,8 +474,7 @@ class _Geometry:
         return a0, a1, a2
 
 
-def _make_geometry(grating, fixed_slit, n_shutters, rel_offsets, nx, trace_slope,
-                   trace_curvature):
+def _make_geometry(grating, fixed_slit, n_shutters, rel_offsets, nx, trace_slope, trace_curvature):
     if fixed_slit is None:
         unit = SHUTTER_HEIGHT
         width = SHUTTER_WIDTH
@@ -490,8 +499,23 @@ def _make_geometry(grating, fixed_slit, n_shutters, rel_offsets, nx, trace_slope
     ny = int(np.ceil(height + 3.0))
     yc = 0.5 * (ny - 1) - 0.5 * (rows.min() + rows.max()) - 0.5 * (q.min() + q.max())
     xk, wk = _dispersion_knots(grating, nx)
-    return _Geometry(fixed_slit, n_shutters, j0, unit, width, u, centres, extent, nx, ny, yc,
-                     trace_slope, trace_curvature, xk, wk)
+    return _Geometry(
+        fixed_slit,
+        n_shutters,
+        j0,
+        unit,
+        width,
+        u,
+        centres,
+        extent,
+        nx,
+        ny,
+        yc,
+        trace_slope,
+        trace_curvature,
+        xk,
+        wk,
+    )
 
 
 def _build_wcs(geom, grating, exposure, source_xpos, source_ypos_k, ra, dec, pa):
@@ -506,45 +530,70 @@ def _build_wcs(geom, grating, exposure, source_xpos, source_ypos_k, ra, dec, pa)
     s = geom.yslit_per_pixel
     a0, a1, a2 = geom.trace_poly()
     a0 = a0 + exposure.frame_shift
-    ypoly = m.Polynomial2D(2, c0_0=-d * s * a0, c1_0=-d * s * a1, c2_0=-d * s * a2,
-                           c0_1=d * s)
-    lam_tab = m.Tabular1D(points=geom.xk, lookup_table=geom.wave_knots * 1e-6,
-                          method="linear", bounds_error=False, fill_value=np.nan)
+    ypoly = m.Polynomial2D(2, c0_0=-d * s * a0, c1_0=-d * s * a1, c2_0=-d * s * a2, c0_1=d * s)
+    lam_tab = m.Tabular1D(
+        points=geom.xk,
+        lookup_table=geom.wave_knots * 1e-6,
+        method="linear",
+        bounds_error=False,
+        fill_value=np.nan,
+    )
     ymin, ymax = _slit_limits(geom, exposure)
     wmin, wmax = grating.wave_min * 1e-6, grating.wave_max * 1e-6
 
     def window(lo, hi, zero):
         table = np.zeros(2) if zero else np.array([lo, hi])
-        return m.Tabular1D(points=np.array([lo, hi]), lookup_table=table, method="linear",
-                           bounds_error=False, fill_value=np.nan)
+        return m.Tabular1D(
+            points=np.array([lo, hi]),
+            lookup_table=table,
+            method="linear",
+            bounds_error=False,
+            fill_value=np.nan,
+        )
 
     p0 = m.Mapping((0,), n_inputs=2)
     p1 = m.Mapping((1,), n_inputs=2)
     x_out = (p0 | window(ymin, ymax, True)) + (p1 | window(wmin, wmax, True))
     y_out = (p0 | window(ymin, ymax, False)) + (p1 | window(wmin, wmax, True))
     w_out = (p1 | window(wmin, wmax, False)) + (p0 | window(ymin, ymax, True))
-    det2slit = (m.Mapping((0, 1, 0)) | (ypoly & lam_tab)
-                | m.Mapping((0, 1, 0, 1, 0, 1)) | (x_out & y_out & w_out))
+    det2slit = (
+        m.Mapping((0, 1, 0))
+        | (ypoly & lam_tab)
+        | m.Mapping((0, 1, 0, 1, 0, 1))
+        | (x_out & y_out & w_out)
+    )
     det2slit.name = "det2slit"
 
-    spatial = ((m.Shift(-source_xpos) & m.Shift(-source_ypos_k))
-               | (m.Scale(geom.width_arcsec / 3600.0) & m.Scale(geom.unit_arcsec / 3600.0))
-               | m.Rotation2D(angle=pa) | m.Pix2Sky_TAN()
-               | m.RotateNative2Celestial(ra, dec, 180.0))
+    spatial = (
+        (m.Shift(-source_xpos) & m.Shift(-source_ypos_k))
+        | (m.Scale(geom.width_arcsec / 3600.0) & m.Scale(geom.unit_arcsec / 3600.0))
+        | m.Rotation2D(angle=pa)
+        | m.Pix2Sky_TAN()
+        | m.RotateNative2Celestial(ra, dec, 180.0)
+    )
     slit2world = spatial & m.Scale(1e6)
     slit2world.name = "slit2world"
 
-    detector = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix),
-                          axes_names=("x", "y"))
-    slit_spatial = cf.Frame2D(name="slit_spatial", axes_order=(0, 1), unit=(u.one, u.one),
-                              axes_names=("x_slit", "y_slit"))
-    spec_m = cf.SpectralFrame(name="spectral", axes_order=(2,), unit=(u.m,),
-                              axes_names=("wavelength",))
+    detector = cf.Frame2D(
+        name="detector", axes_order=(0, 1), unit=(u.pix, u.pix), axes_names=("x", "y")
+    )
+    slit_spatial = cf.Frame2D(
+        name="slit_spatial", axes_order=(0, 1), unit=(u.one, u.one), axes_names=("x_slit", "y_slit")
+    )
+    spec_m = cf.SpectralFrame(
+        name="spectral", axes_order=(2,), unit=(u.m,), axes_names=("wavelength",)
+    )
     slit_frame = cf.CompositeFrame([slit_spatial, spec_m], name="slit_frame")
-    sky = cf.CelestialFrame(name="sky", axes_order=(0, 1), reference_frame=coord.ICRS(),
-                            unit=(u.deg, u.deg), axes_names=("lon", "lat"))
-    spec_um = cf.SpectralFrame(name="spectral", axes_order=(2,), unit=(u.um,),
-                               axes_names=("wavelength",))
+    sky = cf.CelestialFrame(
+        name="sky",
+        axes_order=(0, 1),
+        reference_frame=coord.ICRS(),
+        unit=(u.deg, u.deg),
+        axes_names=("lon", "lat"),
+    )
+    spec_um = cf.SpectralFrame(
+        name="spectral", axes_order=(2,), unit=(u.um,), axes_names=("wavelength",)
+    )
     world = cf.CompositeFrame([sky, spec_um], name="world")
     wcs = gwcs_wcs.WCS([(detector, det2slit), (slit_frame, slit2world), (world, None)])
     wcs.bounding_box = ((-0.5, geom.nx - 0.5), (-0.5, geom.ny - 0.5))
@@ -603,8 +652,7 @@ def _check_lines(lines):
             raise ConfigurationError(f"lines: {line!r} is not an EmissionLine")
         _check_float("lines.rest_wavelength", line.rest_wavelength, minimum=1.0)
         if (line.peak_ratio is None) == (line.flux is None):
-            raise ConfigurationError(
-                f"lines: give exactly one of peak_ratio and flux for {line!r}")
+            raise ConfigurationError(f"lines: give exactly one of peak_ratio and flux for {line!r}")
         if line.peak_ratio is not None:
             _check_float("lines.peak_ratio", line.peak_ratio, minimum=0.0)
         if line.flux is not None:
@@ -620,7 +668,8 @@ def _check_spectrum(spectrum):
         wave, flux = (np.asarray(a, dtype=float) for a in spectrum)
     except (TypeError, ValueError):
         raise ConfigurationError(
-            "spectrum must be a pair (wave [micron], flux [microJy]) of 1-D arrays") from None
+            "spectrum must be a pair (wave [micron], flux [microJy]) of 1-D arrays"
+        ) from None
     if wave.ndim != 1 or flux.shape != wave.shape or wave.size < 2:
         raise ConfigurationError("spectrum: wave and flux must be 1-D arrays of equal length >= 2")
     if not (np.all(np.isfinite(wave)) and np.all(np.isfinite(flux))):
@@ -633,8 +682,18 @@ def _check_spectrum(spectrum):
 
 
 _SOURCE_KEYS = {
-    "redshift", "snr", "continuum_ujy", "continuum_slope", "lines", "spectrum",
-    "intrinsic_sigma", "source_xpos", "source_ypos", "source_id", "slitlet_id", "source_name",
+    "redshift",
+    "snr",
+    "continuum_ujy",
+    "continuum_slope",
+    "lines",
+    "spectrum",
+    "intrinsic_sigma",
+    "source_xpos",
+    "source_ypos",
+    "source_id",
+    "slitlet_id",
+    "source_name",
     "line_sigma_kms",
 }
 
@@ -644,14 +703,18 @@ def _check_source(src, fixed_slit):
     out = dict(src)
     out["redshift"] = _check_float("redshift", src["redshift"], minimum=0.0, maximum=30.0)
     out["snr"] = _check_float("snr", src["snr"], minimum=0.0, allow_none=True)
-    out["continuum_ujy"] = _check_float("continuum_ujy", src["continuum_ujy"], minimum=0.0,
-                                        allow_none=True)
-    out["continuum_slope"] = _check_float("continuum_slope", src["continuum_slope"],
-                                          minimum=-10, maximum=10)
-    out["intrinsic_sigma"] = _check_float("intrinsic_sigma", src["intrinsic_sigma"],
-                                          minimum=0.0, maximum=20.0)
-    out["line_sigma_kms"] = _check_float("line_sigma_kms", src["line_sigma_kms"], minimum=0.0,
-                                         maximum=5000.0)
+    out["continuum_ujy"] = _check_float(
+        "continuum_ujy", src["continuum_ujy"], minimum=0.0, allow_none=True
+    )
+    out["continuum_slope"] = _check_float(
+        "continuum_slope", src["continuum_slope"], minimum=-10, maximum=10
+    )
+    out["intrinsic_sigma"] = _check_float(
+        "intrinsic_sigma", src["intrinsic_sigma"], minimum=0.0, maximum=20.0
+    )
+    out["line_sigma_kms"] = _check_float(
+        "line_sigma_kms", src["line_sigma_kms"], minimum=0.0, maximum=5000.0
+    )
     lim = 0.5
     out["source_xpos"] = _check_float("source_xpos", src["source_xpos"], -lim, lim)
     out["source_ypos"] = _check_float("source_ypos", src["source_ypos"], -lim, lim)
@@ -670,8 +733,9 @@ def _check_source(src, fixed_slit):
         out["slitlet_id"] = _check_int("slitlet_id", src["slitlet_id"], 1)
     name = src["source_name"]
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ \t\n"):
-        raise ConfigurationError(f"source_name must be a non-empty string without "
-                                 f"spaces or slashes, got {name!r}")
+        raise ConfigurationError(
+            f"source_name must be a non-empty string without spaces or slashes, got {name!r}"
+        )
     return out
 
 
@@ -720,8 +784,11 @@ def _column_spectrum(src, grating, geom, wave_col, dwdx, wave_true, sig_psf):
     lines = DEFAULT_LINES if src["lines"] is None else src["lines"]
     for line in lines:
         lam_obs = line.rest_wavelength * 1e-4 * (1 + z)
-        entry = {"name": line.name, "rest_wavelength": float(line.rest_wavelength),
-                 "observed_wavelength": float(lam_obs)}
+        entry = {
+            "name": line.name,
+            "rest_wavelength": float(line.rest_wavelength),
+            "observed_wavelength": float(lam_obs),
+        }
         if not (wk[0] < lam_obs < wk[-1]):
             log.info("line %s at %.4f um is outside the cutout; skipped", line.name, lam_obs)
             entry.update(in_range=False, flux=0.0, peak_ujy=0.0)
@@ -787,8 +854,9 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
 
     # Source-position dependent point-source throughput (PATHLOSS_PS)
     sig_arcsec = sig_psf * PIXEL_SCALE
-    tput_x = _box_fraction(src["source_xpos"] * geom.width_arcsec, 0.5 * geom.width_arcsec,
-                           sig_arcsec)
+    tput_x = _box_fraction(
+        src["source_xpos"] * geom.width_arcsec, 0.5 * geom.width_arcsec, sig_arcsec
+    )
     ypos_k = []
     for exp in exposures:
         ysrc_rows = exp.delta_rows - exp.frame_shift
@@ -796,8 +864,11 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     ypos_k = np.array(ypos_k)
     tput = np.empty((nexp, nx))
     for k in range(nexp):
-        tput[k] = 0.92 * tput_x * _box_fraction(ypos_k[k] * geom.unit_arcsec,
-                                                0.5 * geom.unit_arcsec, sig_arcsec)
+        tput[k] = (
+            0.92
+            * tput_x
+            * _box_fraction(ypos_k[k] * geom.unit_arcsec, 0.5 * geom.unit_arcsec, sig_arcsec)
+        )
 
     # Geometry on the pixel grid (exposure independent, fixed to the MSA)
     trace0 = geom.trace_ref(x)[None, :]
@@ -830,11 +901,13 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     gain[~np.isfinite(gain)] = 0.0
     rn = opts["read_noise"]
     to_sci = np.broadcast_to(
-        1.0 / (PIXAR_SR * 1e12) / (pl_un[None, :] * (1.0 if is_fs else barshadow)), (ny, nx))
+        1.0 / (PIXAR_SR * 1e12) / (pl_un[None, :] * (1.0 if is_fs else barshadow)), (ny, nx)
+    )
 
     # Source spectrum
     cont_shape, lines_fixed, lines_ratio, line_info, user_spec = _column_spectrum(
-        src, grating, geom, wave_col, dwdx, wave_true, sig_psf)
+        src, grating, geom, wave_col, dwdx, wave_true, sig_psf
+    )
 
     # Profiles and per-exposure source rows
     src_rows = np.empty((nexp, nx))
@@ -852,8 +925,16 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     wave2d = np.empty((nexp, ny, nx))
     gx, gy = np.meshgrid(x, np.arange(ny, dtype=float))
     for k, exp in enumerate(exposures):
-        wcs = _build_wcs(geom, grating, exp, src["source_xpos"], ypos_k[k], opts["ra"],
-                         opts["dec"], opts["position_angle"])
+        wcs = _build_wcs(
+            geom,
+            grating,
+            exp,
+            src["source_xpos"],
+            ypos_k[k],
+            opts["ra"],
+            opts["dec"],
+            opts["position_angle"],
+        )
         _, ys, lam = wcs.get_transform("detector", "slit_frame")(gx, gy)
         valid[k] = np.isfinite(ys) & np.isfinite(lam)
         wave2d[k] = lam * 1e6
@@ -877,8 +958,10 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
         amp = 0.0
     else:
         if not np.any(cont_shape > 0):
-            raise ConfigurationError("snr: the continuum is zero over the whole cutout "
-                                     "(redshift too high?); give continuum_ujy instead")
+            raise ConfigurationError(
+                "snr: the continuum is zero over the whole cutout "
+                "(redshift too high?); give continuum_ujy instead"
+            )
         target = src["snr"]
 
         def f(log_amp):
@@ -901,7 +984,7 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     # independent streams: defects, noise and cosmic rays (noise=False keeps the same CRs)
     rng_bad, rng_noise, rng_cr = rng.spawn(3)
     bad_idx = rng_bad.choice(cand, size=n_bad, replace=False) if n_bad else np.zeros(0, int)
-    hot_idx, dead_idx = bad_idx[: opts["n_hot"]], bad_idx[opts["n_hot"]:]
+    hot_idx, dead_idx = bad_idx[: opts["n_hot"]], bad_idx[opts["n_hot"] :]
     hot_rows, hot_cols = np.unravel_index(hot_idx, (ny, nx))
     dead_rows, dead_cols = np.unravel_index(dead_idx, (ny, nx))
     hot_e = np.zeros((ny, nx))
@@ -918,8 +1001,9 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
         expect_e[dead] = 0.0
         expect_e = np.where(ok, np.maximum(expect_e, 0.0), 0.0)
         if opts["noise"]:
-            counts = (rng_noise.poisson(expect_e).astype(float)
-                      + rng_noise.normal(0.0, rn, size=(ny, nx)))
+            counts = rng_noise.poisson(expect_e).astype(float) + rng_noise.normal(
+                0.0, rn, size=(ny, nx)
+            )
         else:
             counts = expect_e.copy()
         # cosmic rays
@@ -944,8 +1028,16 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
             rr, cc = np.unravel_index(flat, (ny, nx))
             nsig = rng_cr.uniform(10.0, 200.0, size=rr.size)
             cr_add[rr, cc] = nsig * sig_e[rr, cc]
-            cr_rows.append((np.full(rr.size, exp.number), np.full(rr.size, k), rr, cc,
-                            cr_add[rr, cc] / gain[cc] * to_sci[rr, cc], nsig))
+            cr_rows.append(
+                (
+                    np.full(rr.size, exp.number),
+                    np.full(rr.size, k),
+                    rr,
+                    cc,
+                    cr_add[rr, cc] / gain[cc] * to_sci[rr, cc],
+                    nsig,
+                )
+            )
         counts += cr_add
         with np.errstate(divide="ignore", invalid="ignore"):
             conv = np.where(gain > 0, 1.0 / gain, np.nan)[None, :] * to_sci
@@ -960,7 +1052,10 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
         dq[fo_mask & ok] |= MSA_FAILED_OPEN
         nan = ~ok
         out = {
-            "data": sci, "var_poisson": var_p, "var_rnoise": var_r, "var_flat": var_f,
+            "data": sci,
+            "var_poisson": var_p,
+            "var_rnoise": var_r,
+            "var_flat": var_f,
             "wavelength": wave2d[k],
             "pathloss_point": np.broadcast_to(tput[k][None, :], (ny, nx)).copy(),
             "pathloss_uniform": np.broadcast_to(pl_un[None, :], (ny, nx)).copy(),
@@ -971,8 +1066,9 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
             arr = np.asarray(arr, dtype=float)
             arr[nan] = np.nan
             out[key] = arr.astype(np.float32)
-        out["err"] = np.sqrt(out["var_poisson"].astype(float) + out["var_rnoise"]
-                             + out["var_flat"]).astype(np.float32)
+        out["err"] = np.sqrt(
+            out["var_poisson"].astype(float) + out["var_rnoise"] + out["var_flat"]
+        ).astype(np.float32)
         out["dq"] = dq
         arrays.append(out)
 
@@ -983,29 +1079,48 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
         ymin, ymax = _slit_limits(geom, exp)
         ymins.append((ymin, ymax))
         a = {
-            "xstart": 1, "ystart": int(ystart), "xsize": nx, "ysize": ny,
-            "source_id": src["source_id"], "source_name": src["source_name"],
-            "source_alias": str(src["source_id"]), "stellarity": 1.0,
-            "source_ra": opts["ra"], "source_dec": opts["dec"],
-            "source_xpos": float(src["source_xpos"]), "source_ypos": float(ypos_k[k]),
-            "slit_ymin": float(ymin), "slit_ymax": float(ymax),
-            "pathloss_correction_type": "UNIFORM", "wavelength_corrected": False,
+            "xstart": 1,
+            "ystart": int(ystart),
+            "xsize": nx,
+            "ysize": ny,
+            "source_id": src["source_id"],
+            "source_name": src["source_name"],
+            "source_alias": str(src["source_id"]),
+            "stellarity": 1.0,
+            "source_ra": opts["ra"],
+            "source_dec": opts["dec"],
+            "source_xpos": float(src["source_xpos"]),
+            "source_ypos": float(ypos_k[k]),
+            "slit_ymin": float(ymin),
+            "slit_ymax": float(ymax),
+            "pathloss_correction_type": "UNIFORM",
+            "wavelength_corrected": False,
         }
         if is_fs:
-            a.update(name=geom.fixed_slit, slitlet_id=_FIXED_SLIT_NUMS[geom.fixed_slit] - 1,
-                     shutter_id=_FIXED_SLIT_NUMS[geom.fixed_slit] - 1, quadrant=5,
-                     xcen=0, ycen=0)
+            a.update(
+                name=geom.fixed_slit,
+                slitlet_id=_FIXED_SLIT_NUMS[geom.fixed_slit] - 1,
+                shutter_id=_FIXED_SLIT_NUMS[geom.fixed_slit] - 1,
+                quadrant=5,
+                xcen=0,
+                ycen=0,
+            )
         else:
             shift = int(round(YSLIT_DIRECTION * u * exp.delta_rows / PITCH_UNITS))
             j = geom.source_shutter + shift
             state = ["1"] * geom.n_shutters
             state[j] = "x"
             ycen = opts["ycen"] + (j - geom.source_shutter)
-            a.update(name=str(src["slitlet_id"]),
-                     slitlet_id=src["slitlet_id"], quadrant=opts["quadrant"],
-                     xcen=opts["xcen"], ycen=int(ycen), shutter_state="".join(state),
-                     shutter_id=int(opts["xcen"] + (ycen - 1) * _SHUTTER_IDS_PER_COLUMN),
-                     barshadow_corrected=True)
+            a.update(
+                name=str(src["slitlet_id"]),
+                slitlet_id=src["slitlet_id"],
+                quadrant=opts["quadrant"],
+                xcen=opts["xcen"],
+                ycen=int(ycen),
+                shutter_state="".join(state),
+                shutter_id=int(opts["xcen"] + (ycen - 1) * _SHUTTER_IDS_PER_COLUMN),
+                barshadow_corrected=True,
+            )
         attrs.append(a)
 
     # Truth table
@@ -1034,8 +1149,10 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     truth["snr_column"] = snr_col
     truth["electrons_per_ujy"] = gain
 
-    crs = Table(names=("exposure", "index", "row", "col", "amplitude", "sigma"),
-                dtype=(int, int, int, int, float, float))
+    crs = Table(
+        names=("exposure", "index", "row", "col", "amplitude", "sigma"),
+        dtype=(int, int, int, int, float, float),
+    )
     for block in cr_rows:
         for vals in zip(*block, strict=True):
             crs.add_row(vals)
@@ -1051,39 +1168,57 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
         "column). A perfect extraction of SCI*PATHLOSS_UN*PIXAR_SR*1e12 (sky-subtracted, "
         "bar-shadow corrected as in SCI) gives flux*slit_throughput; dividing by PATHLOSS_PS "
         "(= slit_throughput) gives flux. trace[x, k] is the row of the source centre in the "
-        "k-th file, yslit0_row[x, k] the row where the WCS gives y_slit = 0.")
-    meta.update({
-        "source_id": src["source_id"], "source_name": src["source_name"],
-        "slit_name": attrs[0]["name"], "grating": grating.grating, "filter": grating.filter,
-        "fixed_slit": geom.fixed_slit, "n_shutters": geom.n_shutters,
-        "source_shutter_index": geom.source_shutter,
-        "redshift": src["redshift"], "snr_requested": src["snr"],
-        "snr_peak": float(np.max(snr_col)), "continuum_ujy_at_2um": float(amp) if not user_spec
-        else None, "continuum_slope": src["continuum_slope"], "user_spectrum": user_spec,
-        "lines": line_info, "intrinsic_sigma_pix": src["intrinsic_sigma"],
-        "line_sigma_kms": src["line_sigma_kms"],
-        "source_xpos": src["source_xpos"], "source_ypos": src["source_ypos"],
-        "source_ypos_per_exposure": [float(v) for v in ypos_k],
-        "source_xshift_pix": float(xshift),
-        "sky_level_ujy_2um": opts["sky_level"], "read_noise_e": rn,
-        "exptime_s": opts["exptime"], "pixel_scale_arcsec": PIXEL_SCALE,
-        "yslit_per_pixel": float(YSLIT_DIRECTION * u), "yslit_unit_arcsec": geom.unit_arcsec,
-        "shutter_pitch_arcsec": SHUTTER_PITCH,
-        "nod_offsets": [float(e.nod_offset) for e in exposures],
-        "x_offsets_arcsec": [float(e.x_offset) for e in exposures],
-        "y_offsets_arcsec": [float(e.y_offset) for e in exposures],
-        "delta_rows": [float(e.delta_rows) for e in exposures],
-        "exposure_numbers": [int(e.number) for e in exposures],
-        "slit_limits": [list(v) for v in ymins],
-        "stuck_closed_shutter": stuck, "failed_open_neighbour": bool(opts["failed_open_neighbour"]),
-        "pathloss_applied": "PATHLOSS_UN",
-        "barshadow_floor": None if is_fs else BARSHADOW_FLOOR,
-        "cutout_shape": [ny, nx], "ystart": int(ystart),
-        "cosmic_rays": {c: [v.item() for v in crs[c]] for c in crs.colnames},
-        "hot_pixels": [[int(r), int(c)] for r, c in zip(hot_rows, hot_cols, strict=True)],
-        "dead_pixels": [[int(r), int(c)] for r, c in zip(dead_rows, dead_cols, strict=True)],
-        "seed": opts["seed"], "noise": opts["noise"],
-    })
+        "k-th file, yslit0_row[x, k] the row where the WCS gives y_slit = 0."
+    )
+    meta.update(
+        {
+            "source_id": src["source_id"],
+            "source_name": src["source_name"],
+            "slit_name": attrs[0]["name"],
+            "grating": grating.grating,
+            "filter": grating.filter,
+            "fixed_slit": geom.fixed_slit,
+            "n_shutters": geom.n_shutters,
+            "source_shutter_index": geom.source_shutter,
+            "redshift": src["redshift"],
+            "snr_requested": src["snr"],
+            "snr_peak": float(np.max(snr_col)),
+            "continuum_ujy_at_2um": float(amp) if not user_spec else None,
+            "continuum_slope": src["continuum_slope"],
+            "user_spectrum": user_spec,
+            "lines": line_info,
+            "intrinsic_sigma_pix": src["intrinsic_sigma"],
+            "line_sigma_kms": src["line_sigma_kms"],
+            "source_xpos": src["source_xpos"],
+            "source_ypos": src["source_ypos"],
+            "source_ypos_per_exposure": [float(v) for v in ypos_k],
+            "source_xshift_pix": float(xshift),
+            "sky_level_ujy_2um": opts["sky_level"],
+            "read_noise_e": rn,
+            "exptime_s": opts["exptime"],
+            "pixel_scale_arcsec": PIXEL_SCALE,
+            "yslit_per_pixel": float(YSLIT_DIRECTION * u),
+            "yslit_unit_arcsec": geom.unit_arcsec,
+            "shutter_pitch_arcsec": SHUTTER_PITCH,
+            "nod_offsets": [float(e.nod_offset) for e in exposures],
+            "x_offsets_arcsec": [float(e.x_offset) for e in exposures],
+            "y_offsets_arcsec": [float(e.y_offset) for e in exposures],
+            "delta_rows": [float(e.delta_rows) for e in exposures],
+            "exposure_numbers": [int(e.number) for e in exposures],
+            "slit_limits": [list(v) for v in ymins],
+            "stuck_closed_shutter": stuck,
+            "failed_open_neighbour": bool(opts["failed_open_neighbour"]),
+            "pathloss_applied": "PATHLOSS_UN",
+            "barshadow_floor": None if is_fs else BARSHADOW_FLOOR,
+            "cutout_shape": [ny, nx],
+            "ystart": int(ystart),
+            "cosmic_rays": {c: [v.item() for v in crs[c]] for c in crs.colnames},
+            "hot_pixels": [[int(r), int(c)] for r, c in zip(hot_rows, hot_cols, strict=True)],
+            "dead_pixels": [[int(r), int(c)] for r, c in zip(dead_rows, dead_cols, strict=True)],
+            "seed": opts["seed"],
+            "noise": opts["noise"],
+        }
+    )
     return _SlitProducts(arrays, attrs, wcs_list, truth, crs, bad)
 
 
@@ -1398,17 +1533,17 @@ def simulate_observation(
     t_start = time.perf_counter()
     # ---------------------------------------------------------------- validation
     if not isinstance(grating, str) or grating.upper() not in GRATINGS:
-        raise ConfigurationError(
-            f"grating must be one of {sorted(GRATINGS)}, got {grating!r}")
+        raise ConfigurationError(f"grating must be one of {sorted(GRATINGS)}, got {grating!r}")
     setup = GRATINGS[grating.upper()]
     if filter is not None and (not isinstance(filter, str) or filter.upper() != setup.filter):
         raise ConfigurationError(
-            f"filter {filter!r} does not go with grating {setup.grating} "
-            f"(expected {setup.filter})")
+            f"filter {filter!r} does not go with grating {setup.grating} (expected {setup.filter})"
+        )
     if fixed_slit is not None:
         if not isinstance(fixed_slit, str) or fixed_slit.upper() not in FIXED_SLITS:
             raise ConfigurationError(
-                f"fixed_slit must be one of {sorted(FIXED_SLITS)} or None, got {fixed_slit!r}")
+                f"fixed_slit must be one of {sorted(FIXED_SLITS)} or None, got {fixed_slit!r}"
+            )
         fixed_slit = fixed_slit.upper()
     if fixed_slit is None and (isinstance(n_shutters, bool) or n_shutters not in (1, 2, 3, 5)):
         raise ConfigurationError(f"n_shutters must be 1, 2, 3 or 5, got {n_shutters!r}")
@@ -1419,7 +1554,8 @@ def simulate_observation(
         defaults = {1: [0.0], 2: [-0.5, 0.5], 3: [0.0, 1.0, -1.0]}
         if n_nods not in defaults:
             raise ConfigurationError(
-                f"n_nods={n_nods} has no default pattern; give nod_offsets explicitly")
+                f"n_nods={n_nods} has no default pattern; give nod_offsets explicitly"
+            )
         nod_offsets = defaults[n_nods]
     try:
         nod_offsets = [float(v) for v in nod_offsets]
@@ -1427,23 +1563,27 @@ def simulate_observation(
         raise ConfigurationError(f"nod_offsets must be numbers, got {nod_offsets!r}") from None
     if len(nod_offsets) != n_nods or not np.all(np.isfinite(nod_offsets)):
         raise ConfigurationError(
-            f"nod_offsets must hold n_nods={n_nods} finite values, got {nod_offsets!r}")
+            f"nod_offsets must hold n_nods={n_nods} finite values, got {nod_offsets!r}"
+        )
     rel = np.array(nod_offsets) - nod_offsets[0]
     if fixed_slit is None:
         if np.any(np.abs(rel - np.round(rel)) > 1e-9):
             raise ConfigurationError(
-                f"nod_offsets {nod_offsets} must differ by whole shutter pitches for the MSA")
+                f"nod_offsets {nod_offsets} must differ by whole shutter pitches for the MSA"
+            )
         shifts = YSLIT_DIRECTION * np.round(rel)
         if shifts.max() - shifts.min() + 1 > n_shutters:
             raise ConfigurationError(
                 f"nod_offsets {nod_offsets} move the source out of a {n_shutters}-shutter "
-                "slitlet; use more shutters (n_shutters) or fewer nods (n_nods)")
+                "slitlet; use more shutters (n_shutters) or fewer nods (n_nods)"
+            )
     fs_nod_step = _check_float("fs_nod_step", fs_nod_step, minimum=0.0, maximum=5.0)
     try:
         x0_off, y0_off = (float(v) for v in dither_origin)
     except (TypeError, ValueError):
         raise ConfigurationError(
-            f"dither_origin must be (x_offset, y_offset), got {dither_origin!r}") from None
+            f"dither_origin must be (x_offset, y_offset), got {dither_origin!r}"
+        ) from None
     trace_slope = _check_float("trace_slope", trace_slope, -20, 20)
     trace_curvature = _check_float("trace_curvature", trace_curvature, -20, 20)
     sky_level = _check_float("sky_level", sky_level, minimum=0.0)
@@ -1467,16 +1607,22 @@ def simulate_observation(
         if stuck_closed_shutter >= n_shutters:
             raise ConfigurationError(
                 f"stuck_closed_shutter must be < n_shutters={n_shutters}, "
-                f"got {stuck_closed_shutter}")
+                f"got {stuck_closed_shutter}"
+            )
     if not isinstance(failed_open_neighbour, (bool, np.bool_)):
         raise ConfigurationError(
-            f"failed_open_neighbour must be True or False, got {failed_open_neighbour!r}")
+            f"failed_open_neighbour must be True or False, got {failed_open_neighbour!r}"
+        )
     if failed_open_neighbour and fixed_slit is not None:
         raise ConfigurationError("failed_open_neighbour needs an MSA slitlet, not a fixed slit")
     if detector not in ("NRS1", "NRS2"):
         raise ConfigurationError(f"detector must be 'NRS1' or 'NRS2', got {detector!r}")
-    if (not isinstance(root, str) or len(root) != 13 or not root.startswith("jw")
-            or not root[2:].isdigit()):
+    if (
+        not isinstance(root, str)
+        or len(root) != 13
+        or not root.startswith("jw")
+        or not root[2:].isdigit()
+    ):
         raise ConfigurationError(f"root must look like 'jwPPPPPOOOVVV', got {root!r}")
     ra = _check_float("ra", ra, 0.0, 360.0)
     dec = _check_float("dec", dec, -90.0, 90.0)
@@ -1490,20 +1636,28 @@ def simulate_observation(
     program = int(root[2:7])
 
     base_src = {
-        "redshift": redshift, "snr": snr, "continuum_ujy": continuum_ujy,
-        "continuum_slope": continuum_slope, "lines": lines, "spectrum": spectrum,
-        "intrinsic_sigma": intrinsic_sigma, "source_xpos": source_xpos,
-        "source_ypos": source_ypos, "source_id": source_id, "slitlet_id": slitlet_id,
-        "source_name": source_name, "line_sigma_kms": line_sigma_kms,
+        "redshift": redshift,
+        "snr": snr,
+        "continuum_ujy": continuum_ujy,
+        "continuum_slope": continuum_slope,
+        "lines": lines,
+        "spectrum": spectrum,
+        "intrinsic_sigma": intrinsic_sigma,
+        "source_xpos": source_xpos,
+        "source_ypos": source_ypos,
+        "source_id": source_id,
+        "slitlet_id": slitlet_id,
+        "source_name": source_name,
+        "line_sigma_kms": line_sigma_kms,
     }
     multi = multi_slit_sources is not None
     if not multi:
         src_specs = [dict(base_src)]
     elif isinstance(multi_slit_sources, (int, np.integer)) and not isinstance(
-            multi_slit_sources, bool):
+        multi_slit_sources, bool
+    ):
         if multi_slit_sources < 1:
-            raise ConfigurationError(
-                f"multi_slit_sources must be >= 1, got {multi_slit_sources}")
+            raise ConfigurationError(f"multi_slit_sources must be >= 1, got {multi_slit_sources}")
         src_specs = [{} for _ in range(int(multi_slit_sources))]
     elif isinstance(multi_slit_sources, Sequence) and not isinstance(multi_slit_sources, str):
         src_specs = list(multi_slit_sources)
@@ -1511,7 +1665,8 @@ def simulate_observation(
             raise ConfigurationError("multi_slit_sources must not be empty")
     else:
         raise ConfigurationError(
-            f"multi_slit_sources must be an int or a list of dicts, got {multi_slit_sources!r}")
+            f"multi_slit_sources must be an int or a list of dicts, got {multi_slit_sources!r}"
+        )
     if multi:
         specs = []
         for i, over in enumerate(src_specs):
@@ -1520,12 +1675,15 @@ def simulate_observation(
             bad_keys = set(over) - _SOURCE_KEYS
             if bad_keys:
                 raise ConfigurationError(
-                    f"multi_slit_sources[{i}] has unknown keys {sorted(bad_keys)}")
+                    f"multi_slit_sources[{i}] has unknown keys {sorted(bad_keys)}"
+                )
             spec = dict(base_src)
-            spec.update(redshift=_check_float("redshift", redshift, 0.0) + 0.1 * i,
-                        source_id=_check_int("source_id", source_id, 0) + i,
-                        slitlet_id=_check_int("slitlet_id", slitlet_id, 1) + i,
-                        source_name=None)
+            spec.update(
+                redshift=_check_float("redshift", redshift, 0.0) + 0.1 * i,
+                source_id=_check_int("source_id", source_id, 0) + i,
+                slitlet_id=_check_int("slitlet_id", slitlet_id, 1) + i,
+                source_name=None,
+            )
             spec.update(over)
             specs.append(spec)
         src_specs = specs
@@ -1558,20 +1716,26 @@ def simulate_observation(
             else:
                 delta = off * step / PIXEL_SCALE
                 frame = 0.0
-            exposures.append(_Exposure(number - 1, number, p + 1, off, x0_off, yoff, delta,
-                                       frame))
+            exposures.append(_Exposure(number - 1, number, p + 1, off, x0_off, yoff, delta, frame))
     geom = _make_geometry(setup, fixed_slit, n_shutters, rel, nx, trace_slope, trace_curvature)
     if fixed_slit is not None:
         half = 0.5 - 2.0 * PIXEL_SCALE / geom.unit_arcsec
         for e in exposures:
             ypos = sources[0]["source_ypos"] + YSLIT_DIRECTION * geom.yslit_per_pixel * (
-                e.delta_rows)
+                e.delta_rows
+            )
             if abs(ypos) > half:
                 raise ConfigurationError(
                     f"nod_offsets/fs_nod_step put the source at y_slit={ypos:.3f}, outside "
-                    f"the {fixed_slit} slit")
-    nod_type = {1: "NONE", 2: "2-SHUTTER-SLITLET", 3: "3-SHUTTER-SLITLET",
-                5: "5-SHUTTER-SLITLET"}[n_shutters] if n_nods > 1 else "NONE"
+                    f"the {fixed_slit} slit"
+                )
+    nod_type = (
+        {1: "NONE", 2: "2-SHUTTER-SLITLET", 3: "3-SHUTTER-SLITLET", 5: "5-SHUTTER-SLITLET"}[
+            n_shutters
+        ]
+        if n_nods > 1
+        else "NONE"
+    )
 
     # file names
     det = detector.lower()
@@ -1579,8 +1743,12 @@ def simulate_observation(
         names = [[f"{root}_03101_{e.number:05d}_{det}_cal.fits" for e in exposures]]
     else:
         label = fixed_slit.lower() if fixed_slit else f"{sources[0]['slitlet_id']:03d}"
-        names = [[f"{root}_03101_{e.number:05d}_{det}_phot.{label}."
-                  f"{sources[0]['source_name']}.fits" for e in exposures]]
+        names = [
+            [
+                f"{root}_03101_{e.number:05d}_{det}_phot.{label}.{sources[0]['source_name']}.fits"
+                for e in exposures
+            ]
+        ]
     truth_names = []
     for s in sources:
         label = fixed_slit.lower() if fixed_slit else f"{s['slitlet_id']:03d}"
@@ -1595,11 +1763,23 @@ def simulate_observation(
     opts = {
         "stuck_closed_shutter": stuck_closed_shutter,
         "failed_open_neighbour": bool(failed_open_neighbour),
-        "sky_level": sky_level, "read_noise": read_noise, "exptime": exptime,
-        "n_crs": n_crs, "n_hot": n_hot, "n_dead": n_dead, "ra": ra, "dec": dec,
-        "position_angle": position_angle, "seed": int(seed), "root": root,
+        "sky_level": sky_level,
+        "read_noise": read_noise,
+        "exptime": exptime,
+        "n_crs": n_crs,
+        "n_hot": n_hot,
+        "n_dead": n_dead,
+        "ra": ra,
+        "dec": dec,
+        "position_angle": position_angle,
+        "seed": int(seed),
+        "root": root,
         "noise": bool(noise),
-        "detector": detector, "nod_type": nod_type, "quadrant": 3, "xcen": 180, "ycen": 84,
+        "detector": detector,
+        "nod_type": nod_type,
+        "quadrant": 3,
+        "xcen": 180,
+        "ycen": 84,
     }
 
     # ---------------------------------------------------------------- simulation
@@ -1653,11 +1833,19 @@ def simulate_observation(
             path = out_dir / truth_names[i]
             _write_table(prod.truth, path)
             written.append(path)
-            results.append(SourceTruth(
-                source_id=src["source_id"], source_name=src["source_name"],
-                slitlet_id=prod.attrs[0]["slitlet_id"], slit_name=prod.attrs[0]["name"],
-                files=src_files[i], truth_path=path, truth=prod.truth,
-                cosmic_rays=prod.cosmic_rays, bad_pixels=prod.bad_pixels))
+            results.append(
+                SourceTruth(
+                    source_id=src["source_id"],
+                    source_name=src["source_name"],
+                    slitlet_id=prod.attrs[0]["slitlet_id"],
+                    slit_name=prod.attrs[0]["name"],
+                    files=src_files[i],
+                    truth_path=path,
+                    truth=prod.truth,
+                    cosmic_rays=prod.cosmic_rays,
+                    bad_pixels=prod.bad_pixels,
+                )
+            )
     except OSError as exc:
         for p in written:
             p.unlink(missing_ok=True)
@@ -1672,12 +1860,31 @@ def simulate_observation(
     exp_table["delta_rows"] = [e.delta_rows for e in exposures]
     exp_table["file"] = [p.name for p in all_files]
     elapsed = time.perf_counter() - t_start
-    log.info("simulated %d exposure(s) x %d source(s) (%s, %s) in %.2f s into %s",
-             len(exposures), len(sources), setup.grating, fixed_slit or f"{n_shutters}-shutter",
-             elapsed, out_dir)
+    log.info(
+        "simulated %d exposure(s) x %d source(s) (%s, %s) in %.2f s into %s",
+        len(exposures),
+        len(sources),
+        setup.grating,
+        fixed_slit or f"{n_shutters}-shutter",
+        elapsed,
+        out_dir,
+    )
     return SimulatedObservation(
-        output_dir=out_dir, files=all_files, truth_path=results[0].truth_path,
-        truth=results[0].truth, sources=results, exposures=exp_table, elapsed=elapsed,
-        options={"grating": setup.grating, "filter": setup.filter, "fixed_slit": fixed_slit,
-                 "n_shutters": n_shutters, "n_nods": n_nods, "nod_offsets": nod_offsets,
-                 "n_per_position": n_per_position, "seed": int(seed)})
+        output_dir=out_dir,
+        files=all_files,
+        truth_path=results[0].truth_path,
+        truth=results[0].truth,
+        sources=results,
+        exposures=exp_table,
+        elapsed=elapsed,
+        options={
+            "grating": setup.grating,
+            "filter": setup.filter,
+            "fixed_slit": fixed_slit,
+            "n_shutters": n_shutters,
+            "n_nods": n_nods,
+            "nod_offsets": nod_offsets,
+            "n_per_position": n_per_position,
+            "seed": int(seed),
+        },
+    )
