@@ -241,6 +241,23 @@ def test_nod_sign_agrees_with_real_ceers_files(prism3):
     assert np.sign(real[0][2]) == np.sign(sim[0][2])
 
 
+def test_wcs_inverse_round_trip(prism3):
+    model = datamodels.SlitModel(str(prism3.files[1]))
+    wcs = model.meta.wcs
+    ny, nx = model.data.shape
+    y, x = np.mgrid[:ny, :nx]
+    xs, ys, lam = wcs.get_transform("detector", "slit_frame")(x, y)
+    xb, yb = wcs.get_transform("slit_frame", "detector")(xs, ys, lam)
+    ok = np.isfinite(lam)
+    np.testing.assert_allclose(xb[ok], x[ok], atol=1e-6)
+    np.testing.assert_allclose(yb[ok], y[ok], atol=1e-6)
+    ra, dec, wave = wcs(x, y)
+    xi, yi = wcs.invert(ra[ok], dec[ok], wave[ok])
+    np.testing.assert_allclose(xi, x[ok], atol=1e-6)
+    np.testing.assert_allclose(yi, y[ok], atol=1e-6)
+    model.close()
+
+
 def test_source_ypos_convention(tmp_path):
     obs = simulate_observation(tmp_path, n_nods=2, source_ypos=0.2, nx=64, **QUIET)
     truth = obs.truth

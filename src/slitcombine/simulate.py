@@ -562,6 +562,21 @@ def _build_wcs(geom, grating, exposure, source_xpos, source_ypos_k, ra, dec, pa)
         | m.Mapping((0, 1, 0, 1, 0, 1))
         | (x_out & y_out & w_out)
     )
+    # Analytic inverse (slit_frame -> detector): x from the wavelength, y from (x, y_slit).
+    x_of_lam = m.Tabular1D(
+        points=geom.wave_knots * 1e-6,
+        lookup_table=geom.xk,
+        method="linear",
+        bounds_error=False,
+        fill_value=np.nan,
+    )
+    y_of_x_yslit = m.Polynomial2D(2, c0_0=a0, c1_0=a1, c2_0=a2, c0_1=1.0 / (d * s))
+    det2slit.inverse = (
+        m.Mapping((2, 1))
+        | (x_of_lam & m.Identity(1))
+        | m.Mapping((0, 0, 1))
+        | (m.Identity(1) & y_of_x_yslit)
+    )
     det2slit.name = "det2slit"
 
     spatial = (
