@@ -329,6 +329,9 @@ class SimulatedObservation:
         [pixels]).
     elapsed : float
         Wall-clock time of the simulation and writing [s].
+    options : dict
+        The main options used (grating, filter, fixed_slit, n_shutters, n_nods,
+        nod_offsets, n_per_position, seed).
     """
 
     output_dir: Path
@@ -374,8 +377,10 @@ def default_sky(wave):
     Returns
     -------
     numpy.ndarray
-        Sky [microJy per pixel] (0.1035 arcsec pixels), 0.08 microJy/px at 2 micron and
-        close in shape to the CEERS sky (0.05 at 3 micron, 0.4 at 5 micron).
+        Sky [microJy per pixel] (0.1035 arcsec pixels): 0.085 microJy/px at 2 micron,
+        0.069 at 3 micron and 0.44 at 5 micron, close in shape and level to the CEERS sky
+        (0.080, 0.052 and 0.43). :func:`simulate_observation` rescales it to ``sky_level``
+        at 2 micron.
     """
     wave = np.asarray(wave, dtype=float)
     zodi = 0.1 * np.exp(-0.5 * (np.log(wave / 1.3) / 0.7) ** 2)
@@ -964,9 +969,9 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
         var = s_e + bkg_e + rn**2
         return np.sqrt(np.where(valid[k], s_e**2 / var, 0.0).sum(axis=0))
 
-    amp = 1.0
+    amp = 1.0  # a user spectrum is used as given
     if user_spec:
-        amp = 1.0
+        pass
     elif src["continuum_ujy"] is not None:
         amp = src["continuum_ujy"]
     elif src["snr"] == 0:
