@@ -1,0 +1,339 @@
+"""High-level combination: files -> group -> trace fit -> pixel table -> 2D + 1D -> file.
+
+>>> from slitcombine import combine
+>>> result = combine(files, name="1345_933")       # doctest: +SKIP
+>>> paths = result.write("out/")                     # doctest: +SKIP
+>>> fig = result.plot()                              # doctest: +SKIP
+
+Every option of :class:`slitcombine.SlitGroup` can be passed to :func:`combine`, plus
+the extraction options of :data:`EXTRACT_DEFAULTS`; anything else is an error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import extract, resample
+from .errors import ConfigurationError, FitError, SlitCombineError
+
+__all__ = ["EXTRACT_DEFAULTS", "CombineResult", "combine", "combine_group"]
+
+log = logging.getLogger(__name__)
+
+#: Extraction options of :func:`combine` and their defaults.
+#:
+#: * ``wave_sample`` - output wavelength points per native detector column (msaexp 1.05);
+#: * ``wave_grid`` - explicit output wavelength grid (um), overrides ``wave_sample``;
+#: * ``wave_range`` - (min, max) um limits of the automatic grid;
+#: * ``ny``, ``step`` - 2D grid of ``2 ny + 1`` rows of ``step`` pixels around the trace;
+#: * ``oversample``, ``pixfrac`` - y sub-samples and footprint (input px) of the 2D drizzle;
+#: * ``with_pathloss`` - correct for the slit throughput (``path_corr`` column);
+#: * ``pathloss_source`` - 'auto' (pipeline PATHLOSS_PS if present), 'pipeline', 'model';
+#: * ``boxcar_halfwidth`` - half-width (px) of the boxcar extraction;
+#: * ``y_range`` - restrict the optimal extraction to this yslit range (px), None = all;
+#: * ``fit_traces`` - run ``SlitGroup.fit_all_traces`` (if available) before extracting;
+#: * ``trace_kwargs`` - keywords of ``fit_all_traces``;
+#: * ``profile_sigma`` - intrinsic width (px) to use instead of the trace fit's;
+#: * ``include_pixtab`` - also write the pixel table (PIXTAB extension).
+EXTRACT_DEFAULTS = {
+    "wave_sample": resample.DEFAULT_WAVE_SAMPLE,
+    "wave_grid": None,
+    "wave_range": None,
+    "ny": resample.DEFAULT_NY,
+    "step": 1.0,
+    "oversample": resample.DEFAULT_OVERSAMPLE,
+    "pixfrac": resample.DEFAULT_PIXFRAC,
+    "with_pathloss": True,
+    "pathloss_source": "auto",
+    "boxcar_halfwidth": extract.DEFAULT_BOXCAR_HALFWIDTH,
+    "y_range": None,
+    "fit_traces": True,
+    "trace_kwargs": None,
+    "profile_sigma": None,
+    "include_pixtab": False,
+}
+
+
+@dataclass
+class CombineResult:
+    """A combined spectrum, in memory.
+
+    Attributes
+    ----------
+    name : str
+        Name of the combination (output file ``{name}.spec.fits``).
+    group : slitcombine.SlitGroup
+        The group, after the trace fit.
+    pixtab : astropy.table.Table
+        The pixel table (:meth:`SlitGroup.get_flat_diff_arrays`).
+    spec : astropy.table.QTable
+        The 1D spectrum (``SPEC1D``).
+    drizzled : dict
+        Rectified 2D arrays: ``sci``, ``var``, ``wht``, ``profile``, ``sky``, ``npix``,
+        ``wave`` (um), ``y`` (pix).
+    prof1d : dict
+        ``profile`` and ``pfit``: collapsed data and model profiles.
+    sigma : numpy.ndarray
+        Intrinsic profile width per exposure, pixels.
+    slits : astropy.table.Table
+        ``group.slit_metadata()``.
+    params : dict
+        Every extraction parameter, resolved.
+    provenance : dict
+        :func:`slitcombine.provenance.collect`.
+    pathloss_used : str
+        The throughput model used (``'pipeline'``, ``'model'`` or ``'none'``).
+    include_pixtab : bool
+        Write the pixel table with the product.
+    """
+
+    name: str
+    group: object
+    pixtab: object
+    spec: object
+    drizzled: dict
+    prof1d: dict
+    sigma: np.ndarray
+    slits: object
+    params: dict
+    provenance: dict = field(default_factory=dict)
+    pathloss_used: str = "none"
+    include_pixtab: bool = False
+
+    def to_hdulist(self):
+        """The product as an :class:`astropy.io.fits.HDUList` (see :mod:`slitcombine.output`)."""
+        from .output import build_hdulist
+
+        return build_hdulist(self)
+
+    def plot(self):
+        """Summary figure: rectified 2D spectrum above the 1D f_nu spectrum, with the profile.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plots import summary_figure
+
+        d = self.drizzled
+        prof = {"pix": d["y"], "profile": self.prof1d["profile"], "pfit": self.prof1d["pfit"]}
+        title = f"{self.name}  {self.group.grating}/{self.group.filter}  N={self.group.N}"
+        return summary_figure(self.spec, d["sci"], d["wave"], d["y"], prof1d=prof, title=title)
+
+    def write(self, directory, figures=True, overwrite=True):
+        """Write ``{name}.spec.fits`` (and the PNG figures) into ``directory``.
+
+        Files are written atomically; the folder is checked first, so an unwritable
+        folder raises before anything is written.
+
+        Parameters
+        ----------
+        directory : str or path-like
+            Output folder (created if missing).
+        figures : bool
+            Also write ``{name}.fnu.png`` (summary) and ``{name}.d2d.png`` (nod
+            differences).
+        overwrite : bool
+            Replace existing files.
+
+        Returns
+        -------
+        dict
+            ``{'spec': path, 'summary': path, 'diff2d': path}`` (figures only if written).
+
+        Raises
+        ------
+        slitcombine.errors.OutputError
+            If the folder or a file cannot be written.
+        """
+        from .output import check_output_dir, write_hdulist
+        from .plots import save_figure
+
+        folder = check_output_dir(directory)
+        hdul = self.to_hdulist()
+        paths = {"spec": write_hdulist(hdul, folder / f"{self.name}.spec.fits", overwrite)}
+        if figures:
+            paths["summary"] = save_figure(self.plot(), folder / f"{self.name}.fnu.png")
+            fig = self.group.plot_2d_differences()
+            paths["diff2d"] = save_figure(fig, folder / f"{self.name}.d2d.png")
+        return paths
+
+
+def _split_options(options):
+    from .slitgroup import SlitGroup
+
+    group_names = set(inspect.signature(SlitGroup.__init__).parameters) - {"self", "files", "name"}
+    group_names.discard("kwargs")
+    unknown = sorted(set(options) - group_names - set(EXTRACT_DEFAULTS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {unknown}; valid: SlitGroup options and {sorted(EXTRACT_DEFAULTS)}"
+        )
+    group_kw = {k: v for k, v in options.items() if k in group_names}
+    params = dict(EXTRACT_DEFAULTS)
+    params.update({k: v for k, v in options.items() if k in EXTRACT_DEFAULTS})
+    return group_kw, params
+
+
+def _default_name(group):
+    src = str(group.info["source_name"][0] or group.info["source_id"][0] or "source")
+    return f"{src}_{group.grating}-{group.filter}".lower().replace(" ", "_")
+
+
+def combine(files, name=None, **options):
+    """Combine the exposures of one source into a 2D and an optimal 1D spectrum.
+
+    Parameters
+    ----------
+    files : list of str or path-like
+        The per-slit files of one source, slitlet and grating (one per exposure).
+    name : str, optional
+        Name of the result and of the output files; default
+        ``{source_name}_{grating}-{filter}`` (lower case).
+    **options
+        :class:`slitcombine.SlitGroup` options and the extraction options of
+        :data:`EXTRACT_DEFAULTS`.
+
+    Returns
+    -------
+    CombineResult
+
+    Raises
+    ------
+    slitcombine.errors.SlitCombineError
+        Bad input (files, options), no valid pixel, or a wavelength grid that does not
+        overlap the data.
+    """
+    from .slitgroup import SlitGroup
+
+    group_kw, params = _split_options(options)
+    group = SlitGroup(files, name or "slitcombine", **group_kw)
+    if name is None:
+        group.name = _default_name(group)
+    return combine_group(group, **params)
+
+
+def combine_group(group, **params):
+    """Trace fit, pixel table, 2D resampling and 1D extraction of an existing group.
+
+    Parameters
+    ----------
+    group : slitcombine.SlitGroup
+        The group.
+    **params
+        Extraction options (:data:`EXTRACT_DEFAULTS`).
+
+    Returns
+    -------
+    CombineResult
+    """
+    from .provenance import collect
+
+    unknown = sorted(set(params) - set(EXTRACT_DEFAULTS))
+    if unknown:
+        raise ConfigurationError(f"unknown extraction option(s) {unknown}")
+    p = dict(EXTRACT_DEFAULTS)
+    p.update(params)
+
+    trace_status = "not requested"
+    if p["fit_traces"] and p["profile_sigma"] is None:
+        if hasattr(group, "fit_all_traces"):
+            try:
+                group.fit_all_traces(**(p["trace_kwargs"] or {}))
+                trace_status = "fitted"
+            except FitError as exc:
+                trace_status = f"failed ({exc}); default profile width used"
+                log.warning("%s: trace fit failed: %s; using the default width", group.name, exc)
+        else:
+            trace_status = "not available in this version; default profile width used"
+            log.info("%s: no trace fit available; default profile width", group.name)
+    p["trace_fit_status"] = trace_status
+
+    fit = p["profile_sigma"] if p["profile_sigma"] is not None else None
+    sigma = group.profile_sigma(fit)
+    pixtab = group.get_flat_diff_arrays(
+        with_pathloss=p["with_pathloss"], fit=fit, pathloss_source=p["pathloss_source"]
+    )
+    used = pixtab.meta.get("PATHSRC", "none")
+
+    if p["wave_grid"] is not None:
+        grid = np.asarray(p["wave_grid"], float)
+    else:
+        ny, nx = group.sh
+        grid = resample.wavelength_grid(
+            group.wave.reshape(group.N, ny, nx),
+            group.mask,
+            wave_sample=p["wave_sample"],
+            wave_range=p["wave_range"],
+        )
+    edges = resample.bin_edges(grid)
+    inside = resample.bin_index(np.asarray(pixtab["wave"], float), edges) >= 0
+    if not inside.any():
+        raise SlitCombineError(
+            f"{group.name}: the wavelength grid ({grid[0]:.4f}-{grid[-1]:.4f} um) does not "
+            f"overlap the data ({np.nanmin(pixtab['wave']):.4f}-"
+            f"{np.nanmax(pixtab['wave']):.4f} um)"
+        )
+
+    bf = group.bar if group.meta["undo_barshadow"] is True else 1.0
+    spec = extract.extract_1d(
+        pixtab,
+        grid,
+        boxcar_halfwidth=p["boxcar_halfwidth"],
+        y_range=p["y_range"],
+        exposure_variance=group.var * bf**2,
+    )
+    if not np.any(spec["valid"]):
+        raise SlitCombineError(f"{group.name}: no valid 1D bin (everything masked?)")
+
+    pl = np.asarray(pixtab["pathloss"], float)
+    drz = resample.pseudo_drizzle(
+        pixtab["wave"],
+        pixtab["yslit"],
+        np.asarray(pixtab["flux"], float) / pl,
+        np.asarray(pixtab["var"], float) / pl**2,
+        pixtab["weight"],
+        grid,
+        ny=p["ny"],
+        step=p["step"],
+        oversample=p["oversample"],
+        pixfrac=p["pixfrac"],
+        extra={
+            "profile": np.asarray(pixtab["profile"], float),
+            "sky": np.asarray(pixtab["sky"], float) / pl,
+        },
+    )
+    prof, pfit = extract.collapsed_profile(
+        drz["sci"], drz["profile"], spec["flux"].value, spec["err"].value
+    )
+    slits = group.slit_metadata()
+    result = CombineResult(
+        name=group.name,
+        group=group,
+        pixtab=pixtab,
+        spec=spec,
+        drizzled=drz,
+        prof1d={"profile": prof, "pfit": pfit},
+        sigma=sigma,
+        slits=slits,
+        params=p,
+        pathloss_used=used,
+        include_pixtab=bool(p["include_pixtab"]),
+    )
+    result.provenance = collect(group, {**p, "sigma": sigma, "pathloss_used": used}, slits)
+    n_valid = int(np.count_nonzero(spec["valid"]))
+    group._step(
+        "extract",
+        "COMPLETE",
+        n_pixels=len(pixtab),
+        n_bins=int(grid.size),
+        n_valid_bins=n_valid,
+        pathloss=used,
+        trace_fit=trace_status,
+    )
+    log.info("%s: %d pixels -> %d/%d valid bins", group.name, len(pixtab), n_valid, grid.size)
+    return result
