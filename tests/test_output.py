@@ -1,0 +1,178 @@
+"""The .spec.fits product: layout, units, WCS, provenance, readers, atomic writing, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from slitcombine.combine import combine
+from slitcombine.errors import OutputError
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory):
+    from slitcombine.simulate import simulate_observation
+
+    sim = simulate_observation(
+        tmp_path_factory.mktemp("sim"), grating="PRISM", snr=20, seed=5, n_crs=0
+    )
+    result = combine(sim.files, name="sim_prism", wave_sample=1.0)
+    out = tmp_path_factory.mktemp("out")
+    paths = result.write(out)
+    return sim, result, paths
+
+
+def test_layout_and_units(product):
+    _, result, paths = product
+    assert paths["spec"].name == "sim_prism.spec.fits"
+    assert paths["summary"].exists() and paths["diff2d"].exists()
+    with fits.open(paths["spec"]) as hdul:
+        names = [h.name for h in hdul]
+        assert names[:8] == [
+            "PRIMARY",
+            "SPEC1D",
+            "SCI",
+            "WHT",
+            "PROFILE",
+            "PROF1D",
+            "BACKGROUND",
+            "SLITS",
+        ]
+        assert {"REJECT", "WCS-TAB", "PROVENANCE"} <= set(names)
+        assert hdul[0].header["ORIGIN"] == "slitcombine"
+        assert hdul["SPEC1D"].header["GRATING"] == "PRISM"
+        assert hdul["SCI"].header["BUNIT"] == "uJy"
+        nw = len(result.spec)
+        assert hdul["SCI"].data.shape == (27, nw)
+        assert len(hdul["SLITS"].data) == 3
+    spec = Table.read(paths["spec"], hdu="SPEC1D")
+    # specutils reads the first spectral column, the first flux column, then "the next
+    # column with the flux unit" as the error: the order matters.
+    assert spec.colnames[:4] == ["wave", "flux", "err", "valid"]
+    assert spec["wave"].unit == "um" and spec["flux"].unit == "uJy" and spec["err"].unit == "uJy"
+    assert spec["sky"].unit == "uJy" and spec["var_sum"].unit == "uJy2"
+    assert spec["valid"].dtype == bool
+    # Bad bins are NaN and flagged, never a zero error.
+    bad = ~np.asarray(spec["valid"])
+    assert np.all(np.isnan(spec["flux"][bad])) and np.all(np.isnan(spec["err"][bad]))
+    assert np.all(spec["err"][~bad] > 0)
+    # path_corr multiplies flux and err (the pipeline PATHLOSS_PS throughput here).
+    assert np.nanmin(spec["path_corr"]) >= 1.0
+
+
+def test_wcs_of_the_2d_images(product):
+    from astropy.wcs import WCS
+
+    _, result, paths = product
+    with fits.open(paths["spec"]) as hdul:
+        w = WCS(hdul["SCI"].header, fobj=hdul)
+        ix = np.arange(len(result.spec))
+        wave, offset = w.pixel_to_world_values(ix, np.full(ix.size, 13.0))
+        np.testing.assert_allclose(wave, result.spec["wave"].value, rtol=1e-10)
+        assert np.allclose(offset, 0.0)
+        _, off1 = w.pixel_to_world_values([0], [14.0])
+        assert off1[0] == pytest.approx(hdul["SCI"].header["YPIXSCL"], rel=1e-6)
+
+
+def test_provenance(product):
+    sim, result, paths = product
+    with fits.open(paths["spec"]) as hdul:
+        h = hdul[0].header
+        prov = Table(hdul["PROVENANCE"].data)
+    from slitcombine import __version__
+
+    assert h["SCVERS"] == __version__
+    assert h["NINPUT"] == 3
+    checks = {r["filename"]: r["checksum"] for r in result.slits}
+    for i in range(3):
+        assert checks[h[f"INFILE{i}"]] == h[f"INSUM{i}"]
+        assert h[f"INSUM{i}"].startswith("sha256:")
+    rows = {(r["section"], r["key"]): json.loads(r["value"]) for r in prov}
+    assert rows[("parameters", "wave_sample")] == 1.0
+    assert rows[("parameters", "ny")] == 13
+    assert rows[("group_meta", "weight_type")] == "ivm"
+    assert rows[("group_meta", "undo_pathloss")] is True
+    assert "steps" in {k for (s, k) in rows if s == "group_meta"}
+
+
+def test_specutils_reads_the_product(product):
+    pytest.importorskip("specutils")
+    from specutils import Spectrum
+
+    from slitcombine.output import register_specutils_loader
+
+    _, result, paths = product
+    register_specutils_loader()
+    assert register_specutils_loader() is False  # idempotent
+    spec = Spectrum.read(paths["spec"])
+    assert spec.spectral_axis.unit == "um" and spec.flux.unit == "uJy"
+    np.testing.assert_array_equal(spec.mask, ~np.asarray(result.spec["valid"]))
+    ok = ~spec.mask
+    np.testing.assert_allclose(spec.uncertainty.array[ok], result.spec["err"].value[ok])
+    spec2 = Spectrum.read(paths["spec"], format="slitcombine")
+    np.testing.assert_allclose(spec2.flux.value[ok], spec.flux.value[ok])
+
+
+def test_unwritable_directory_writes_nothing(product, tmp_path):
+    _, result, _ = product
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # running as root: permissions are not enforced
+            blocker = tmp_path / "file"
+            blocker.write_text("not a folder")
+            with pytest.raises(OutputError):
+                result.write(blocker / "sub")
+            assert blocker.read_text() == "not a folder"
+        else:
+            with pytest.raises(OutputError, match="not writable"):
+                result.write(locked)
+            assert list(locked.iterdir()) == []
+    finally:
+        os.chmod(locked, 0o700)
+
+
+def test_atomic_write_leaves_no_temporary_files(product, tmp_path):
+    _, result, _ = product
+    paths = result.write(tmp_path, figures=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim_prism.spec.fits"]
+    with pytest.raises(OutputError, match="exists"):
+        result.write(tmp_path, figures=False, overwrite=False)
+    assert paths["spec"].stat().st_size > 0
+
+
+def test_cli_extract(product, tmp_path, capsys):
+    from slitcombine.cli import main
+
+    sim, _, _ = product
+    out = tmp_path / "cli"
+    status = main(["extract", *map(str, sim.files), "--name", "cli", "--output-dir", str(out)])
+    assert status == 0
+    assert (out / "cli.spec.fits").exists() and (out / "cli.fnu.png").exists()
+    assert "valid bins" in capsys.readouterr().out
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    status = main(["extract", *map(str, sim.files), "--output-dir", str(blocker)])
+    assert status == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_figures_use_no_pyplot(product):
+    import inspect
+
+    from slitcombine import plots
+
+    _, result, _ = product
+    assert "import matplotlib.pyplot" not in inspect.getsource(plots)
+    assert "from matplotlib import pyplot" not in inspect.getsource(plots)
+    fig = result.plot()
+    assert type(fig).__name__ == "Figure"
+    assert len(fig.axes) == 3
+    fig2 = result.group.plot_2d_differences(clip_sigma=3, figsize=(5, 1.5))
+    assert len(fig2.axes) == 3 * result.group.unp.N  # difference, model, residual
