@@ -93,6 +93,38 @@ def _cmd_simulate(args):
     return 0
 
 
+def _add_extract(sub):
+    p = sub.add_parser(
+        "extract", help="combine the exposures of one source: 2D + optimal 1D spectrum"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="per-slit files of one source")
+    p.add_argument("--name", default=None, help="output name (default: source_grating-filter)")
+    p.add_argument("--output-dir", default=".", help="where to write (default %(default)s)")
+    p.add_argument("--no-figures", action="store_true", help="do not write the PNG figures")
+    p.set_defaults(func=_cmd_extract)
+
+
+def _cmd_extract(args):
+    import numpy as np
+
+    from .combine import combine
+    from .output import check_output_dir
+
+    check_output_dir(args.output_dir)  # fail before the work, not after
+    result = combine(args.files, name=args.name)
+    paths = result.write(args.output_dir, figures=not args.no_figures)
+    spec = result.spec
+    valid = np.asarray(spec["valid"])
+    sn = np.asarray(spec["flux"] / spec["err"])[valid]
+    print(
+        f"{result.name}: {int(valid.sum())}/{len(spec)} valid bins, "
+        f"median S/N {np.nanmedian(sn):.2f}, max S/N {np.nanmax(sn):.1f}"
+    )
+    for path in paths.values():
+        print(path)
+    return 0
+
+
 def build_parser():
     """The argument parser of the ``slitcombine`` command."""
     parser = argparse.ArgumentParser(
@@ -108,6 +140,7 @@ def build_parser():
     p.set_defaults(func=_cmd_info)
     _add_demo(sub)
     _add_simulate(sub)
+    _add_extract(sub)
     return parser
 
 
