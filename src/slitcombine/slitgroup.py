@@ -895,8 +895,15 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self._slit_y0_full = sy_full
         self._slit_y0 = sy_full[sl0]
 
+        # A fixed slit's frame does not move with the nods (y_slit = 0 is the slit
+        # centre in every exposure) and source_ypos says where the source is: the
+        # trace is always at source_ypos there.  In an MSA slitlet y_slit = 0 is the
+        # centre of the source shutter and source_ypos is optional (trace_with_ypos).
+        with_ypos = self.meta["trace_with_ypos"] or self.IS_FIXED_SLIT
+        self.meta["trace_target"] = "source_ypos" if with_ypos else "shutter centre"
+
         def own_trace(slit, sy_grid, sl):
-            target = (slit.slit.get("source_ypos") or 0.0) if self.meta["trace_with_ypos"] else 0.0
+            target = (slit.slit.get("source_ypos") or 0.0) if with_ypos else 0.0
             rows = geometry.rows_where(sy_grid, target)
             return rows[sl[1]] - sl[0].start
 
@@ -979,20 +986,20 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         return n
 
     def mask_stuck_closed_shutters(self, stuck_threshold=0.3, min_bar=0.7):
-        """Find and mask shutters that show no sky: stuck closed.
+        """Find and mask shutters that pass no light (stuck closed), PRISM and gratings.
 
-        Pixels with ``bar > min_bar`` are grouped by shutter, ``k = round(fixed_yshutter)``.
-        For each shutter the median S/N ``sci / sqrt(var)`` of its pixels (all
-        exposures) is compared with the brightest shutter: a shutter is stuck if its
-        S/N is below ``stuck_threshold`` times the maximum *and* the difference is
-        significant (more than 5 times the standard error of the medians).  For a
-        single-shutter slitlet the shutter is stuck if its median S/N is
-        significantly below ``stuck_threshold`` (absolute).
+        Thin caller of :func:`slitcombine.outliers.stuck_shutters` (the statistics are
+        documented there): the median S/N of ``sci`` over the pixels of each shutter
+        (``round(fixed_yshutter)``, ``bar > min_bar``, all exposures) is compared with
+        the brightest well-covered shutter; a shutter is stuck when it is below
+        ``stuck_threshold`` times that and the shortfall is significant (5 sigma of the
+        measured scatter).  A single shutter is stuck only if it shows no light at all.
+        If even the brightest shutter shows no significant sky, nothing is decided.
 
         Parameters
         ----------
         stuck_threshold : float
-            Relative (multi-shutter) or absolute (single shutter) S/N threshold.
+            Relative (several shutters) or absolute (single shutter) S/N threshold.
         min_bar : float
             Minimum bar-shadow throughput of the pixels used.
 
@@ -1001,36 +1008,30 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         list of int
             The stuck shutter indices (also added to :attr:`bad_shutter_names`).
         """
-        ys = np.broadcast_to(self._yshutter_grid, self.sci.shape)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            use = self.mask & (self.bar > min_bar) & np.isfinite(ys)
-            sn = self.sci / np.sqrt(self.var)
-        if use.sum() < 10 or self.IS_FIXED_SLIT:
-            self._step("stuck_shutters", "SKIPPED", reason="fixed slit or too few pixels")
-            return []
-        k = np.round(ys[use]).astype(int)
-        shutters, counts = np.unique(k, return_counts=True)
-        med = np.array([np.median(sn[use][k == j]) for j in shutters])
-        err = 1.2533 / np.sqrt(counts)
-        full = counts > 0.5 * counts.max()
-        stuck = []
-        if shutters.size > 1:
-            imax = int(np.argmax(np.where(full, med, -np.inf)))
-            for j, m, e, ok in zip(shutters, med, err, full, strict=True):
-                if (
-                    ok
-                    and m < stuck_threshold * med[imax]
-                    and (med[imax] - m) > 5 * np.hypot(e, err[imax])
-                ):
-                    stuck.append(int(j))
-        elif med[0] + 5 * err[0] < stuck_threshold:
-            stuck.append(int(shutters[0]))
+        from . import outliers
+
+        stuck, info = outliers.stuck_shutters(
+            self.sci,
+            self.var,
+            self.mask,
+            self._yshutter_grid,
+            self.bar,
+            stuck_threshold=stuck_threshold,
+            min_bar=min_bar,
+            fixed_slit=self.IS_FIXED_SLIT,
+        )
+        status = "SKIPPED" if info["status"] == "skipped" else "COMPLETE"
         self._step(
             "stuck_shutters",
-            "COMPLETE",
-            shutter_sn={int(j): round(float(m), 3) for j, m in zip(shutters, med, strict=True)},
+            status,
+            decision=info["status"],
+            reason=info["reason"],
+            shutter_sn={j: v["sn"] for j, v in info["shutters"].items()},
+            shutters=info["shutters"],
             stuck=stuck,
         )
+        if info["status"] == "undetermined":
+            log.info("%s: stuck-shutter test undetermined: %s", self.name, info["reason"])
         if stuck:
             log.warning("%s: stuck-closed shutters found: %s", self.name, stuck)
             self.bad_shutter_names = sorted(set(self.bad_shutter_names) | set(stuck))
