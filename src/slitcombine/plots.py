@@ -55,7 +55,7 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
     ncol = 3 if with_model else 1
     nrow = max(len(panels), 1)
     fig = _new_figure((figsize[0] * (1 + 0.6 * (ncol - 1)), figsize[1] * nrow))
-    axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for r, panel in enumerate(panels):
         err = panel["err"]
         scale = np.nanmedian(err[np.isfinite(err) & (err > 0)]) if np.isfinite(err).any() else 1.0
@@ -79,6 +79,7 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
             for row, positive in panel.get("traces", []):
                 ax.plot(x, row, color="red" if positive else "wheat", lw=0.8, alpha=0.8)
             ax.set_ylim(-0.5, img.shape[0] - 0.5)
+            ax.tick_params(labelsize=7, labelleft=c == 0, labelbottom=r == nrow - 1)
             if c == 0:
                 ax.set_ylabel(panel["label"], fontsize=8)
             if r == 0:
@@ -87,7 +88,10 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
         ax.set_xlabel("x (pixel)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # Fixed margins: tight_layout would draw the figure once more just to measure it.
+    fig.subplots_adjust(
+        left=0.07, right=0.99, bottom=0.3 / nrow, top=1 - 0.25 / nrow, wspace=0.04, hspace=0.08
+    )
     return fig
 
 

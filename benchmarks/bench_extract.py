@@ -1,0 +1,162 @@
+"""Benchmark: full extraction of the CEERS trio, slitcombine vs msaexp ``extract_spectra``.
+
+slitcombine's full path (read -> SlitGroup -> trace fit -> pixel table -> 2D resampling
+-> optimal 1D -> ``.spec.fits`` + PNG figures) is timed
+
+* in-process, in a fresh child process after the imports: ``first`` (the first source of
+  the process) and ``warm`` (median of the next ones), with and without figures;
+* as a whole process: ``slitcombine extract FILES --output-dir D`` wall time
+  (interpreter start, imports, work, writing).
+
+msaexp runs from its own virtual environment (``--msaexp-python``) through
+``_peer.run_peer``: ``extract_spectra`` in-process (the peer's ``timing``) and the whole
+peer process wall time (``--repeat 1``: interpreter, imports, one extraction, its
+figures and files).  Peak RSS is ``ru_maxrss`` of each process.  The [OIII] and
+H-alpha peak S/N of both products are printed too.
+
+The machine is shared (2 cores, other jobs running): timings are noisy.
+
+Usage::
+
+    python benchmarks/bench_extract.py [--msaexp-python /path/to/venv/bin/python] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _peer  # noqa: E402
+
+LINES = {"OIII_5008": 2.62, "Halpha": 3.43}
+
+
+def _line_sn(wave, flux, err, half_width=0.05):
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        sn = np.asarray(flux, float) / np.asarray(err, float)
+    out = {}
+    for name, centre in LINES.items():
+        sel = np.abs(np.asarray(wave, float) - centre) < half_width
+        i = int(np.nanargmax(np.where(sel, sn, -np.inf)))
+        out[name] = {"wave": float(wave[i]), "sn": float(sn[i])}
+    return out
+
+
+def _child(files, repeat):
+    """In a fresh process: time the whole path ``repeat`` times, with and without figures."""
+    import logging
+    import resource
+
+    import numpy as np
+
+    logging.disable(logging.WARNING)
+    t0 = time.perf_counter()
+    from slitcombine.combine import combine
+
+    import_s = time.perf_counter() - t0
+    out = {"import_s": import_s, "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, figures in (("with_figures", True), ("no_figures", False)):
+            times, steps = [], []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                result = combine(files, name="bench")
+                t1 = time.perf_counter()
+                result.write(tmp, figures=figures)
+                times.append(time.perf_counter() - t)
+                steps.append({"combine_s": t1 - t, "write_s": time.perf_counter() - t1})
+            out["runs"][label] = {
+                "first_s": times[0],
+                "warm_median_s": float(np.median(times[1:])) if repeat > 1 else times[0],
+                "warm_min_s": float(np.min(times[1:])) if repeat > 1 else times[0],
+                "last_breakdown": steps[-1],
+            }
+    spec = result.spec
+    out["lines"] = _line_sn(spec["wave"].value, spec["flux"].value, spec["err"].value)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps(out))
+
+
+def _whole_process_ours(files):
+    import resource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "slitcombine.cli", "extract", *files, "--output-dir", tmp],
+            check=True,
+            capture_output=True,
+        )
+        wall = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return wall, rss
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--msaexp-python", default=None)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_args()
+    files = args.files or [str(f) for f in _peer.ceers_files()]
+    if args.child:
+        _child(files, args.repeat)
+        return
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", "--repeat", str(args.repeat), *files],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ours = json.loads(proc.stdout.strip().splitlines()[-1])
+    wall_ours, rss_cli = _whole_process_ours(files)
+    print(f"slitcombine (import {ours['import_s']:.2f} s, not in the in-process times)")
+    for label, r in ours["runs"].items():
+        print(
+            f"  in-process {label:12s} first {r['first_s']:.3f} s  warm median "
+            f"{r['warm_median_s']:.3f} s (min {r['warm_min_s']:.3f} s)  last: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in r["last_breakdown"].items())
+        )
+    print(f"  whole process (CLI extract, with figures): {wall_ours:.2f} s")
+    print(f"  peak RSS: in-process child {ours['peak_rss_mb']:.0f} MB, CLI {rss_cli:.0f} MB")
+    print(
+        "  lines: "
+        + ", ".join(
+            f"{k} S/N {v['sn']:.1f} at {v['wave']:.4f} um" for k, v in ours["lines"].items()
+        )
+    )
+    if not args.msaexp_python:
+        return
+    peer = _peer.run_peer(args.msaexp_python, "extract", [*files, "--repeat", str(args.repeat)])
+    t = peer["timing"]
+    warm = sorted(t["times_s"][1:]) or [t["first_s"]]
+    med = warm[len(warm) // 2]
+    t0 = time.perf_counter()
+    single = _peer.run_peer(args.msaexp_python, "extract", [*files, "--repeat", "1"])
+    wall_peer = time.perf_counter() - t0
+    print(f"msaexp {peer['versions']['msaexp']} (import {peer['import_s']:.2f} s, not included)")
+    print(f"  in-process extract_spectra first {t['first_s']:.3f} s  warm median {med:.3f} s")
+    print(f"  whole process (peer, 1 extraction): {wall_peer:.2f} s")
+    print(f"  peak RSS: {single['peak_rss_mb']:.0f} MB")
+    spec = peer.get("spec", {})
+    if spec.get("lines"):
+        print("  lines: " + json.dumps(spec["lines"]))
+    ow = ours["runs"]["with_figures"]
+    print(
+        "ratios (msaexp / slitcombine, both with figures): "
+        f"in-process first {t['first_s'] / ow['first_s']:.1f}x, "
+        f"warm {med / ow['warm_median_s']:.1f}x; whole process {wall_peer / wall_ours:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
