@@ -7,6 +7,10 @@ source, with the public API of ``msaexp.slit_combine.SlitGroup``.
 import logging
 
 from ._version import __version__
+
+# combine(): the high-level entry point (files -> 2D + 1D spectrum).  The function
+# shadows the module attribute; ``from slitcombine.combine import ...`` still works.
+from .combine import CombineResult, combine
 from .errors import (
     CalibrationFileError,
     ConfigurationError,
@@ -26,6 +30,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "__version__",
     "SlitGroup",
+    "combine",
+    "CombineResult",
     "SlitExposure",
     "read_slit",
     "SlitCombineError",
