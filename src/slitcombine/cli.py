@@ -101,6 +101,7 @@ def _add_extract(sub):
     p.add_argument("--name", default=None, help="output name (default: source_grating-filter)")
     p.add_argument("--output-dir", default=".", help="where to write (default %(default)s)")
     p.add_argument("--no-figures", action="store_true", help="do not write the PNG figures")
+    _add_config_options(p)
     p.set_defaults(func=_cmd_extract)
 
 
@@ -111,7 +112,7 @@ def _cmd_extract(args):
     from .output import check_output_dir
 
     check_output_dir(args.output_dir)  # fail before the work, not after
-    result = combine(args.files, name=args.name)
+    result = combine(args.files, name=args.name, **_load_config(args).combine_kwargs())
     paths = result.write(args.output_dir, figures=not args.no_figures)
     spec = result.spec
     valid = np.asarray(spec["valid"])
@@ -123,6 +124,100 @@ def _cmd_extract(args):
     for path in paths.values():
         print(path)
     return 0
+
+
+def _add_config_options(p):
+    p.add_argument("--config", metavar="FILE.toml", default=None, help="TOML configuration")
+    p.add_argument(
+        "--set",
+        metavar="STEP.PARAM=VALUE",
+        action="append",
+        default=[],
+        help="override one option, e.g. group.weight_type=poisson (repeatable)",
+    )
+
+
+def _load_config(args):
+    from .config import load_config
+
+    return load_config(args.config, args.set)
+
+
+def _add_batch(sub):
+    import os
+
+    p = sub.add_parser(
+        "batch",
+        help="combine every source/grating/visit group of folders, files or a manifest",
+        description="Find slit files (folders, files) or read manifests (*.ecsv), group "
+        "them by source, grating/filter and visit, and combine every group on dask. "
+        "Exit status: 0 all groups ok, 1 some groups failed, 2 bad input or usage.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, slit files, manifests")
+    p.add_argument("--output-dir", required=True, help="where to write")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local worker processes (default %(default)s)",
+    )
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="tcp://host:port")
+    p.add_argument("--resume", action="store_true", help="skip groups done with this config")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="with --resume, rerun bad-input failures"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to reach the scheduler (default 10)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="only write manifest.ecsv and config.toml"
+    )
+    _add_config_options(p)
+    p.set_defaults(func=_cmd_batch)
+
+
+def _cmd_batch(args):
+    from .batch import groups_from_inputs, run_batch, write_inputs
+
+    # dask's own INFO messages only with -vv
+    logging.getLogger("distributed").setLevel(logging.INFO if args.verbose > 1 else logging.WARNING)
+    config = _load_config(args)
+    groups, skipped = groups_from_inputs(args.inputs, config)
+    for _, reason in skipped:
+        print(f"skipped {reason}", file=sys.stderr)
+    if args.dry_run:
+        for path in write_inputs(groups, config, args.output_dir):
+            print(path)
+        return 0
+    try:
+        result = run_batch(
+            groups,
+            config,
+            args.output_dir,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            resume=args.resume,
+            retry_failed=args.retry_failed,
+            progress=False if args.quiet else None,
+            timeout=args.timeout,
+            skipped_files=skipped,
+        )
+    except KeyboardInterrupt:
+        print("interrupted: summary.ecsv lists the groups done", file=sys.stderr)
+        return 130
+    for r in result.records:
+        if r["status"] != "ok":
+            bug = " [unexpected error: a bug]" if r.get("bug") else ""
+            print(f"failed {r['group']}: {r.get('error', '')}{bug}", file=sys.stderr)
+    c = result.counts
+    print(
+        f"{len(result.records)} group(s): {c['ok']} ok, {c['failed']} failed, "
+        f"{c['resumed']} from a previous run; {result.wall_time:.1f} s "
+        f"(+{result.startup_time:.1f} s cluster start)"
+    )
+    print(result.summary_path)
+    print(result.index_path)
+    return result.exit_code
 
 
 def build_parser():
@@ -141,6 +236,7 @@ def build_parser():
     _add_demo(sub)
     _add_simulate(sub)
     _add_extract(sub)
+    _add_batch(sub)
     return parser
 
 

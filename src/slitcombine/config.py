@@ -1,0 +1,596 @@
+"""Run configuration: a TOML file, ``--set`` overrides, the effective configuration, a hash.
+
+A configuration file has one section per step, holding the keyword arguments that the
+seed API (``msaexp.slit_combine``) takes for that step::
+
+    [group]                     # scalar keyword arguments of SlitGroup(...)
+    undo_barshadow = 2
+    weight_type = "ivm"
+    pad_border = 2
+
+    [hot_cold]                  # -> SlitGroup(hot_cold_kwargs={...})
+    enabled = true
+    sigma = 5.0
+
+    [flag_trace]                # -> SlitGroup(flag_trace_kwargs={...})
+
+    [discovery]                 # how input folders are scanned and grouped
+    join = [0, 3]
+
+    [batch]
+    mode = "combine"            # or "prepare": only build each SlitGroup
+
+    [extract]                   # extraction options of slitcombine.combine
+    ny = 13
+
+    [trace]                     # -> combine(trace_kwargs={...}) (SlitGroup.fit_all_traces)
+
+Sections and defaults are taken from the code itself (:func:`inspect.signature` of
+:class:`~slitcombine.SlitGroup` and ``slitcombine.combine.EXTRACT_DEFAULTS``), so the
+file always matches the installed version.  A ``*_kwargs`` argument ``X_kwargs``
+becomes the section ``[X]``:
+
+* a section that is absent (or empty) passes ``None``, i.e. the seed's default for that
+  step (on for ``flag_trace``, ``flag_percentile``, ``slit_hotpix``, ... off for
+  ``hot_cold``, ``estimate_sky``, ``flag_profile``, ``flag_2d``, ``fit_shutter_offset``);
+* a section with keys passes them as the step's dictionary (it replaces the seed's
+  default dictionary, as in msaexp) and turns the step on;
+* ``enabled = false`` turns off a step that is off by default; ``enabled = true`` with
+  no other key turns it on with its own defaults.
+
+TOML has no null: a parameter whose value is ``None`` is written as a comment, and
+``--set section.param=none`` sets it to ``None``.
+
+The configuration hash (:attr:`Config.hash`) is the SHA-256 of the canonical JSON of
+every section that changes the outputs (all but ``[discovery]`` and ``batch.log_level``),
+with the defaults filled in and numbers normalised (``2`` and ``2.0`` hash alike), so
+that an option written out at its default value gives the same hash as an option left
+out.  The package version is *not* part of it (it is recorded next to every output).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigurationError, OutputError
+
+__all__ = [
+    "Config",
+    "load_config",
+    "parse_override",
+    "DISCOVERY_DEFAULTS",
+    "BATCH_DEFAULTS",
+    "MODES",
+]
+
+log = logging.getLogger(__name__)
+
+#: Options of the file discovery and grouping (see :mod:`slitcombine.discovery`).
+DISCOVERY_DEFAULTS = {
+    # underscore-separated parts of the file name that form the visit key
+    "join": [0, 3],
+    # glob patterns of slit files in an input folder
+    "patterns": ["*_phot.*.fits", "*_cal.fits"],
+    # also search the sub-folders of an input folder
+    "recursive": False,
+}
+
+#: What each group task does.
+MODES = ("combine", "prepare")
+
+#: Options of the batch execution.
+BATCH_DEFAULTS = {
+    # "combine": full combination and extraction (slitcombine.combine); "prepare": only
+    # build each SlitGroup (read, stack, mask, constructor steps) and write a JSON summary
+    "mode": "combine",
+    # write the PNG figures next to each spectrum (mode "combine")
+    "figures": True,
+    # level of the per-group log files
+    "log_level": "INFO",
+}
+
+#: Sections that do not change the outputs (left out of the hash), as (section, key);
+#: key None means the whole section.
+_NOT_HASHED = {("discovery", None), ("batch", "log_level")}
+
+#: Constructor steps whose ``None`` means "off" (the others: ``None`` means the seed's
+#: default dictionary, i.e. on).  Checked against SlitGroup.meta by the tests.
+DEFAULT_OFF_STEPS = frozenset(
+    {"hot_cold", "estimate_sky", "flag_profile", "flag_2d", "fit_shutter_offset"}
+)
+
+#: Step section -> SlitGroup method that receives its keywords (used to check the keys
+#: when the method exists in this version).
+STEP_METHODS = {
+    "hot_cold": "flag_hot_cold_pixels",
+    "flag_trace": "flag_trace_outliers",
+    "flag_percentile": "flag_percentile_outliers",
+    "estimate_sky": "estimate_sky",
+    "flag_profile": "flag_from_profile",
+    "flag_2d": "flag_2d_outliers",
+    "set_background_spectra": "set_background_spectra",
+    "fit_shutter_offset": "fit_shutter_offset",
+    "trace": "fit_all_traces",
+}
+
+#: Keyword arguments of SlitGroup that hold Python objects, not configuration values.
+_GROUP_OBJECT_ARGS = {"files", "name", "self", "sky_arrays", "lookup_prf"}
+
+
+# ---------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class _Schema:
+    """Where every section and option goes (built from the code's signatures)."""
+
+    # section -> {param: default} for sections of scalar options
+    scalars: dict
+    # step section -> (target, keyword argument name); target "group" = SlitGroup,
+    # "extract" = the extraction options of slitcombine.combine
+    steps: dict
+
+
+def _signature_params(func):
+    return [
+        p
+        for p in inspect.signature(func).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def _extract_defaults():
+    """``slitcombine.combine.EXTRACT_DEFAULTS`` if this version has it, else None."""
+    try:
+        from .combine import EXTRACT_DEFAULTS
+    except ImportError as exc:
+        if getattr(exc, "name", None) != "slitcombine.combine":
+            raise
+        return None
+    return EXTRACT_DEFAULTS
+
+
+def _schema():
+    from .slitgroup import SlitGroup
+
+    scalars = {"group": {}}
+    steps = {}
+    for p in _signature_params(SlitGroup.__init__):
+        if p.name in _GROUP_OBJECT_ARGS:
+            continue
+        if p.name.endswith("_kwargs"):
+            steps[p.name[: -len("_kwargs")]] = ("group", p.name)
+        else:
+            scalars["group"][p.name] = p.default
+    extract_defaults = _extract_defaults()
+    if extract_defaults is not None:
+        scalars["extract"] = {}
+        for name, default in extract_defaults.items():
+            if name.endswith("_kwargs"):
+                steps[name[: -len("_kwargs")]] = ("extract", name)
+            elif _is_config_value(default):
+                scalars["extract"][name] = copy.deepcopy(default)
+    scalars["discovery"] = copy.deepcopy(DISCOVERY_DEFAULTS)
+    scalars["batch"] = copy.deepcopy(BATCH_DEFAULTS)
+    return _Schema(scalars=scalars, steps=steps)
+
+
+def _is_config_value(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_config_value(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_config_value(v) for k, v in value.items())
+    return False
+
+
+def _unknown(kind, name, known):
+    close = difflib.get_close_matches(name, list(known), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ConfigurationError(f"unknown {kind} {name!r}{hint}; known: {', '.join(sorted(known))}")
+
+
+def _check_scalar(section, key, value, default):
+    """Light type check against the default (the constructor validates the rest)."""
+    if not _is_config_value(value):
+        raise ConfigurationError(f"{section}.{key}: unsupported value {value!r}")
+    if value is None or default is None:
+        return value
+    numeric_default = isinstance(default, (bool, int, float))
+    if numeric_default and not isinstance(value, (bool, int, float)):
+        raise ConfigurationError(
+            f"{section}.{key} must be a number or boolean like its default {default!r}, "
+            f"got {value!r}"
+        )
+    if isinstance(default, str) and isinstance(value, (list, dict)):
+        raise ConfigurationError(f"{section}.{key} must be a single value, got {value!r}")
+    if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
+        raise ConfigurationError(f"{section}.{key} must be a list, got {value!r}")
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _check_step(section, values, target):
+    from .slitgroup import SlitGroup
+
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"[{section}] must be a table of options, got {values!r}")
+    values = dict(values)
+    enabled = values.pop("enabled", None)
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ConfigurationError(f"{section}.enabled must be true or false, got {enabled!r}")
+    if enabled is False and section not in DEFAULT_OFF_STEPS:
+        hint = " (use extract.fit_traces = false)" if section == "trace" else ""
+        raise ConfigurationError(
+            f"step {section!r} cannot be turned off in this version (None means its "
+            f"default options){hint}; leave [{section}] out for the default"
+        )
+    for key, value in values.items():
+        if not _is_config_value(value):
+            raise ConfigurationError(f"{section}.{key}: unsupported value {value!r}")
+    method = getattr(SlitGroup, STEP_METHODS.get(section, ""), None)
+    if method is not None and values:
+        params = inspect.signature(method).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            allowed = [n for n in params if n != "self"]
+            for key in values:
+                if key not in allowed:
+                    raise _unknown(f"option of step {section!r}", key, allowed)
+    if enabled is None:
+        enabled = True if values else None
+    return {"enabled": enabled, **values}
+
+
+# ---------------------------------------------------------------------------- values
+def parse_override(text):
+    """Parse one ``--set section.param=value`` override.
+
+    Parameters
+    ----------
+    text : str
+        ``section.param=value``; ``value`` is read as a TOML value (``3``, ``2.5``,
+        ``true``, ``[0, 3]``, ``"text"``), else as a bare string; ``none``/``null``
+        give ``None``.  ``section.param.key=value`` sets a key of a dictionary option.
+
+    Returns
+    -------
+    (list of str, object)
+        The dotted key path and the value.
+    """
+    if "=" not in text:
+        raise ConfigurationError(f"--set {text!r}: expected section.param=value")
+    key, raw = text.split("=", 1)
+    path = [k.strip() for k in key.strip().split(".")]
+    if len(path) < 2 or not all(path):
+        raise ConfigurationError(f"--set {text!r}: the key must be section.param")
+    raw = raw.strip()
+    if raw.lower() in ("none", "null"):
+        return path, None
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def _canonical(value):
+    """JSON-ready form used for the hash: numbers as floats, sorted keys, lists."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        v = float(value)
+        return repr(v) if not math.isfinite(v) else v
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    raise ConfigurationError(f"cannot hash configuration value {value!r}")
+
+
+# ---------------------------------------------------------------------------- TOML out
+def _toml_key(key):
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(
+            f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None
+        )
+        return "{" + (f" {items} " if items else "") + "}"
+    raise ConfigurationError(f"cannot write {value!r} to TOML")
+
+
+# ---------------------------------------------------------------------------- Config
+@dataclass(frozen=True, eq=False)
+class Config:
+    """An effective (validated, defaults filled in) configuration.
+
+    Build it with :func:`load_config` or :meth:`Config.from_dict`.
+
+    Attributes
+    ----------
+    sections : dict
+        ``{section: {param: value}}`` for every section of this version.  Step sections
+        hold ``enabled`` (True, False or None = the seed's default) and their options.
+    """
+
+    sections: dict
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, data=None):
+        """Validate ``data`` (as read from TOML) and fill in the defaults.
+
+        Raises
+        ------
+        ConfigurationError
+            Unknown section or option, or a value of the wrong kind.
+        """
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"a configuration must be a table, got {data!r}")
+        schema = _schema()
+        known = set(schema.scalars) | set(schema.steps)
+        sections = {}
+        for name in data:
+            if name not in known:
+                raise _unknown("configuration section", name, known)
+        for name, defaults in schema.scalars.items():
+            given = data.get(name, {}) or {}
+            if not isinstance(given, dict):
+                raise ConfigurationError(f"[{name}] must be a table, got {given!r}")
+            values = copy.deepcopy(defaults)
+            for key, value in given.items():
+                if key not in defaults:
+                    raise _unknown(f"option of [{name}]", key, defaults)
+                values[key] = _check_scalar(name, key, value, defaults[key])
+            sections[name] = values
+        for name, (target, _) in schema.steps.items():
+            sections[name] = _check_step(name, data.get(name, {}) or {}, target)
+        _check_discovery(sections["discovery"])
+        _check_batch(sections["batch"])
+        return cls(sections=sections)
+
+    @classmethod
+    def default(cls):
+        """The default configuration of this version."""
+        return cls.from_dict({})
+
+    def with_overrides(self, overrides):
+        """A new Config with ``--set`` overrides applied.
+
+        Parameters
+        ----------
+        overrides : iterable of str
+            ``section.param=value`` strings (see :func:`parse_override`).
+        """
+        data = self.to_dict(explicit_only=False)
+        for text in overrides or ():
+            path, value = parse_override(text)
+            node = data.setdefault(path[0], {})
+            if not isinstance(node, dict):
+                raise ConfigurationError(f"--set {text!r}: {path[0]} is not a section")
+            for key in path[1:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ConfigurationError(f"--set {text!r}: {key} is not a table")
+            node[path[-1]] = value
+        return Config.from_dict(data)
+
+    def to_dict(self, explicit_only=False):
+        """Plain nested dict (``enabled=None`` dropped from step sections)."""
+        out = {}
+        for name, values in self.sections.items():
+            vals = copy.deepcopy(values)
+            if "enabled" in vals and vals["enabled"] is None:
+                del vals["enabled"]
+            out[name] = vals
+        return out
+
+    # ------------------------------------------------------------------ use
+    def section(self, name):
+        """A copy of one section's values."""
+        if name not in self.sections:
+            raise _unknown("configuration section", name, self.sections)
+        return copy.deepcopy(self.sections[name])
+
+    @property
+    def mode(self):
+        """``'combine'`` or ``'prepare'`` (``batch.mode``)."""
+        return self.sections["batch"]["mode"]
+
+    def _step_kwargs(self, target):
+        schema = _schema()
+        out = {}
+        for name, (tgt, kwarg) in schema.steps.items():
+            if tgt != target:
+                continue
+            values = dict(self.sections[name])
+            enabled = values.pop("enabled", None)
+            if enabled is None:
+                out[kwarg] = None
+            elif enabled:
+                out[kwarg] = values
+            else:
+                out[kwarg] = None  # only for steps that are off by default
+        return out
+
+    def group_kwargs(self):
+        """Keyword arguments of :class:`~slitcombine.SlitGroup` (after files, name)."""
+        kwargs = dict(self.sections["group"])
+        kwargs.update(self._step_kwargs("group"))
+        return copy.deepcopy(kwargs)
+
+    def combine_kwargs(self):
+        """Keyword arguments of ``slitcombine.combine.combine`` (after files, name)."""
+        kwargs = self.group_kwargs()
+        kwargs.update(copy.deepcopy(self.sections.get("extract", {})))
+        kwargs.update(copy.deepcopy(self._step_kwargs("extract")))
+        return kwargs
+
+    def hashed_content(self):
+        """The part of the configuration that the hash covers (canonical JSON form)."""
+        content = {}
+        for name, values in self.sections.items():
+            if (name, None) in _NOT_HASHED:
+                continue
+            vals = {k: v for k, v in values.items() if (name, k) not in _NOT_HASHED}
+            content[name] = vals
+        return _canonical(content)
+
+    @property
+    def hash(self):
+        """16 hex digits of the SHA-256 of :meth:`hashed_content` (see module notes)."""
+        text = json.dumps(self.hashed_content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ output
+    def to_toml(self, header=None):
+        """The effective configuration as TOML text (None values as comments).
+
+        Parameters
+        ----------
+        header : str, optional
+            Comment lines put at the top.
+        """
+        from ._version import __version__
+
+        lines = []
+        if header:
+            lines += [f"# {h}" if h else "#" for h in header.splitlines()]
+        lines += [
+            f"# slitcombine {__version__} effective configuration",
+            f"# config_hash = {self.hash}",
+        ]
+        schema = _schema()
+        order = list(schema.scalars)[:1] + list(schema.steps) + list(schema.scalars)[1:]
+        for name in order:
+            values = self.sections[name]
+            lines.append("")
+            lines.append(f"[{_toml_key(name)}]")
+            if name in schema.steps:
+                enabled = values.get("enabled")
+                if enabled is None:
+                    default = "off" if name in DEFAULT_OFF_STEPS else "on"
+                    lines.append(f"# seed default ({default}); SlitGroup {schema.steps[name][1]}")
+                else:
+                    lines.append(f"enabled = {_toml_value(enabled)}")
+                items = [(k, v) for k, v in values.items() if k != "enabled"]
+            else:
+                items = list(values.items())
+            for key, value in items:
+                if value is None:
+                    lines.append(f"# {_toml_key(key)} = none")
+                else:
+                    lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    def write(self, path, header=None):
+        """Write :meth:`to_toml` to ``path`` atomically; returns the path."""
+        path = Path(path)
+        _atomic_write_text(path, self.to_toml(header=header))
+        return path
+
+
+def _check_discovery(values):
+    join = values["join"]
+    if (
+        not isinstance(join, list)
+        or not join
+        or not all(isinstance(j, int) and not isinstance(j, bool) for j in join)
+    ):
+        raise ConfigurationError(
+            f"discovery.join must be a non-empty list of integers (indices of the "
+            f"underscore-separated parts of a file name), got {join!r}"
+        )
+    pats = values["patterns"]
+    if not isinstance(pats, list) or not pats or not all(isinstance(p, str) for p in pats):
+        raise ConfigurationError(f"discovery.patterns must be a list of globs, got {pats!r}")
+    if not isinstance(values["recursive"], bool):
+        raise ConfigurationError("discovery.recursive must be true or false")
+
+
+def _check_batch(values):
+    if not isinstance(values["figures"], bool):
+        raise ConfigurationError("batch.figures must be true or false")
+    if values["mode"] not in MODES:
+        raise ConfigurationError(f"batch.mode must be one of {MODES}, got {values['mode']!r}")
+    level = values["log_level"]
+    if not isinstance(level, str) or not isinstance(logging.getLevelName(level.upper()), int):
+        raise ConfigurationError(f"batch.log_level must be DEBUG, INFO, WARNING..., got {level!r}")
+
+
+def _atomic_write_text(path, text):
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc}") from exc
+    return path
+
+
+def load_config(path=None, overrides=None):
+    """Read a TOML configuration, apply ``--set`` overrides and fill in the defaults.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        A TOML file; None for the defaults.
+    overrides : iterable of str, optional
+        ``section.param=value`` overrides applied after the file.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigurationError
+        Missing or malformed file, unknown section/option, bad value.
+    """
+    data = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigurationError(f"configuration file {str(path)!r} not found") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read configuration {str(path)!r}: {exc}") from exc
+    config = Config.from_dict(data)
+    if overrides:
+        config = config.with_overrides(overrides)
+    return config
