@@ -315,3 +315,23 @@ def test_ceers_lines_stand_out(ceers_files):
         assert peak > 5 * np.nanmedian(np.abs(sn[around]))
     assert np.all(np.isfinite(spec["err"][spec["valid"]]))
     assert np.all(spec["err"][spec["valid"]].value > 0)
+
+
+def test_pixel_table_without_differences(prism_bright):
+    """``diffs=False``: the rows are the sky-subtracted exposures themselves."""
+    _, result = prism_bright
+    group = result.group
+    saved = group.meta["diffs"]
+    try:
+        group.meta["diffs"] = False
+        tab = group.get_flat_diff_arrays(with_pathloss=True)
+    finally:
+        group.meta["diffs"] = saved
+    assert np.all(tab["neg_bits"] == 0)
+    e = np.asarray(tab["exposure_index"])
+    q = np.asarray(tab["pixel_index"])
+    np.testing.assert_allclose(tab["flux"], group.data[e, q])
+    np.testing.assert_allclose(tab["var"], tab["var_pos"])
+    assert len(tab) == int(np.count_nonzero(group.mask & np.isfinite(group.data)))
+    # The profile is the positive profile only (no negative traces).
+    assert np.nanmin(tab["profile"]) >= 0

@@ -204,7 +204,8 @@ def save_figure(fig, path, dpi=100):
         raise OutputError(f"cannot write {path}: {exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
+            # Light zlib compression: several times faster, files ~20% larger.
+            fig.savefig(fh, format="png", dpi=dpi, pil_kwargs={"compress_level": 2})
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
