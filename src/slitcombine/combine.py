@@ -324,7 +324,6 @@ def combine_group(group, **params):
         pathloss_used=used,
         include_pixtab=bool(p["include_pixtab"]),
     )
-    result.provenance = collect(group, {**p, "sigma": sigma, "pathloss_used": used}, slits)
     n_valid = int(np.count_nonzero(spec["valid"]))
     group._step(
         "extract",
@@ -335,5 +334,6 @@ def combine_group(group, **params):
         pathloss=used,
         trace_fit=trace_status,
     )
+    result.provenance = collect(group, {**p, "sigma": sigma, "pathloss_used": used}, slits)
     log.info("%s: %d pixels -> %d/%d valid bins", group.name, len(pixtab), n_valid, grid.size)
     return result

@@ -437,7 +437,8 @@ def extract_1d(
     out["flux_sum"] = bsum(np.where(box, d, 0.0)) * u.uJy
     out["profile_sum"] = bsum(np.where(box, m0, 0.0))
     out["var_sum"] = bsum(np.where(box, var, 0.0)) * u.uJy**2
-    out["profile_weight"] = sp2 * u.uJy**-2 if tab["weight"].unit is not None else sp2
+    wunit = tab["weight"].unit
+    out["profile_weight"] = sp2 * wunit if wunit is not None else sp2
     out["wave_eff"] = wave_eff * u.um
     return out
 
