@@ -514,6 +514,7 @@ class TraceMethods:
             "dchi2_nominal": {p: round(fits[p]["dchi2_nominal"], 2) for p in fitted},
             "accepted": accepted,
             "fit_status": {p: fits[p]["status"] for p in positions},
+            "differenced": {p: fits[p]["differenced"] for p in positions},
             "nfev": sum(h["nfev"] for p in positions for h in history[p]),
             "psf_model": fits[order[0]]["psf_model"],
             "elapsed_s": round(elapsed, 4),
