@@ -311,3 +311,43 @@ def test_sflat_and_extra_dq_from_user_files(ceers_files, tmp_path, monkeypatch):
     fits.PrimaryHDU(np.zeros((10, 10))).writeto(tmp_path / "badpix_nrs2.fits", overwrite=True)
     with pytest.raises(CalibrationFileError, match="badpix_nrs2.fits.*shape"):
         g.apply_extra_dq()
+
+
+def test_constructor_applies_user_calibration_files(ceers_files, tmp_path, monkeypatch):
+    """with_sflat_correction, with_extra_dq and extended_calibration_kwargs from the calib dir."""
+    wave = np.linspace(0.6, 5.5, 20)
+    cols = [
+        fits.Column(name="wave", format="D", array=wave),
+        fits.Column(name="coeffs", format="25D", array=np.full((20, 25), 0.9)),
+    ]
+    hdu = fits.BinTableHDU.from_columns(cols)
+    for k, v in dict(DFX=5, DFY=5, XMIN=0, XMAX=365, YMIN=0, YMAX=171).items():
+        hdu.header[k] = v
+    hdu.writeto(tmp_path / "sflat_prism_q2.fits")
+    sens = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="wavelength", format="D", array=wave),
+            fits.Column(name="sensitivity", format="D", array=np.full(20, 2.0)),
+            fits.Column(name="nrs2", format="D", array=np.full(20, 0.5)),
+        ]
+    )
+    sens.writeto(tmp_path / "sensitivity_prism_clear.fits")
+    fits.PrimaryHDU(np.zeros((2048, 2048), np.uint8)).writeto(tmp_path / "badpix_nrs2.fits")
+    ref = SlitGroup(ceers_files, "ref", undo_barshadow=False)
+    monkeypatch.setenv(corr.CALIB_DIR_ENV, str(tmp_path))
+    g = SlitGroup(
+        ceers_files,
+        "cal",
+        undo_barshadow=False,
+        extended_calibration_kwargs={"threshold": 0.01, "force": True},
+    )
+    for step in ("extended_calibration", "sflat", "extra_dq"):
+        assert g.meta["steps"][step]["status"] == "COMPLETE", step
+    ok = g.mask & ref.mask
+    # sensitivity 2 x 0.5 (NRS2 column) = 1, s-flat 0.9: data / 0.9
+    assert g.sci[ok] == pytest.approx(ref.sci[ok] / 0.9, rel=1e-6)
+    assert g.var_rnoise[ok] == pytest.approx(ref.var_rnoise[ok] / 0.81, rel=1e-6)
+    # without force the extended calibration needs extended-range pipeline flats
+    g2 = SlitGroup(ceers_files, "cal2", undo_barshadow=False)
+    step = g2.meta["steps"]["extended_calibration"]
+    assert step["status"] == "SKIPPED" and "extended-range" in step["reason"]

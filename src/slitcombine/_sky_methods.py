@@ -203,7 +203,7 @@ class SkyMethods:
             log.warning("%s: estimate_sky failed, no sky model: %s", self.name, exc)
             return None
 
-        sky2d, _ = fit["evaluate"](self.wave)
+        sky2d, _ = fit["evaluate"](self.wave, with_err=False)
         sky_wave = coord.wave
         sky_model, sky_err = fit["evaluate"](sky_wave)
         n_out = 0
@@ -582,7 +582,7 @@ class SkyMethods:
     # ------------------------------------------------------------------ normalisation
     def _slit_position(self, j, path):
         s = self.slits[j]
-        vals = [s.asdf_slit_attribute(k) for k in ("quadrant", "xcen", "ycen")]
+        vals = [_asdf_slit_attributes(s)[k] for k in ("quadrant", "xcen", "ycen")]
         if any(v is None for v in vals):
             raise CalibrationFileError(
                 f"{path}: needs the slit's quadrant/xcen/ycen, absent from {s.path.name}"
@@ -646,7 +646,7 @@ class SkyMethods:
         Looked up in the calibration directories (format:
         :func:`slitcombine.corrections.read_sflat`), evaluated at each exposure's slitlet
         position; undefined pixels are rejected.  Stored as :attr:`sflat`.  No table: a
-        logged no-op, ``SKIPPED``.
+        logged no-op, ``SKIPPED`` (the slit position is only read when a table exists).
 
         Returns
         -------
@@ -657,17 +657,20 @@ class SkyMethods:
             self._step("sflat", "SKIPPED", reason="fixed slit (MSA correction)")
             return None
         dirs = corr.calibration_dirs()
-        if not dirs:
-            self._step(
-                "sflat",
-                "SKIPPED",
-                reason=f"no calibration directory configured (${corr.CALIB_DIR_ENV})",
+        pattern = f"sflat_{self.grating.lower()}_q*.fits"
+        if not any(any(Path(d).glob(pattern)) for d in dirs):
+            reason = (
+                f"no calibration directory configured (${corr.CALIB_DIR_ENV})"
+                if not dirs
+                else f"no {pattern} in {[str(d) for d in dirs]}"
             )
+            self._step("sflat", "SKIPPED", reason=reason)
+            log.info("%s: no s-flat: %s", self.name, reason)
             return None
         flat = np.empty_like(self.sci)
         used = []
         for j in range(self.N):
-            q = self.slits[j].asdf_slit_attribute("quadrant")
+            q = _asdf_slit_attributes(self.slits[j])["quadrant"]
             name = f"sflat_{self.grating.lower()}_q{q}.fits"
             path = corr.find_calibration_file(name, dirs)
             if path is None:
@@ -682,7 +685,64 @@ class SkyMethods:
             n_bad = self._apply_factor(1.0 / flat)
         self.sflat = flat
         self._step("sflat", "COMPLETE", files=sorted(set(used)), rejected=n_bad)
+        log.info("%s: s-flat from %s", self.name, sorted(set(used)))
         return flat
+
+    def apply_extended_calibration(self, threshold=0.01, force=False, **kwargs):
+        """Extended-range flux calibration (``extended_calibration_kwargs``).
+
+        Only when the pipeline used extended-range flats (``_ext`` in the ``R_FFLAT``,
+        ``R_SFLAT`` or ``R_DFLAT`` keywords of every exposure) or ``force``: the data are
+        divided by the relative sensitivity of ``sensitivity_{grating}_{filter}.fits``
+        from the calibration directories (:func:`slitcombine.corrections.read_sensitivity`)
+        and pixels where it is below ``threshold`` times its maximum are rejected.
+        Otherwise a logged no-op, ``SKIPPED``.
+
+        Parameters
+        ----------
+        threshold : float
+            Minimum sensitivity relative to its maximum.
+        force : bool
+            Apply whatever the flat references.
+        **kwargs
+            Ignored (logged).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The sensitivity ``(N, npix)``, or None.
+        """
+        if kwargs:
+            log.info("%s: apply_extended_calibration ignores %s", self.name, sorted(kwargs))
+        keys = ("R_FFLAT", "R_SFLAT", "R_DFLAT")
+        ext = all(any("_ext" in str(s.primary_header.get(k, "")) for k in keys) for s in self.slits)
+        if not (ext or force):
+            self._step(
+                "extended_calibration",
+                "SKIPPED",
+                reason="the pipeline flats are not extended-range (R_FFLAT/R_SFLAT/R_DFLAT)",
+            )
+            return None
+        name = f"sensitivity_{self.grating.lower()}_{self.filter.lower()}.fits"
+        path = corr.find_calibration_file(name)
+        if path is None:
+            self._step(
+                "extended_calibration", "SKIPPED", reason=f"no {name} found", looked_for=name
+            )
+            log.info("%s: no extended-range sensitivity %s", self.name, name)
+            return None
+        det = str(self.info["detector"][0])
+        wave, sens = corr.read_sensitivity(path, grating=self.grating, detector=det)
+        s2d = np.interp(self.wave, wave, sens, left=np.nan, right=np.nan)
+        with np.errstate(invalid="ignore"):
+            s2d[~(s2d >= threshold * np.max(sens))] = np.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_bad = self._apply_factor(1.0 / s2d)
+        self.sensitivity = s2d
+        self._step(
+            "extended_calibration", "COMPLETE", file=str(path), rejected=n_bad, threshold=threshold
+        )
+        return s2d
 
     def apply_extra_dq(self):
         """Reject pixels of a user bad-pixel map of the detector.
@@ -721,3 +781,29 @@ class SkyMethods:
         n = self._reject_pixels(np.broadcast_to(sub.ravel(), self.sci.shape), Reject.DQ)
         self._step("extra_dq", "COMPLETE", file=str(path), rejected=n)
         return n
+
+
+def _asdf_slit_attributes(slit, names=("quadrant", "xcen", "ycen")):
+    """ASDF-only slit attributes, read with the ASDF file kept open.
+
+    ``SlitExposure.asdf_slit_attribute`` caches a lazy tree whose ``AsdfFile`` is not
+    kept alive: once it is garbage-collected, converting a lazy node (e.g. the WCS
+    later in the constructor) raises ``AsdfLazyReferenceError``.  Reading the few
+    scalars needed here from a private, properly closed open avoids creating that
+    cached tree before the WCS is parsed.
+    """
+    import io
+    import warnings
+
+    import asdf
+
+    with warnings.catch_warnings(), asdf.config_context() as config:
+        warnings.simplefilter("ignore")
+        config.validate_on_read = False
+        with asdf.open(
+            io.BytesIO(slit._asdf_bytes), lazy_load=True, memmap=False, lazy_tree=True
+        ) as af:
+            node = af.tree
+            if slit._slit_index is not None:
+                node = node["slits"][slit._slit_index]
+            return {n: (node[n] if n in node else None) for n in names}

@@ -20,6 +20,7 @@ file                                    used by
 ``{grating}_{n}_bar_coeffs.yaml``       :meth:`apply_spline_bar_correction`, mode ``'slit'``
 ``{grating}_slit_renormalize.yaml``     :meth:`apply_normalization_correction`
 ``sflat_{grating}_q{quadrant}.fits``    :meth:`apply_sflat_correction`
+``sensitivity_{grating}_{filter}.fits``  :meth:`apply_extended_calibration`
 ``badpix_{detector}.fits`` or           :meth:`apply_extra_dq`
 ``msaexp_badpix_{detector}.yaml``
 ======================================  ========================================================
@@ -53,6 +54,13 @@ S-flat (FITS table, ``sflat_{grating}_q{quadrant}.fits``)
     (shutter units) and optionally ``GRATING``.  The flat is evaluated at the slitlet's
     ``(xcen, ycen)``, interpolated linearly in wavelength (NaN outside), and the data are
     **divided** by it.  See :func:`read_sflat`, :func:`sflat_correction`.
+Extended-range sensitivity (FITS table, ``sensitivity_{grating}_{filter}.fits``)
+    Columns ``wavelength`` (um, increasing) and ``sensitivity`` (response relative to
+    the pipeline's flux calibration; the data are **divided** by it), optionally a
+    column named after the detector (``nrs1``/``nrs2``) that multiplies
+    ``sensitivity`` for that detector; optional keyword ``GRATING``.  Used only when
+    the pipeline used extended-range flats (``_ext`` in the ``R_FFLAT``, ``R_SFLAT`` or
+    ``R_DFLAT`` keywords).  See :func:`read_sensitivity`.
 Extra bad pixels
     ``badpix_{detector}.fits``: an image HDU (primary or ``EXTNAME='BADPIX'``) of the full
     detector (2048 x 2048), non-zero = bad; or msaexp's YAML ``msaexp_badpix_{detector}.yaml``
@@ -101,6 +109,7 @@ __all__ = [
     "read_sflat",
     "sflat_correction",
     "read_bad_pixel_map",
+    "read_sensitivity",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,7 +271,9 @@ def bspline_basis(x, df, xmin, xmax, degree=3, outside="zero"):
     t = _uniform_knots(int(df), float(xmin), float(xmax), degree)
     ok = np.isfinite(x) & (x >= xmin) & (x <= xmax)
     xe = np.clip(np.where(np.isfinite(x), x, xmin), xmin, xmax)
-    mat = BSpline.design_matrix(xe, t, degree).tocsr()
+    # x is clipped into the base interval: extrapolate=True only skips scipy's
+    # (slow, pure-Python) bounds check.
+    mat = BSpline.design_matrix(xe, t, degree, extrapolate=True).tocsr()
     bad = ~ok if outside != "clip" else ~np.isfinite(x)
     if bad.any():
         fill = 0.0 if outside in ("zero", "clip") else np.nan
@@ -1251,3 +1262,54 @@ def read_bad_pixel_map(path, shape=(2048, 2048)):
         got = None if data is None else data.shape
         raise CalibrationFileError(f"{path}: image shape {got}, expected {tuple(shape)}")
     return data != 0
+
+
+# ====================================================================== sensitivity
+def read_sensitivity(path, grating=None, detector=None):
+    """Read an extended-range sensitivity table (``sensitivity_{grating}_{filter}.fits``).
+
+    Parameters
+    ----------
+    path : path-like
+        FITS file with a binary table (see the module docstring).
+    grating : str or None
+        The group's grating (checked against ``GRATING`` or the file name).
+    detector : str or None
+        Detector name: its column, if present, multiplies the sensitivity.
+
+    Returns
+    -------
+    wave, sensitivity : numpy.ndarray
+        Wavelength (um) and relative sensitivity.
+
+    Raises
+    ------
+    CalibrationFileError
+        Missing, unreadable or malformed file, or a table of another grating.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    try:
+        with fits.open(path) as hdul:
+            hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
+            if hdu is None:
+                raise CalibrationFileError(f"{path}: no binary table extension")
+            cols = {c.lower(): c for c in hdu.columns.names}
+            if "wavelength" not in cols or "sensitivity" not in cols:
+                raise CalibrationFileError(f"{path}: needs columns 'wavelength', 'sensitivity'")
+            wave = np.asarray(hdu.data[cols["wavelength"]], float)
+            sens = np.asarray(hdu.data[cols["sensitivity"]], float)
+            det = None if detector is None else str(detector).lower()
+            if det is not None and det in cols:
+                sens = sens * np.asarray(hdu.data[cols[det]], float)
+            declared = hdu.header.get("GRATING")
+    except FileNotFoundError as exc:
+        raise CalibrationFileError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise CalibrationFileError(f"{path}: cannot be read as FITS ({exc})") from exc
+    check_grating(path, grating, {"grating": declared} if declared else None)
+    ok = np.isfinite(wave) & np.isfinite(sens)
+    if ok.sum() < 2 or np.any(np.diff(wave[ok]) <= 0):
+        raise CalibrationFileError(f"{path}: need >= 2 finite rows with increasing wavelength")
+    return wave[ok], sens[ok]

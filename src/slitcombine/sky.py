@@ -350,7 +350,7 @@ def fit_sky(
     used[idx[good]] = True
     used = used.reshape(cand.shape)
 
-    def evaluate(w):
+    def evaluate(w, with_err=True):
         """Sky (uJy per pixel) and its 1-sigma model error at wavelengths ``w`` (um)."""
         w = np.asarray(w, float)
         shape = w.shape
@@ -364,7 +364,9 @@ def fit_sky(
         else:
             mat = design(wf[ok], coordinate(wf[ok]))
             out[ok] = np.asarray(mat @ coeffs).ravel()
-            if sparse.issparse(mat):
+            if not with_err:
+                pass
+            elif sparse.issparse(mat):
                 mc = np.asarray(mat @ covar)
                 err[ok] = np.sqrt(np.maximum(np.asarray(mat.multiply(mc).sum(axis=1)).ravel(), 0))
             else:
