@@ -812,12 +812,17 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.meta["fallbacks"] = {s.path.name: s.fallbacks for s in self.slits if s.fallbacks}
         self.meta["with_sflat_correction"] = with_sflat_correction
         self.meta["with_extra_dq"] = with_extra_dq
-        for step, wanted in (("sflat", with_sflat_correction), ("extra_dq", with_extra_dq)):
-            self._step(
-                step,
-                "NOT_IMPLEMENTED" if wanted else "SKIPPED",
-                reason="needs a user-supplied reference file" if wanted else "",
-            )
+        # User calibration files (SkyMethods; a logged no-op when none is configured).
+        ext_kw = self.meta["extended_calibration_kwargs"]
+        for step, wanted, method, kw in (
+            ("extended_calibration", ext_kw is not None, "apply_extended_calibration", ext_kw),
+            ("sflat", with_sflat_correction, "apply_sflat_correction", None),
+            ("extra_dq", with_extra_dq, "apply_extra_dq", None),
+        ):
+            if wanted:
+                self._run_optional(step, method, kw)
+            else:
+                self._step(step, "SKIPPED")
 
         self._parse_traces()
         self._setup_barshadow()
