@@ -204,7 +204,7 @@ def test_own_bar_model_recovers_a_known_pattern():
     rel = b[ok] / truth[ok] - 1
     assert np.median(np.abs(rel)) < 0.005
     assert np.percentile(np.abs(rel), 99) < 0.02
-    assert model.info["normalisation"].startswith("mean(model / pipeline)")
+    assert model.info["normalisation"].startswith("median(model / pipeline)")
     with pytest.raises(FitError, match="sky pixels"):
         corr.fit_bar_shadow(
             data, np.full(raw.size, sig**2), yy, ww, np.zeros(raw.size, bool), coord

@@ -395,3 +395,23 @@ def test_background_spectra(ceers_files, ceers_dir, tmp_path, monkeypatch):
     )
     with pytest.raises(CalibrationFileError, match="G140M"):
         g.set_background_spectra(path=str(bdir))
+
+
+def test_own_bar_model_with_a_stuck_closed_shutter(tmp_path):
+    """A shutter that passes no light must not bias the model of the others."""
+    sim = simulate.simulate_observation(tmp_path, seed=5, n_crs=5, stuck_closed_shutter=0)
+    g = SlitGroup(sim.files, "stuck", diffs=False, estimate_sky_kwargs={})
+    step = g.meta["steps"]["barshadow"]
+    assert step["normalisation"].startswith("median(model / pipeline)")
+    ys = np.broadcast_to(g._yshutter_grid, g.sci.shape)
+    lo, hi = step["lit_extent"]
+    assert lo > -0.6  # the stuck lowest shutter is dark
+    # the dark shutter is rejected (its throughput is ~0), the lit ones are right
+    dark = (ys < lo - 0.2) & np.isfinite(g.bar) & (g.orig_bar > 0.9)
+    assert dark.sum() > 1000 and not g.mask[dark].any()
+    lit = g.mask & (g.orig_bar > 0.45) & (ys > lo + 0.2) & g.bar_model.is_covered(ys)
+    rel = g.bar[lit] / g.orig_bar[lit] - 1
+    assert np.median(np.abs(rel)) < 0.01
+    z = g.data / np.sqrt(g.var)
+    far = g.mask & (np.abs(g.yslit) > 6) & np.isfinite(z)
+    assert abs(np.median(z[far])) < 0.1

@@ -701,6 +701,7 @@ def fit_bar_shadow(
     period=None,
     smooth_period=0.02,
     period_margin=0.25,
+    link_tolerance=0.1,
     clip=5.0,
     n_iter=4,
     min_pixels=200,
@@ -731,7 +732,7 @@ def fit_bar_shadow(
 
     The product is degenerate under ``S -> S g``, ``T -> T / g``: the normalisation
     ``g(u)`` is fixed by the convention that the model equals the pipeline bar-shadow
-    correction, on average, where the pipeline says the shutter is unobstructed
+    correction, in the median, where the pipeline says the shutter is unobstructed
     (``pipeline_bar > reference_bar``): this keeps the pipeline's absolute flux
     calibration.  Without a pipeline bar (all ones) the maximum of ``T`` over ``y`` is 1
     at every wavelength.
@@ -773,6 +774,9 @@ def fit_bar_shadow(
     period_margin : float
         Distance (periods) from the lit ends of the slitlet within which profiles are
         not tied (the end shutters have no neighbour on their outer side).
+    link_tolerance : float
+        Coefficients of two shutters that differ by more than this in a first,
+        wavelength-independent pass are not tied (a stuck or failed-open shutter).
     clip : float
         Outlier rejection threshold (sigma).
     n_iter : int
@@ -903,7 +907,7 @@ def fit_bar_shadow(
         # next one, except near the two ends of the slitlet (no neighbour there).  The
         # open extent comes from a quick wavelength-independent first pass.
         t0, _, _, _ = alternate(by, pen_y, s_coef0, 2)
-        grid = np.linspace(ylo, yhi, 2000)
+        grid = np.linspace(float(y_f.min()), float(y_f.max()), 2000)  # where sky data are
         prof = bspline_basis(grid, df_y, *yrange) @ t0
         lit = grid[prof > 0.3 * np.nanmax(prof)]
         if lit.size:
@@ -913,6 +917,9 @@ def fit_bar_shadow(
             keep = (centres[j] - 2 * ystep >= extent[0] + period_margin * period) & (
                 centres[j + m_per] + 2 * ystep <= extent[1] - period_margin * period
             )
+            # Shutters that are not alike (a stuck-closed or failed-open one) are not
+            # tied to their neighbours.
+            keep &= np.abs(t0[j] - t0[j + m_per]) < link_tolerance
             j = j[keep]
             n_links = int(j.size)
             if n_links:
@@ -939,8 +946,15 @@ def fit_bar_shadow(
         ref = finite & (np.asarray(pipeline_bar) > reference_bar)
         ref &= model.is_covered(ys)
         ratio = model.raw(ys[ref], u_all[ref]) / np.asarray(pipeline_bar)[ref]
-        convention = f"mean(model / pipeline) = 1 where pipeline > {reference_bar}"
-        u_ref = u_all[ref]
+        convention = f"median(model / pipeline) = 1 where pipeline > {reference_bar}"
+        # Median in wavelength bins: robust to a shutter the pipeline thinks open but
+        # that passes no light (stuck closed), or a failed-open neighbour.
+        nb = 4 * max(norm_df, 1)
+        edges = np.linspace(urange[0], urange[1] + 1e-9, nb + 1)
+        okr = np.isfinite(ratio)
+        med = _binned_median_1d(u_all[ref][okr], ratio[okr], edges)
+        ratio = med
+        u_ref = 0.5 * (edges[1:] + edges[:-1])
     else:
         ugrid = np.linspace(*urange, 64)
         ygrid = np.linspace(*yrange, 400)
@@ -976,6 +990,15 @@ def fit_bar_shadow(
         "covered": [(round(a, 3), round(b, 3)) for a, b in model.covered],
     }
     return model
+
+
+def _binned_median_1d(x, values, edges):
+    """Median of ``values`` in bins of ``x`` (NaN in empty bins)."""
+    b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, edges.size - 2)
+    out = np.full(edges.size - 1, np.nan)
+    for k in np.unique(b):
+        out[k] = np.median(values[b == k])
+    return out
 
 
 def _scaled_solve(a, w, y, penalty_rel):
