@@ -351,3 +351,25 @@ def test_constructor_applies_user_calibration_files(ceers_files, tmp_path, monke
     g2 = SlitGroup(ceers_files, "cal2", undo_barshadow=False)
     step = g2.meta["steps"]["extended_calibration"]
     assert step["status"] == "SKIPPED" and "extended-range" in step["reason"]
+
+
+def test_fit_shutter_offset_recovers_a_shift(ceers_files, msaexp_calib_dir, monkeypatch):
+    monkeypatch.setenv(corr.CALIB_DIR_ENV, str(msaexp_calib_dir))
+    # the shutter coordinate deliberately offset by +0.6 pixel
+    g = SlitGroup(ceers_files, "shift", diffs=False, shutter_offset=0.6, estimate_sky_kwargs={})
+    assert isinstance(g.bar_model, corr.BarCoefficients)
+    dy = g.fit_shutter_offset(prior=(0, 1.0))
+    step = g.meta["steps"]["shutter_offset"]
+    assert step["status"] == "COMPLETE" and step["chi2_fit"] < step["chi2_start"] - 100
+    assert dy == pytest.approx(-0.6, abs=0.12)
+    assert g.meta["shutter_offset"] == pytest.approx(0.6 + dy)
+    # after the update the table is aligned: a second fit finds ~0
+    g.estimate_sky()
+    assert g.fit_shutter_offset(prior=(0, 1.0), update=False) == pytest.approx(0.0, abs=0.05)
+    # with the group's own model there is nothing to align
+    monkeypatch.delenv(corr.CALIB_DIR_ENV)
+    own = SlitGroup(
+        ceers_files, "own", diffs=False, estimate_sky_kwargs={}, fit_shutter_offset_kwargs={}
+    )
+    assert own.meta["steps"]["shutter_offset"]["status"] == "SKIPPED"
+    assert "own model" in own.meta["steps"]["shutter_offset"]["reason"]

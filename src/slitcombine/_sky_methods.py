@@ -579,6 +579,145 @@ class SkyMethods:
         log.info("%s: bar shadow replaced by %s", self.name, source)
         return bar_new
 
+    # ------------------------------------------------------------------ shutter offset
+    def fit_shutter_offset(
+        self,
+        minimizer_kwargs=None,
+        update=True,
+        make_plot=False,
+        max_sn=50,
+        prior=(0, 0.05),
+        mask_yslit=None,
+        **kwargs,
+    ):
+        """Fit an offset of the shutter coordinate against a bar-shadow *table*.
+
+        With a bar-shadow table in msaexp's format (``bar_correction`` from a file, see
+        :meth:`apply_spline_bar_correction`), the valid off-source pixels (outside
+        ``mask_yslit``, ``|fixed_yshutter| < 1.4``, any throughput) are compared, with
+        the bar shadow in, to ``sky2d * bar(y + dy / 5)``::
+
+            chi2(dy) = sum ((sci * bar - sky2d * bar_dy) / sigma)^2
+                       + ((dy - prior[0]) / prior[1])^2
+
+        with ``dy`` in pixels and ``sigma^2 = var_rnoise + var_poisson`` (bar shadow in).
+        The shutter count is clamped as in :func:`slitcombine.corrections.bar_coeffs_filename`
+        (msaexp's bug 13).  With the group's *own* model the offset is degenerate (the
+        model was fitted in the data's own frame) and with the pipeline correction there
+        is no model to shift: the step is ``SKIPPED``.  Also skipped without a sky model
+        or when the 95th percentile of the trace S/N exceeds ``max_sn`` (a bright source
+        fills the sky pixels).
+
+        Parameters
+        ----------
+        minimizer_kwargs : dict or None
+            Options of :func:`scipy.optimize.minimize` (default
+            ``{'method': 'bfgs', 'tol': 1e-5}``), on ``dy / prior[1]``.
+        update : bool
+            Add the offset to ``meta['shutter_offset']`` and redo the bar correction
+            (``sci`` and variances rescaled by ``bar_old / bar_new``).
+        make_plot : bool
+            Return a figure of chi2(dy).
+        max_sn : float
+            Maximum 95th-percentile trace S/N (if the trace S/N is available).
+        prior : (float, float)
+            Gaussian prior (mean, sigma) on ``dy``, pixels.
+        mask_yslit : list of (float, float) or None
+            Source region excluded, pixels from the trace; default ``[[-4.5, 4.5]]``.
+        **kwargs
+            Ignored (logged).
+
+        Returns
+        -------
+        float or matplotlib.figure.Figure or None
+            The offset (pixels), the figure with ``make_plot``, or None when skipped.
+        """
+        from scipy.optimize import minimize
+
+        if kwargs:
+            log.info("%s: fit_shutter_offset ignores %s", self.name, sorted(kwargs))
+        minimizer_kwargs = (
+            {"method": "bfgs", "tol": 1e-5} if minimizer_kwargs is None else minimizer_kwargs
+        )
+        mask_yslit = [[-4.5, 4.5]] if mask_yslit is None else mask_yslit
+        table = getattr(self, "bar_model", None)
+        if not isinstance(table, corr.BarCoefficients):
+            what = "own model" if table is not None else "pipeline correction"
+            self._step(
+                "shutter_offset",
+                "SKIPPED",
+                reason=f"bar shadow is the {what}: no table to align",
+            )
+            return None
+        if self.sky_data is None or "mask" not in self.sky_data:
+            self._step("shutter_offset", "SKIPPED", reason="needs estimate_sky first")
+            return None
+        if hasattr(self, "get_trace_sn") and max_sn is not None:
+            sn = np.asarray(self.get_trace_sn().get("sn", []), float)
+            sn = sn[np.isfinite(sn)]
+            if sn.size and np.percentile(sn, 95) > max_sn:
+                self._step("shutter_offset", "SKIPPED", reason=f"trace S/N > {max_sn}")
+                return None
+        ys = np.broadcast_to(self._yshutter_grid, self.sci.shape)
+        # Off-source pixels at every throughput: the bar edges constrain the offset.
+        off = skymod._outside_ranges(self.yslit, [tuple(r) for r in mask_yslit])
+        with np.errstate(invalid="ignore"):
+            use = off & self.mask & (np.abs(ys) < 1.4) & np.isfinite(self.sky_data["sky2d"])
+        if use.sum() < 50:
+            self._step("shutter_offset", "SKIPPED", reason="fewer than 50 sky pixels")
+            return None
+        wrap = corr.bar_coeffs_filename(self.grating, self._resolved_num_shutters())[1]
+        bar_cur = self.bar[use]
+        data = self.sci[use] * bar_cur
+        sky = self.sky_data["sky2d"][use]
+        sig2 = (self.var_rnoise[use] + self.var_poisson[use]) * bar_cur**2
+        y_u, w_u = ys[use], self.wave[use]
+        mu, sd = float(prior[0]), float(prior[1])
+
+        def chi2(x):
+            dy = float(np.atleast_1d(x)[0]) * sd
+            b = corr.evaluate_bar_coeffs(table, y_u + dy / 5.0, w_u, wrap=wrap)
+            r = (data - sky * b) ** 2 / sig2
+            return float(np.sum(r[np.isfinite(r)]) + ((dy - mu) / sd) ** 2)
+
+        chi0 = chi2(0.0)
+        res = minimize(chi2, x0=[mu / sd], **minimizer_kwargs)
+        dy = float(res.x[0]) * sd
+        info = {
+            "offset_pix": round(dy, 5),
+            "chi2_start": round(chi0, 2),
+            "chi2_fit": round(float(res.fun), 2),
+            "npix": int(use.sum()),
+            "converged": bool(res.success),
+            "updated": bool(update),
+        }
+        if update:
+            self.meta["shutter_offset"] = float(self.meta["shutter_offset"]) + dy
+            self.__dict__.pop("_yshutter_grid", None)  # cached_property: recompute
+            ys_new = np.broadcast_to(self._yshutter_grid, self.sci.shape)
+            bar_new = corr.evaluate_bar_coeffs(table, ys_new, self.wave, wrap=wrap)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                info["rejected"] = self._apply_factor(self.bar / bar_new)
+            self.bar = bar_new
+            with np.errstate(invalid="ignore"):
+                info["rejected_low_bar"] = self._reject_pixels(
+                    bar_new < self.meta.get("min_bar", 0.0), Reject.LOW_BAR
+                )
+        self._step("shutter_offset", "COMPLETE", **info)
+        log.info("%s: shutter offset %.3f px (chi2 %.1f -> %.1f)", self.name, dy, chi0, res.fun)
+        if make_plot:
+            import matplotlib.pyplot as plt
+
+            grid = np.linspace(dy - 5 * sd, dy + 5 * sd, 41)
+            fig, ax = plt.subplots(figsize=(5, 3))
+            ax.plot(grid, [chi2(g / sd) for g in grid])
+            ax.axvline(dy, color="tab:red")
+            ax.set_xlabel("shutter offset (pixels)")
+            ax.set_ylabel("chi2")
+            fig.tight_layout()
+            return fig
+        return dy
+
     # ------------------------------------------------------------------ normalisation
     def _slit_position(self, j, path):
         s = self.slits[j]
