@@ -415,3 +415,18 @@ def test_own_bar_model_with_a_stuck_closed_shutter(tmp_path):
     z = g.data / np.sqrt(g.var)
     far = g.mask & (np.abs(g.yslit) > 6) & np.isfinite(z)
     assert abs(np.median(z[far])) < 0.1
+
+
+def test_own_bar_model_falls_back_when_too_uncertain(tmp_path):
+    """Faint grating sky in a short cutout: the model would be noise, keep the pipeline."""
+    sim = simulate.simulate_observation(tmp_path, seed=3, nx=48, grating="G140M", snr=15.0)
+    g = SlitGroup(sim.files, "faint")
+    step = g.meta["steps"]["barshadow"]
+    assert step["status"] == "FALLBACK" and "too uncertain" in step["reason"]
+    assert step["bar_error"] > 0.02
+    assert g.meta["bar_correction"].startswith("pipeline (fallback")
+    assert g.meta["undo_barshadow"] is False
+    ok = g.mask
+    ref = SlitGroup(sim.files, "ref", undo_barshadow=False)
+    assert g.bar[ok] == pytest.approx(ref.bar[ok])  # the pipeline bar is kept
+    assert g.sci[ok] == pytest.approx(ref.sci[ok])

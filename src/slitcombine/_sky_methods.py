@@ -473,6 +473,9 @@ class SkyMethods:
            B-spline in the shutter coordinate (:attr:`_yshutter_grid`) and wavelength,
            normalised to the pipeline correction where that is ~1.  Where the shutter
            coordinate has no sky pixels (not covered) the pipeline value is kept.
+           If the model's own median posterior error exceeds ``max_bar_error`` (faint
+           sky, e.g. high-resolution gratings, or a short cutout) the pipeline
+           correction is kept (``FALLBACK`` in ``meta['steps']['barshadow']``).
 
         Then ``sci`` and the variances are rescaled by ``bar_pipeline / bar_new``,
         ``orig_bar`` keeps the pipeline array, :attr:`bar` becomes the model, pixels with
@@ -491,14 +494,16 @@ class SkyMethods:
         mask_yslit : list of (float, float) or None
             Source region excluded from the own fit; default ``[[-4.5, 4.5]]`` pixels.
         **kwargs
-            Options of :func:`slitcombine.corrections.fit_bar_shadow` (``ystep``,
-            ``df_wave``, ``df_sky``, ``clip`` ...).
+            ``max_bar_error`` (default 0.02), and options of
+            :func:`slitcombine.corrections.fit_bar_shadow` (``ystep``, ``df_wave``,
+            ``df_sky``, ``clip`` ...).
 
         Returns
         -------
         numpy.ndarray or None
             The new bar-shadow throughput ``(N, npix)``, or None if nothing was applied.
         """
+        max_bar_error = float(kwargs.pop("max_bar_error", 0.02))
         mode = mode or self.meta.get("bar_corr_mode", "wave")
         mode = "slit" if mode == "flat" else mode
         n_shut = self._resolved_num_shutters()
@@ -549,6 +554,18 @@ class SkyMethods:
                 log.warning(
                     "%s: own bar-shadow model failed (%s); keeping the pipeline's", self.name, exc
                 )
+                return None
+            if model.info["bar_error"] > max_bar_error:
+                reason = (
+                    f"own model too uncertain (median error {model.info['bar_error']:.3f} > "
+                    f"max_bar_error {max_bar_error}: faint sky or few columns)"
+                )
+                self.meta["undo_barshadow"] = False
+                self.meta["bar_correction"] = f"pipeline (fallback: {reason})"
+                self._step(
+                    "barshadow", "FALLBACK", reason=reason, kept="pipeline correction", **model.info
+                )
+                log.warning("%s: %s; keeping the pipeline bar shadow", self.name, reason)
                 return None
             bar_new = model(ys, self.wave)
             uncovered = np.isfinite(bar_new) & ~model.is_covered(ys)

@@ -791,7 +791,9 @@ def fit_bar_shadow(
     Returns
     -------
     BarShadowModel
-        The model (``info`` holds pixel counts, iterations, reduced chi2).
+        The model; ``info`` holds pixel counts, reduced chi2, the numbers of functions
+        and ``bar_error``: the median posterior 1-sigma relative error of the model at
+        the lit sky pixels (data and priors).
 
     Raises
     ------
@@ -825,8 +827,10 @@ def fit_bar_shadow(
         ystep = period / m_per
     df_y = max(int(np.ceil((yhi - ylo) / ystep)) + 3, 4)
     yrange = (ylo, ylo + (df_y - 3) * ystep)
-    df_w = 1 if mode != "wave" else int(df_wave)
-    df_s = int(df_sky)
+    # No more functions than the columns support (short cutouts, few columns).
+    span = urange[1] - urange[0]
+    df_w = 1 if mode != "wave" else int(min(df_wave, max(4, span // 40)))
+    df_s = int(min(df_sky, max(4, span // 6)))
 
     idx = np.flatnonzero(fit)
     y_f, u_f, r_f = ys[idx], u_all[idx], raw[idx]
@@ -898,7 +902,7 @@ def fit_bar_shadow(
             if np.array_equal(new_good, good):
                 break
             good = new_good
-        return t_coef, s_coef, good, chi2
+        return t_coef, s_coef, good, chi2, w_f
 
     n_links = 0
     extent = None
@@ -906,7 +910,7 @@ def fit_bar_shadow(
         # The shutters of the MSA are alike: tie the profile of each shutter to the
         # next one, except near the two ends of the slitlet (no neighbour there).  The
         # open extent comes from a quick wavelength-independent first pass.
-        t0, _, _, _ = alternate(by, pen_y, s_coef0, 2)
+        t0 = alternate(by, pen_y, s_coef0, 2)[0]
         grid = np.linspace(float(y_f.min()), float(y_f.max()), 2000)  # where sky data are
         prof = bspline_basis(grid, df_y, *yrange) @ t0
         lit = grid[prof > 0.3 * np.nanmax(prof)]
@@ -927,7 +931,19 @@ def fit_bar_shadow(
                 dp[np.arange(n_links), j] = 1.0
                 dp[np.arange(n_links), j + m_per] = -1.0
                 pen_t = pen_t + np.kron(dp.T @ dp, np.eye(df_w)) / smooth_period**2
-    t_coef, s_coef, good, chi2 = alternate(kt, pen_t, s_coef0, n_iter)
+    t_coef, s_coef, good, chi2, w_last = alternate(kt, pen_t, s_coef0, n_iter)
+    # Posterior uncertainty of T (data + priors) on a sample of the sky pixels: the
+    # caller decides whether the model is precise enough to replace the pipeline's.
+    at = kt.multiply((bs @ s_coef)[:, None]).tocsr()
+    _, t_cov = solve_penalized(at, w_last * good, r_f, pen_t, covariance=True)
+    sample = np.flatnonzero(good)[:: max(1, int(good.sum()) // 2000)]
+    ks = kt[sample]
+    t_s = ks @ t_coef
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_err = np.sqrt(np.maximum(np.asarray((ks @ t_cov) * ks.toarray()).sum(axis=1), 0))
+        lit_s = t_s > 0.45 * np.nanmax(t_s)
+        rel_err = t_err[lit_s] / t_s[lit_s]
+    bar_error = float(np.median(rel_err)) if rel_err.size else np.inf
     norm_df = df_w
 
     model = BarShadowModel(
@@ -980,6 +996,7 @@ def fit_bar_shadow(
         "n_used": int(good.sum()),
         "n_clipped": int((~good).sum()),
         "reduced_chi2": round(chi2, 4),
+        "bar_error": round(bar_error, 5),
         "df_y": df_y,
         "df_w": df_w,
         "df_sky": df_s,
