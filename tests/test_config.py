@@ -8,7 +8,7 @@ from astropy.io import fits
 
 from slitcombine import ConfigurationError, SlitGroup
 from slitcombine.cli import main
-from slitcombine.config import DEFAULT_OFF_STEPS, Config, load_config, parse_override
+from slitcombine.config import Config, load_config, parse_override, step_defaults
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,8 @@ def test_errors_name_the_problem(tmp_path):
         Config.default().with_overrides(["group.weight_typ=ivm"])
     with pytest.raises(ConfigurationError, match="pad_border must be a number"):
         Config.default().with_overrides(["group.pad_border=wide"])
-    with pytest.raises(ConfigurationError, match="cannot be turned off"):
-        Config.default().with_overrides(["flag_trace.enabled=false"])
+    with pytest.raises(ConfigurationError, match="cannot be turned off.*fit_traces"):
+        Config.default().with_overrides(["trace.enabled=false"])
     with pytest.raises(ConfigurationError, match="batch.mode"):
         Config.default().with_overrides(["batch.mode=fast"])
     with pytest.raises(ConfigurationError, match="discovery.join"):
@@ -103,25 +103,41 @@ def test_step_sections_map_to_seed_keywords(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text(
         "[group]\nweight_type = 'poisson'\n\n[hot_cold]\nenabled = true\n\n"
-        "[flag_trace]\nthreshold = 2.0\n\n[estimate_sky]\nenabled = false\n"
+        "[flag_trace]\nthreshold = 2.0\n\n[flag_percentile]\nenabled = false\n\n"
+        "[extended_calibration]\nquadrant_correction = true\n"
     )
-    kw = load_config(toml).group_kwargs()
+    cfg = load_config(toml)
+    kw = cfg.group_kwargs()
+    defaults = step_defaults()
     assert kw["weight_type"] == "poisson"
-    assert kw["hot_cold_kwargs"] == {}  # on with its own defaults
+    assert kw["hot_cold_kwargs"] == defaults["hot_cold"][1]  # on with its own defaults
     assert kw["flag_trace_kwargs"] == {"threshold": 2.0}
-    assert kw["estimate_sky_kwargs"] is None  # off
-    assert kw["flag_percentile_kwargs"] is None  # untouched: the seed default
+    assert kw["flag_percentile_kwargs"] is None  # off
+    # options are merged onto the step's default options
+    assert kw["extended_calibration_kwargs"] == {
+        **defaults["extended_calibration"][1],
+        "quadrant_correction": True,
+    }
+    # untouched steps get their defaults: off steps None, on steps their options
+    for step in ("estimate_sky", "slit_hotpix", "flag_2d"):
+        on, options = defaults[step]
+        assert kw[f"{step}_kwargs"] == (options if on else None)
+    # the extraction's trace options: None (its defaults) unless given
+    assert cfg.combine_kwargs()["trace_kwargs"] is None
+    assert cfg.with_overrides(["trace.niter=2"]).combine_kwargs()["trace_kwargs"] == {"niter": 2}
 
 
-def test_default_off_steps_match_slitgroup(sim_files):
-    """None means 'off' exactly for DEFAULT_OFF_STEPS (the others get a default dict)."""
+def test_step_defaults_match_slitgroup(sim_files):
+    """A default group has each step on or off as the configuration says."""
     cfg = Config.default()
     g = SlitGroup(sim_files, "cfg", **cfg.group_kwargs())
     steps = [k[: -len("_kwargs")] for k in cfg.group_kwargs() if k.endswith("_kwargs")]
     assert len(steps) >= 10
+    default_group = SlitGroup(sim_files, "seed")  # no keyword given at all
     for step in steps:
-        stored = g.meta[f"{step}_kwargs"]
-        assert (stored is None) == (step in DEFAULT_OFF_STEPS), step
+        on, options = step_defaults()[step]
+        assert (g.meta[f"{step}_kwargs"] is None) == (not on), step
+        assert g.meta[f"{step}_kwargs"] == default_group.meta[f"{step}_kwargs"], step
     # options reach the group
     g2 = SlitGroup(
         sim_files,

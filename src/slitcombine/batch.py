@@ -581,7 +581,13 @@ def run_batch(
         t0 = time.perf_counter()
         client, cluster = _connect(workers, scheduler, timeout)
         try:
-            client.register_plugin(SlitcombineWorkerSetup(), name=SlitcombineWorkerSetup.name)
+            try:
+                client.register_plugin(SlitcombineWorkerSetup(), name=SlitcombineWorkerSetup.name)
+            except Exception as exc:  # raised on a worker: it cannot import slitcombine
+                raise BatchError(
+                    f"the dask workers cannot set up slitcombine ({type(exc).__name__}: {exc}); "
+                    "is the same slitcombine installed on the workers?"
+                ) from exc
             t1 = time.perf_counter()
             startup = t1 - t0
             interrupted = _run_tasks(client, todo, config, output_dir, records, progress, tqdm)

@@ -28,15 +28,15 @@ seed API (``msaexp.slit_combine``) takes for that step::
 Sections and defaults are taken from the code itself (:func:`inspect.signature` of
 :class:`~slitcombine.SlitGroup` and ``slitcombine.combine.EXTRACT_DEFAULTS``), so the
 file always matches the installed version.  A ``*_kwargs`` argument ``X_kwargs``
-becomes the section ``[X]``:
+becomes the section ``[X]`` with a key ``enabled`` and the step's options:
 
-* a section that is absent (or empty) passes ``None``, i.e. the seed's default for that
-  step (on for ``flag_trace``, ``flag_percentile``, ``slit_hotpix``, ... off for
-  ``hot_cold``, ``estimate_sky``, ``flag_profile``, ``flag_2d``, ``fit_shutter_offset``);
-* a section with keys passes them as the step's dictionary (it replaces the seed's
-  default dictionary, as in msaexp) and turns the step on;
-* ``enabled = false`` turns off a step that is off by default; ``enabled = true`` with
-  no other key turns it on with its own defaults.
+* a SlitGroup step is on by default when its default is a dictionary (its options are
+  written out in the effective configuration), off when its default is ``None``;
+* options given in a section are merged onto the step's default options and turn the
+  step on; ``enabled = false`` passes ``None`` (step off); ``enabled = true`` alone
+  turns it on with its default options;
+* ``[trace]`` (``trace_kwargs`` of the extraction) cannot be turned off here: use
+  ``extract.fit_traces = false``.
 
 TOML has no null: a parameter whose value is ``None`` is written as a comment, and
 ``--set section.param=none`` sets it to ``None``.
@@ -60,6 +60,7 @@ import math
 import os
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,7 @@ __all__ = [
     "Config",
     "load_config",
     "parse_override",
+    "step_defaults",
     "DISCOVERY_DEFAULTS",
     "BATCH_DEFAULTS",
     "MODES",
@@ -104,12 +106,6 @@ BATCH_DEFAULTS = {
 #: key None means the whole section.
 _NOT_HASHED = {("discovery", None), ("batch", "log_level")}
 
-#: Constructor steps whose ``None`` means "off" (the others: ``None`` means the seed's
-#: default dictionary, i.e. on).  Checked against SlitGroup.meta by the tests.
-DEFAULT_OFF_STEPS = frozenset(
-    {"hot_cold", "estimate_sky", "flag_profile", "flag_2d", "fit_shutter_offset"}
-)
-
 #: Step section -> SlitGroup method that receives its keywords (used to check the keys
 #: when the method exists in this version).
 STEP_METHODS = {
@@ -130,14 +126,29 @@ _GROUP_OBJECT_ARGS = {"files", "name", "self", "sky_arrays", "lookup_prf"}
 
 # ---------------------------------------------------------------------------- schema
 @dataclass(frozen=True)
+class _Step:
+    """A step section: where its options go and what its default is."""
+
+    target: str  # "group" (SlitGroup) or "extract" (slitcombine.combine)
+    kwarg: str  # the keyword argument, e.g. "hot_cold_kwargs"
+    default_on: bool
+    default_options: dict
+    can_disable: bool  # passing None turns the step off
+
+
+@dataclass(frozen=True)
 class _Schema:
     """Where every section and option goes (built from the code's signatures)."""
 
     # section -> {param: default} for sections of scalar options
     scalars: dict
-    # step section -> (target, keyword argument name); target "group" = SlitGroup,
-    # "extract" = the extraction options of slitcombine.combine
+    # step section -> _Step
     steps: dict
+
+
+def step_defaults():
+    """``{section: (on by default, default options)}`` of every step section."""
+    return {n: (s.default_on, dict(s.default_options)) for n, s in _schema().steps.items()}
 
 
 def _signature_params(func):
@@ -168,7 +179,10 @@ def _schema():
         if p.name in _GROUP_OBJECT_ARGS:
             continue
         if p.name.endswith("_kwargs"):
-            steps[p.name[: -len("_kwargs")]] = ("group", p.name)
+            on = isinstance(p.default, Mapping)
+            steps[p.name[: -len("_kwargs")]] = _Step(
+                "group", p.name, on, dict(p.default) if on else {}, True
+            )
         else:
             scalars["group"][p.name] = p.default
     extract_defaults = _extract_defaults()
@@ -176,7 +190,10 @@ def _schema():
         scalars["extract"] = {}
         for name, default in extract_defaults.items():
             if name.endswith("_kwargs"):
-                steps[name[: -len("_kwargs")]] = ("extract", name)
+                # None means "the step's own defaults" here (fit_traces is the switch)
+                steps[name[: -len("_kwargs")]] = _Step(
+                    "extract", name, True, dict(default or {}), False
+                )
             elif _is_config_value(default):
                 scalars["extract"][name] = copy.deepcopy(default)
     scalars["discovery"] = copy.deepcopy(DISCOVERY_DEFAULTS)
@@ -219,7 +236,7 @@ def _check_scalar(section, key, value, default):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _check_step(section, values, target):
+def _check_step(section, values, step):
     from .slitgroup import SlitGroup
 
     if not isinstance(values, dict):
@@ -228,12 +245,9 @@ def _check_step(section, values, target):
     enabled = values.pop("enabled", None)
     if enabled is not None and not isinstance(enabled, bool):
         raise ConfigurationError(f"{section}.enabled must be true or false, got {enabled!r}")
-    if enabled is False and section not in DEFAULT_OFF_STEPS:
+    if enabled is False and not step.can_disable:
         hint = " (use extract.fit_traces = false)" if section == "trace" else ""
-        raise ConfigurationError(
-            f"step {section!r} cannot be turned off in this version (None means its "
-            f"default options){hint}; leave [{section}] out for the default"
-        )
+        raise ConfigurationError(f"step {section!r} cannot be turned off{hint}")
     for key, value in values.items():
         if not _is_config_value(value):
             raise ConfigurationError(f"{section}.{key}: unsupported value {value!r}")
@@ -246,8 +260,10 @@ def _check_step(section, values, target):
                 if key not in allowed:
                     raise _unknown(f"option of step {section!r}", key, allowed)
     if enabled is None:
-        enabled = True if values else None
-    return {"enabled": enabled, **values}
+        enabled = True if values else step.default_on
+    options = copy.deepcopy(step.default_options)
+    options.update(values)
+    return {"enabled": enabled, **options}
 
 
 # ---------------------------------------------------------------------------- values
@@ -369,8 +385,8 @@ class Config:
                     raise _unknown(f"option of [{name}]", key, defaults)
                 values[key] = _check_scalar(name, key, value, defaults[key])
             sections[name] = values
-        for name, (target, _) in schema.steps.items():
-            sections[name] = _check_step(name, data.get(name, {}) or {}, target)
+        for name, step in schema.steps.items():
+            sections[name] = _check_step(name, data.get(name, {}) or {}, step)
         _check_discovery(sections["discovery"])
         _check_batch(sections["batch"])
         return cls(sections=sections)
@@ -388,9 +404,17 @@ class Config:
         overrides : iterable of str
             ``section.param=value`` strings (see :func:`parse_override`).
         """
-        data = self.to_dict(explicit_only=False)
+        data = self.to_dict()
+        steps = _schema().steps
+        explicit = set()
         for text in overrides or ():
             path, value = parse_override(text)
+            if path[0] in steps and isinstance(data.get(path[0]), dict):
+                # an option given for a step turns it on, unless enabled is also given
+                if path[1] == "enabled":
+                    explicit.add(path[0])
+                elif path[0] not in explicit:
+                    data[path[0]]["enabled"] = True
             node = data.setdefault(path[0], {})
             if not isinstance(node, dict):
                 raise ConfigurationError(f"--set {text!r}: {path[0]} is not a section")
@@ -401,15 +425,9 @@ class Config:
             node[path[-1]] = value
         return Config.from_dict(data)
 
-    def to_dict(self, explicit_only=False):
-        """Plain nested dict (``enabled=None`` dropped from step sections)."""
-        out = {}
-        for name, values in self.sections.items():
-            vals = copy.deepcopy(values)
-            if "enabled" in vals and vals["enabled"] is None:
-                del vals["enabled"]
-            out[name] = vals
-        return out
+    def to_dict(self):
+        """The sections as a plain nested dict (a deep copy)."""
+        return copy.deepcopy(self.sections)
 
     # ------------------------------------------------------------------ use
     def section(self, name):
@@ -424,19 +442,18 @@ class Config:
         return self.sections["batch"]["mode"]
 
     def _step_kwargs(self, target):
-        schema = _schema()
         out = {}
-        for name, (tgt, kwarg) in schema.steps.items():
-            if tgt != target:
+        for name, step in _schema().steps.items():
+            if step.target != target:
                 continue
             values = dict(self.sections[name])
-            enabled = values.pop("enabled", None)
-            if enabled is None:
-                out[kwarg] = None
-            elif enabled:
-                out[kwarg] = values
+            enabled = values.pop("enabled")
+            if not enabled:
+                out[step.kwarg] = None
+            elif step.can_disable or values:
+                out[step.kwarg] = values
             else:
-                out[kwarg] = None  # only for steps that are off by default
+                out[step.kwarg] = None  # the step's own defaults
         return out
 
     def group_kwargs(self):
@@ -493,15 +510,10 @@ class Config:
             lines.append("")
             lines.append(f"[{_toml_key(name)}]")
             if name in schema.steps:
-                enabled = values.get("enabled")
-                if enabled is None:
-                    default = "off" if name in DEFAULT_OFF_STEPS else "on"
-                    lines.append(f"# seed default ({default}); SlitGroup {schema.steps[name][1]}")
-                else:
-                    lines.append(f"enabled = {_toml_value(enabled)}")
-                items = [(k, v) for k, v in values.items() if k != "enabled"]
-            else:
-                items = list(values.items())
+                step = schema.steps[name]
+                default = "on" if step.default_on else "off"
+                lines.append(f"# {step.target} {step.kwarg} (default: {default})")
+            items = list(values.items())
             for key, value in items:
                 if value is None:
                     lines.append(f"# {_toml_key(key)} = none")
