@@ -160,7 +160,10 @@ class SkyMethods:
             log.info("%s: estimate_sky ignores %s", self.name, sorted(kwargs))
         mask_yslit = [[-4.5, 4.5]] if mask_yslit is None else mask_yslit
         var_percentiles = [-5, -5] if var_percentiles is None else var_percentiles
-        limits = (grating_limits or skymod.DEFAULT_GRATING_LIMITS).get(self.grating.lower())
+        limits_all = {
+            str(k).lower(): v for k, v in (grating_limits or skymod.DEFAULT_GRATING_LIMITS).items()
+        }
+        limits = limits_all.get(self.grating.lower())
         wave_limits = None if limits is None else (float(limits[0]), float(limits[1]))
 
         cand, counts = skymod.sky_candidates(

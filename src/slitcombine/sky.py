@@ -229,7 +229,7 @@ def fit_sky(
     df : int
         Spline functions; 0: a scalar times the template (or a constant); < 0: the
         template as is (no fit, needs ``template``).  Reduced when there are fewer than
-        ``8 * df`` pixels.
+        ``8 * df`` pixels or ``4 * df`` detector columns.
     template : callable or None
         ``template(wave) -> uJy per pixel``: a tabulated sky to modulate.
     high_clip, absolute_threshold : float or None
@@ -273,7 +273,8 @@ def fit_sky(
 
     df_eff = int(df)
     if df_eff > 0:
-        df_eff = int(min(df_eff, max(4, n_cand // PIXELS_PER_DF)))
+        span = urange[1] - urange[0]  # columns
+        df_eff = int(min(df_eff, max(4, n_cand // PIXELS_PER_DF), max(4, span // 4)))
         if df_eff < df:
             log.info("sky spline: %d pixels, df reduced from %d to %d", n_cand, df, df_eff)
 
