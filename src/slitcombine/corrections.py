@@ -357,7 +357,7 @@ def solve_penalized(a, w, y, penalty, ridge=1e-9, covariance=True):
     rows, cols = np.nonzero(normal)
     band = int(np.max(np.abs(rows - cols))) if rows.size else 0
     try:
-        if m > 64 and band < m // 2:
+        if m > 8 and band < m // 2:
             # B-spline normal matrices are banded: O(m b^2) instead of O(m^3).
             ab = np.zeros((band + 1, m))
             for d in range(band + 1):
