@@ -64,6 +64,7 @@ def run(groups, config, outdir, workers):
     total = time.perf_counter() - t0
     ok = res.counts["ok"]
     runtimes = [r["runtime"] for r in res.records if r["status"] == "ok"]
+    cpu = sum(r.get("cpu_time", 0.0) for r in res.records if r["status"] == "ok")
     return {
         "workers": workers,
         "groups": len(groups),
@@ -74,6 +75,9 @@ def run(groups, config, outdir, workers):
         "total_s": round(total, 2),
         "groups_per_s": round(len(groups) / res.wall_time, 3),
         "task_median_s": round(sorted(runtimes)[len(runtimes) // 2], 3) if runtimes else None,
+        # CPU seconds of the tasks per wall second: how many cores the batch kept busy
+        "busy_cores": round(cpu / res.wall_time, 2),
+        "cpu_per_group_s": round(cpu / max(ok, 1), 3),
     }
 
 
@@ -112,7 +116,8 @@ def main(argv=None):
             print(
                 f"{w} worker(s): {r['groups']} groups ({r['ok']} ok, {r['failed']} failed) in "
                 f"{r['wall_s']:.1f} s = {r['groups_per_s']:.2f} groups/s "
-                f"(median task {r['task_median_s']} s; cluster start {r['startup_s']:.1f} s)"
+                f"(median task {r['task_median_s']} s, {r['cpu_per_group_s']} CPU s/group, "
+                f"{r['busy_cores']} cores busy; cluster start {r['startup_s']:.1f} s)"
             )
         scaling = None
         if len(results) >= 2:

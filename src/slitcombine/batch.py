@@ -84,6 +84,7 @@ SUMMARY_COLUMNS = (
     "sn_median",
     "sn_max",
     "runtime",
+    "cpu_time",
     "n_exposures",
     "grating",
     "filter",
@@ -268,12 +269,14 @@ def process_group(group_row, config, output_dir):
     -------
     dict
         ``group``, ``status`` (``'ok'``/``'failed'``), ``error_type``, ``error``, ``bug``,
-        ``runtime`` [s], ``outputs`` (file names in ``output_dir``), ``figure``,
+        ``runtime`` and ``cpu_time`` (CPU seconds of the worker process) [s],
+        ``outputs`` (file names in ``output_dir``), ``figure``,
         ``sn_median``, ``sn_max`` (of flux/err over valid 1D bins; NaN if none),
         ``log``, ``worker``, ``config_hash``, ``inputs_hash``, ``mode``, ``version``,
         ``n_warnings``, ``finished`` (UTC ISO time).
     """
     t0 = time.perf_counter()
+    c0 = time.process_time()
     output_dir = Path(output_dir)
     name = group_row["group"]
     members = [tuple(m) if isinstance(m, (list, tuple)) else m for m in group_row["members"]]
@@ -287,6 +290,7 @@ def process_group(group_row, config, output_dir):
         "error": "",
         "bug": False,
         "runtime": float("nan"),
+        "cpu_time": float("nan"),
         "outputs": [],
         "figure": "",
         "sn_median": float("nan"),
@@ -347,6 +351,7 @@ def process_group(group_row, config, output_dir):
             log.warning("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
         record["n_warnings"] = len(caught)
         record["runtime"] = time.perf_counter() - t0
+        record["cpu_time"] = time.process_time() - c0
         record["finished"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         try:
             _write_json(sidecar, record)
@@ -719,10 +724,11 @@ def write_summary(records, path, meta=None):
     t["bug"] = np.array(col("bug", False), dtype=bool)
     t["error_type"] = np.array([str(v or "") for v in col("error_type")], dtype=str)
     t["error"] = np.array([str(v or "").replace("\n", " ") for v in col("error")], dtype=str)
-    for key in ("sn_median", "sn_max", "runtime"):
+    for key in ("sn_median", "sn_max", "runtime", "cpu_time"):
         vals = [np.nan if v is None else float(v) for v in col(key, np.nan)]
         t[key] = np.round(np.array(vals, dtype=float), 4)
     t["runtime"].unit = "s"
+    t["cpu_time"].unit = "s"
     t["n_exposures"] = np.array([int(v or 0) for v in col("n_exposures", 0)], dtype=np.int64)
     for key in ("grating", "filter"):
         t[key] = np.array([str(v or "") for v in col(key)], dtype=str)
