@@ -26,9 +26,21 @@ at the group's median noise ``sigma_med`` of the candidate sky pixels, to
 and every pixel is then judged by its own residual ``(sci - sky) / sigma``: pixels more
 than ``k_high`` above a running-median first guess are never sky candidates, and pixels
 with ``|z| > k_abs`` are rejected between iterations.  On the CEERS PRISM trio
-(``sigma_med`` = 0.021 uJy) this gives k_high = 38 and k_abs = 9.5, i.e. msaexp's levels
-at the median pixel, but a noisy pixel is no longer clipped for its noise and a quiet one
-keeps a proportionally tighter cut.  ``outlier_threshold`` was already in sigma units.
+(``sigma_med`` = 0.016 uJy with the group's own bar-shadow model) this gives k_high = 51
+and k_abs = 12.7, i.e. msaexp's levels at the median pixel, but a noisy pixel is no
+longer clipped for its noise and a quiet one keeps a proportionally tighter cut; the
+rejection threshold never goes below 3 sigma (``min_clip``).  ``outlier_threshold`` was
+already in sigma units.
+
+Global sky
+----------
+A tabulated sky (``SlitGroup.sky_arrays``, from ``sky_arrays=`` or ``sky_file``) is not
+used as is: :meth:`estimate_sky` fits ``T(lambda) * spline(u)`` with
+``meta['global_sky_df']`` (7) functions, so the table fixes the fine spectral shape and
+the data fix the level and any smooth difference (calibration, zodiacal level, the own
+bar-shadow normalisation).  ``df=0`` fits one scale factor of the table and ``df<0``
+uses it unscaled.  Without :meth:`estimate_sky`, ``sky_background`` interpolates the
+table directly.
 """
 
 from __future__ import annotations
