@@ -741,7 +741,7 @@ class SkyMethods:
     # ------------------------------------------------------------------ normalisation
     def _slit_position(self, j, path):
         s = self.slits[j]
-        vals = [_asdf_slit_attributes(s)[k] for k in ("quadrant", "xcen", "ycen")]
+        vals = [s.asdf_slit_attribute(k) for k in ("quadrant", "xcen", "ycen")]
         if any(v is None for v in vals):
             raise CalibrationFileError(
                 f"{path}: needs the slit's quadrant/xcen/ycen, absent from {s.path.name}"
@@ -829,7 +829,7 @@ class SkyMethods:
         flat = np.empty_like(self.sci)
         used = []
         for j in range(self.N):
-            q = _asdf_slit_attributes(self.slits[j])["quadrant"]
+            q = self.slits[j].asdf_slit_attribute("quadrant")
             name = f"sflat_{self.grating.lower()}_q{q}.fits"
             path = corr.find_calibration_file(name, dirs)
             if path is None:
@@ -940,29 +940,3 @@ class SkyMethods:
         n = self._reject_pixels(np.broadcast_to(sub.ravel(), self.sci.shape), Reject.DQ)
         self._step("extra_dq", "COMPLETE", file=str(path), rejected=n)
         return n
-
-
-def _asdf_slit_attributes(slit, names=("quadrant", "xcen", "ycen")):
-    """ASDF-only slit attributes, read with the ASDF file kept open.
-
-    ``SlitExposure.asdf_slit_attribute`` caches a lazy tree whose ``AsdfFile`` is not
-    kept alive: once it is garbage-collected, converting a lazy node (e.g. the WCS
-    later in the constructor) raises ``AsdfLazyReferenceError``.  Reading the few
-    scalars needed here from a private, properly closed open avoids creating that
-    cached tree before the WCS is parsed.
-    """
-    import io
-    import warnings
-
-    import asdf
-
-    with warnings.catch_warnings(), asdf.config_context() as config:
-        warnings.simplefilter("ignore")
-        config.validate_on_read = False
-        with asdf.open(
-            io.BytesIO(slit._asdf_bytes), lazy_load=True, memmap=False, lazy_tree=True
-        ) as af:
-            node = af.tree
-            if slit._slit_index is not None:
-                node = node["slits"][slit._slit_index]
-            return {n: (node[n] if n in node else None) for n in names}

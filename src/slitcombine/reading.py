@@ -204,6 +204,33 @@ class SlitExposure:
 
     # ------------------------------------------------------------------ lazy ASDF
     @cached_property
+    def _asdf_file(self):
+        """The opened ``AsdfFile`` of the ASDF extension, kept alive with the exposure.
+
+        The tree is lazy: its nodes are converted on access and need this file object.
+        """
+        import asdf
+
+        try:
+            # Load asdf's plugin list into its global config once (asdf caches it
+            # there); a config_context copy made before that would reload it.
+            asdf.get_config().extensions  # noqa: B018
+            # Schema validation and default filling of the tree cost ~0.2 s per
+            # file and add nothing to what we check ourselves.
+            with warnings.catch_warnings(), asdf.config_context() as config:
+                warnings.simplefilter("ignore")
+                config.validate_on_read = False
+                config.legacy_fill_schema_defaults = False
+                return asdf.open(
+                    io.BytesIO(self._asdf_bytes),
+                    lazy_load=True,
+                    memmap=False,
+                    lazy_tree=True,
+                )
+        except Exception as exc:  # asdf raises many unrelated types for corrupt YAML
+            raise InputFileError(self.path, f"corrupt ASDF extension ({exc})") from exc
+
+    @property
     def asdf_tree(self):
         """The ASDF tree of the file (lazily converted), parsed on first access.
 
@@ -212,27 +239,11 @@ class SlitExposure:
         InputFileError
             If the ASDF extension cannot be parsed.
         """
-        import asdf
-
         try:
-            # Schema validation and default filling of the tree cost ~0.2 s per
-            # file and add nothing to what we check ourselves; the tree is
-            # converted lazily, so only the nodes we use are built.
-            # Load asdf's plugin list into its global config once (asdf caches it
-            # there); a config_context copy made before that would reload it.
-            asdf.get_config().extensions  # noqa: B018
-            with warnings.catch_warnings(), asdf.config_context() as config:
-                warnings.simplefilter("ignore")
-                config.validate_on_read = False
-                config.legacy_fill_schema_defaults = False
-                af = asdf.open(
-                    io.BytesIO(self._asdf_bytes),
-                    lazy_load=True,
-                    memmap=False,
-                    lazy_tree=True,
-                )
-            return af.tree
-        except Exception as exc:  # asdf raises many unrelated types for corrupt YAML
+            return self._asdf_file.tree
+        except InputFileError:
+            raise
+        except Exception as exc:  # a lazily parsed corrupt tree fails here
             raise InputFileError(self.path, f"corrupt ASDF extension ({exc})") from exc
 
     @cached_property
