@@ -364,11 +364,20 @@ def _open_fits(path):
     if not magic.startswith(b"SIMPLE  ="):
         raise InputFileError(path, "not a FITS file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", fits.verify.VerifyWarning)
             hdul = fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, fits.verify.VerifyWarning, TypeError, IndexError) as exc:
         raise InputFileError(path, f"unreadable or truncated FITS ({exc})") from exc
+    # astropy only warns when the last data unit is cut short (the arrays then fail
+    # later with an unrelated reshape error): a truncated file is an error here.
+    truncated = [w for w in caught if "truncated" in str(w.message)]
+    if truncated:
+        hdul.close()
+        raise InputFileError(path, f"truncated FITS ({truncated[0].message})")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return path, hdul
 
 
