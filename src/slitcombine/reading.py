@@ -529,6 +529,7 @@ def read_slit(path, *, source_id=None, slitlet_id=None, extver=None):
     }
     meta["filename"] = path.name
     meta["n_slits_in_file"] = n_slits
+    _check_exposure_time(path, meta["exposure"])
 
     def _f32(name):
         arr = arrays.get(name)
@@ -559,6 +560,25 @@ def read_slit(path, *, source_id=None, slitlet_id=None, extver=None):
     if fallbacks:
         log.info("%s: fallbacks for missing extensions: %s", path.name, fallbacks)
     return exposure
+
+
+def _check_exposure_time(path, exposure):
+    """Reject a non-positive or non-numeric exposure time (a corrupt header).
+
+    The exposure times weight the exposures (``weight_type='exptime'``) and are summed
+    into the product's ``EXPTIME``; an absent keyword is allowed (left as None).
+    """
+    for key in ("exposure_time", "effective_exposure_time"):
+        value = exposure.get(key)
+        if value is None:
+            continue
+        try:
+            ok = bool(np.isfinite(float(value)) and float(value) > 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            cards = "/".join(META_KEYWORDS["exposure"][key])
+            raise InputFileError(path, f"exposure time {cards} = {value!r} s is not positive")
 
 
 def _check_is_slit(path, primary, sci_header, arrays, hdu_names):
