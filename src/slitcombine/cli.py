@@ -17,6 +17,11 @@ from .errors import SlitCombineError
 log = logging.getLogger("slitcombine")
 
 
+def _one_line(message):
+    """``message`` on one line (a parser's error quoted in an error may span several)."""
+    return " ".join(str(message).split())
+
+
 def _cmd_info(args):
     from .reading import list_slits, read_slit
 
@@ -32,7 +37,7 @@ def _cmd_info(args):
             else:
                 print(read_slit(path).summary())
         except SlitCombineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
             status = 2
     return status
 
@@ -184,7 +189,7 @@ def _cmd_batch(args):
     config = _load_config(args)
     groups, skipped = groups_from_inputs(args.inputs, config)
     for _, reason in skipped:
-        print(f"skipped {reason}", file=sys.stderr)
+        print(f"skipped {_one_line(reason)}", file=sys.stderr)
     if args.dry_run:
         for path in write_inputs(groups, config, args.output_dir):
             print(path)
@@ -208,7 +213,7 @@ def _cmd_batch(args):
     for r in result.records:
         if r["status"] != "ok":
             bug = " [unexpected error: a bug]" if r.get("bug") else ""
-            print(f"failed {r['group']}: {r.get('error', '')}{bug}", file=sys.stderr)
+            print(f"failed {r['group']}: {_one_line(r.get('error', ''))}{bug}", file=sys.stderr)
     c = result.counts
     print(
         f"{len(result.records)} group(s): {c['ok']} ok, {c['failed']} failed, "
@@ -262,7 +267,7 @@ def main(argv=None):
     except SlitCombineError as exc:
         if args.verbose:
             log.exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 
