@@ -127,8 +127,11 @@ class CombineResult:
     def write(self, directory, figures=True, overwrite=True):
         """Write ``{name}.spec.fits`` (and the PNG figures) into ``directory``.
 
-        Files are written atomically; the folder is checked first, so an unwritable
-        folder raises before anything is written.
+        All or nothing: the files are first written into a temporary folder inside
+        ``directory`` and moved into place (figures first, the spectrum last) only when
+        all of them are complete, so a failure (full disk, unwritable folder, a
+        figure that cannot be drawn) leaves neither a spectrum without its figures
+        nor temporary files behind.
 
         Parameters
         ----------
@@ -150,16 +153,45 @@ class CombineResult:
         slitcombine.errors.OutputError
             If the folder or a file cannot be written.
         """
+        import os
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from .errors import OutputError
         from .output import check_output_dir, write_hdulist
         from .plots import save_figure
 
         folder = check_output_dir(directory)
-        hdul = self.to_hdulist()
-        paths = {"spec": write_hdulist(hdul, folder / f"{self.name}.spec.fits", overwrite)}
+        paths = {"spec": folder / f"{self.name}.spec.fits"}
         if figures:
-            paths["summary"] = save_figure(self.plot(), folder / f"{self.name}.fnu.png")
-            fig = self.group.plot_2d_differences()
-            paths["diff2d"] = save_figure(fig, folder / f"{self.name}.d2d.png")
+            paths["summary"] = folder / f"{self.name}.fnu.png"
+            paths["diff2d"] = folder / f"{self.name}.d2d.png"
+        if not overwrite:
+            for path in paths.values():
+                if path.exists():
+                    raise OutputError(f"{path} exists (overwrite=False)")
+        hdul = self.to_hdulist()
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=f".{self.name}.", suffix=".tmp", dir=folder))
+        except OSError as exc:
+            raise OutputError(f"cannot write in {folder}: {exc}") from exc
+        current = paths["spec"]
+        try:
+            write_hdulist(hdul, stage / current.name)
+            if figures:
+                current = paths["summary"]
+                save_figure(self.plot(), stage / current.name)
+                current = paths["diff2d"]
+                save_figure(self.group.plot_2d_differences(), stage / current.name)
+            for key in sorted(paths, key=lambda k: k == "spec"):  # the spectrum last
+                current = paths[key]
+                os.replace(stage / current.name, current)
+        except (OSError, OutputError) as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            raise OutputError(f"cannot write {current}: {cause}") from exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
         return paths
 
 
