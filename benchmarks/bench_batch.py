@@ -8,6 +8,7 @@ is printed separately).  Target: 2 workers >= 1.8x the groups per second of 1 wo
 
     python benchmarks/bench_batch.py            # N = 1000 (long: ~1 s per group)
     python benchmarks/bench_batch.py --n 100    # quick
+    python benchmarks/bench_batch.py --n 40 --repeat 3   # best of 3, for a busy machine
 
 Timings on a shared machine are noisy; the load average is printed.
 """
@@ -87,6 +88,7 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=8, help="distinct simulated observations")
     p.add_argument("--nx", type=int, default=200, help="cutout width [pixels] (default 200)")
     p.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
+    p.add_argument("--repeat", type=int, default=1, help="interleaved repeats, best kept")
     p.add_argument("--no-figures", action="store_true", help="do not write PNG figures")
     p.add_argument("--mode", default="combine", choices=("combine", "prepare"))
     p.add_argument("--keep", default=None, help="keep the data and outputs in this folder")
@@ -109,16 +111,23 @@ def main(argv=None):
         overrides = [f"batch.mode={args.mode}", f"batch.figures={str(not args.no_figures).lower()}"]
         config = Config.default().with_overrides(overrides)
         todo = replicate(groups, args.n)
-        results = []
-        for w in (int(x) for x in args.workers.split(",")):
-            r = run(todo, config, base / f"out{w}", w)
-            results.append(r)
-            print(
-                f"{w} worker(s): {r['groups']} groups ({r['ok']} ok, {r['failed']} failed) in "
-                f"{r['wall_s']:.1f} s = {r['groups_per_s']:.2f} groups/s "
-                f"(median task {r['task_median_s']} s, {r['cpu_per_group_s']} CPU s/group, "
-                f"{r['busy_cores']} cores busy; cluster start {r['startup_s']:.1f} s)"
-            )
+        counts = [int(x) for x in args.workers.split(",")]
+        best = {}
+        for rep in range(args.repeat):  # interleaved, best of each (noisy shared machines)
+            for w in counts:
+                r = run(todo, config, base / f"out{w}", w)
+                print(
+                    f"[{rep + 1}/{args.repeat}] {w} worker(s): {r['groups']} groups "
+                    f"({r['ok']} ok, {r['failed']} failed) in {r['wall_s']:.1f} s = "
+                    f"{r['groups_per_s']:.2f} groups/s (median task {r['task_median_s']} s, "
+                    f"{r['cpu_per_group_s']} CPU s/group, {r['busy_cores']} cores busy; "
+                    f"cluster start {r['startup_s']:.1f} s; load {os.getloadavg()[0]:.1f})"
+                )
+                if w not in best or r["groups_per_s"] > best[w]["groups_per_s"]:
+                    best[w] = r
+        results = [best[w] for w in counts]
+        for r in results:
+            print(f"best {r['workers']} worker(s): {r['groups_per_s']:.2f} groups/s")
         scaling = None
         if len(results) >= 2:
             scaling = results[-1]["groups_per_s"] / results[0]["groups_per_s"]

@@ -38,8 +38,10 @@ import html
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -392,7 +394,7 @@ class SlitcombineWorkerSetup(WorkerPlugin):
 
 
 def _connect(workers, scheduler, timeout):
-    """A dask Client (and the LocalCluster it owns, or None)."""
+    """A dask Client, the LocalCluster it owns and its scratch folder (or None, None)."""
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -410,18 +412,26 @@ def _connect(workers, scheduler, timeout):
             raise BatchError(
                 f"the dask scheduler {scheduler!r} has no worker (waited {timeout:g} s)"
             ) from exc
-        return client, None
+        return client, None, None
     if int(workers) < 1:
         raise ConfigurationError(f"workers must be >= 1, got {workers}")
-    cluster = LocalCluster(
-        n_workers=int(workers),
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard": False},
-        silence_logs=logging.ERROR,
-    )
-    return Client(cluster), cluster
+    # a scratch folder of our own: the default /tmp/dask-scratch-space is shared with
+    # (and may be cleaned by) every other dask cluster on the machine
+    scratch = tempfile.mkdtemp(prefix="slitcombine-dask-")
+    try:
+        cluster = LocalCluster(
+            n_workers=int(workers),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard": False},
+            silence_logs=logging.ERROR,
+            local_directory=scratch,
+        )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return Client(cluster), cluster, scratch
 
 
 # ============================================================================ driver
@@ -584,7 +594,7 @@ def run_batch(
     startup = wall = 0.0
     if todo:
         t0 = time.perf_counter()
-        client, cluster = _connect(workers, scheduler, timeout)
+        client, cluster, scratch = _connect(workers, scheduler, timeout)
         try:
             try:
                 client.register_plugin(SlitcombineWorkerSetup(), name=SlitcombineWorkerSetup.name)
@@ -601,6 +611,7 @@ def run_batch(
             client.close()
             if cluster is not None:
                 cluster.close()
+                shutil.rmtree(scratch, ignore_errors=True)
     by_name = {g.name: g for g in groups}
     ordered = []
     for g in groups:
