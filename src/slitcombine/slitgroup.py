@@ -1015,12 +1015,18 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         """
         from . import outliers
 
+        # Judge the shutters on the pipeline's bar shadow and ignore LOW_BAR: a model
+        # fitted to the data (undo_barshadow=2) sees a stuck shutter as a deep "bar".
+        # sci / sqrt(var) does not depend on the bar correction applied.
+        bar_pipe = getattr(self, "orig_bar", None)
+        bar_pipe = self.bar if bar_pipe is None else bar_pipe
+        usable = (self.reject & ~np.uint32(Reject.LOW_BAR)) == 0
         stuck, info = outliers.stuck_shutters(
             self.sci,
             self.var,
-            self.mask,
+            usable,
             self._yshutter_grid,
-            self.bar,
+            bar_pipe,
             stuck_threshold=stuck_threshold,
             min_bar=min_bar,
             fixed_slit=self.IS_FIXED_SLIT,
