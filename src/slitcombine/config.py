@@ -431,7 +431,23 @@ class Config:
 
     # ------------------------------------------------------------------ use
     def section(self, name):
-        """A copy of one section's values."""
+        """A copy of one section's values.
+
+        Parameters
+        ----------
+        name : str
+            Section name (``'group'``, ``'extract'``, ``'estimate_sky'`` ...).
+
+        Returns
+        -------
+        dict
+            ``{param: value}`` (a deep copy).
+
+        Raises
+        ------
+        ConfigurationError
+            An unknown section.
+        """
         if name not in self.sections:
             raise _unknown("configuration section", name, self.sections)
         return copy.deepcopy(self.sections[name])
@@ -522,7 +538,20 @@ class Config:
         return "\n".join(lines) + "\n"
 
     def write(self, path, header=None):
-        """Write :meth:`to_toml` to ``path`` atomically; returns the path."""
+        """Write :meth:`to_toml` to ``path`` atomically.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination TOML file.
+        header : str, optional
+            Comment lines written at the top.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
         path = Path(path)
         _atomic_write_text(path, self.to_toml(header=header))
         return path

@@ -12,18 +12,18 @@ module-level state).  When the variable is unset or no file of the expected name
 the step that needs it is a logged no-op recorded in ``SlitGroup.meta``.  File names
 (``{grating}`` and ``{filter}`` in lower case, e.g. ``prism``, ``clear``):
 
-======================================  ========================================================
-file                                    used by
-======================================  ========================================================
-``{visit}_sky.csv``                     :meth:`get_global_sky` (see ``sky.read_sky_table``)
-``{grating}_{n}_bar_coeffs_wave.yaml``  :meth:`apply_spline_bar_correction`, mode ``'wave'``
-``{grating}_{n}_bar_coeffs.yaml``       :meth:`apply_spline_bar_correction`, mode ``'slit'``
-``{grating}_slit_renormalize.yaml``     :meth:`apply_normalization_correction`
-``sflat_{grating}_q{quadrant}.fits``    :meth:`apply_sflat_correction`
+=======================================  ========================================================
+file                                     used by
+=======================================  ========================================================
+``{visit}_sky.csv``                      :meth:`get_global_sky` (see ``sky.read_sky_table``)
+``{grating}_{n}_bar_coeffs_wave.yaml``   :meth:`apply_spline_bar_correction`, mode ``'wave'``
+``{grating}_{n}_bar_coeffs.yaml``        :meth:`apply_spline_bar_correction`, mode ``'slit'``
+``{grating}_slit_renormalize.yaml``      :meth:`apply_normalization_correction`
+``sflat_{grating}_q{quadrant}.fits``     :meth:`apply_sflat_correction`
 ``sensitivity_{grating}_{filter}.fits``  :meth:`apply_extended_calibration`
-``badpix_{detector}.fits`` or           :meth:`apply_extra_dq`
+``badpix_{detector}.fits`` or            :meth:`apply_extra_dq`
 ``msaexp_badpix_{detector}.yaml``
-======================================  ========================================================
+=======================================  ========================================================
 
 (``{n}`` = number of shutters of the slitlet, 1, 2 or 3; larger slitlets use the
 3-shutter table with the shutter coordinate wrapped into the central shutter.)

@@ -398,7 +398,24 @@ def discover(inputs, join=None, patterns=None, recursive=False):
 
 # ---------------------------------------------------------------------------- manifest
 def format_member(member, relative_to=None):
-    """Manifest text of a member: ``path`` or ``path[source_id]``."""
+    """Manifest text of a member: ``path`` or ``path[source_id]``.
+
+    Parameters
+    ----------
+    member : str, path-like or (path, source_id)
+        A per-slit file, or one slit of a ``MultiSlitModel`` file.
+    relative_to : str or path-like, optional
+        Write the path relative to this folder (the manifest's).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ConfigurationError
+        A file name that contains the member separator ``;``.
+    """
     if isinstance(member, (tuple, list)):
         path, sid = member
     else:
@@ -415,7 +432,20 @@ def format_member(member, relative_to=None):
 
 
 def parse_member(text, base=None):
-    """Inverse of :func:`format_member`; a relative path is taken relative to ``base``."""
+    """Inverse of :func:`format_member`.
+
+    Parameters
+    ----------
+    text : str
+        ``path`` or ``path[source_id]``.
+    base : str or path-like, optional
+        Folder that a relative path is relative to (the manifest's).
+
+    Returns
+    -------
+    str or (str, int or str)
+        The path, or ``(path, source_id)`` for a slit of a ``MultiSlitModel``.
+    """
     text = text.strip()
     match = _MEMBER_RE.match(text)
     path, sid = (match["path"], match["sid"].strip()) if match else (text, None)
@@ -432,6 +462,20 @@ def manifest_table(groups, relative_to=None, meta=None):
     """The manifest of ``groups`` as an astropy Table (one row per group).
 
     ``source_id`` and ``slitlet_id`` are masked (empty in the ECSV) when unknown.
+
+    Parameters
+    ----------
+    groups : iterable of GroupSpec
+        The groups.
+    relative_to : str or path-like, optional
+        Write the file paths relative to this folder.
+    meta : dict, optional
+        Table metadata (written in the ECSV header).
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns :data:`MANIFEST_COLUMNS`.
     """
     from astropy.table import MaskedColumn
 
@@ -467,6 +511,15 @@ def manifest_table(groups, relative_to=None, meta=None):
 
 def write_manifest(groups, path, meta=None):
     """Write the manifest ECSV atomically (paths relative to its folder).
+
+    Parameters
+    ----------
+    groups : iterable of GroupSpec
+        The groups.
+    path : str or path-like
+        Destination ``.ecsv`` file.
+    meta : dict, optional
+        Table metadata (written in the ECSV header).
 
     Returns
     -------

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 #: Shutter pitch of the NIRSpec MSA in the cross-dispersion direction (arcsec): the
 #: size of one standard nod step of a slitlet.
 SHUTTER_PITCH_ARCSEC = 0.529
+#: Size of one standard MSA nod step (arcsec): one shutter pitch (msaexp's name).
 MSA_NOD_ARCSEC = SHUTTER_PITCH_ARCSEC
 
 
@@ -165,7 +166,20 @@ def slit_scales(wcs, trace_rows):
 
 
 def normalized_x(x, nx):
-    """Normalised column coordinate used by the trace polynomials, ``(x - nx/2)/nx``."""
+    """Normalised column coordinate used by the trace polynomials, ``(x - nx/2)/nx``.
+
+    Parameters
+    ----------
+    x : array-like
+        Column, pixels.
+    nx : int
+        Number of columns of the common slice.
+
+    Returns
+    -------
+    numpy.ndarray
+        Dimensionless coordinate, 0 at the centre column, +-0.5 at the ends.
+    """
     return (np.asarray(x, dtype=float) - nx / 2.0) / nx
 
 

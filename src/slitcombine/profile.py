@@ -165,10 +165,44 @@ class LookupPRF(Protocol):
     """
 
     def pixel_profile(self, yslit, wave, sigma):  # pragma: no cover - protocol
-        """Pixel-integrated cross-dispersion fraction."""
+        """Pixel-integrated cross-dispersion fraction.
+
+        Parameters
+        ----------
+        yslit : array-like
+            Pixel centre minus source centre, pixels.
+        wave : array-like
+            Wavelength, um.
+        sigma : array-like
+            Intrinsic width, pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            Fraction of the flux in each pixel.
+        """
 
     def slit_throughput(self, wave, sigma, xpos, ypos, slit_width, slit_height):  # pragma: no cover
-        """Fraction of the total flux passing the shutter."""
+        """Fraction of the total flux passing the shutter.
+
+        Parameters
+        ----------
+        wave : array-like
+            Wavelength, um.
+        sigma : array-like
+            Intrinsic width, pixels.
+        xpos, ypos : array-like
+            Source position in units of the shutter width / height (0 = centre).
+        slit_width : float
+            Open width, arcsec.
+        slit_height : float or None
+            Open height, arcsec (None: no loss along the slit).
+
+        Returns
+        -------
+        numpy.ndarray
+            Throughput in ``[0, 1]``.
+        """
 
 
 class GaussianPRF:
@@ -204,18 +238,57 @@ class GaussianPRF:
             raise ConfigurationError(f"pixel_scale must be positive, got {pixel_scale}")
 
     def psf_sigma(self, wave):
-        """PSF core sigma (pixels) at ``wave`` (um)."""
+        """PSF core sigma at ``wave``.
+
+        Parameters
+        ----------
+        wave : array-like
+            Wavelength, um.
+
+        Returns
+        -------
+        numpy.ndarray
+            Gaussian sigma, pixels.
+        """
         if self._psf_sigma is None:
             return psf_sigma(wave)
         return np.asarray(self._psf_sigma(np.asarray(wave, float)), dtype=float)
 
     def total_sigma(self, wave, sigma):
-        """``sqrt(psf_sigma(wave)**2 + sigma**2)``, pixels."""
+        """Total width ``sqrt(psf_sigma(wave)**2 + sigma**2)``.
+
+        Parameters
+        ----------
+        wave : array-like
+            Wavelength, um.
+        sigma : array-like
+            Intrinsic width, pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            Total Gaussian sigma, pixels.
+        """
         s = np.asarray(sigma, dtype=float)
         return np.sqrt(self.psf_sigma(wave) ** 2 + s**2)
 
     def pixel_profile(self, yslit, wave, sigma):
-        """Pixel-integrated Gaussian, see the class notes."""
+        """Pixel-integrated Gaussian, see the class notes.
+
+        Parameters
+        ----------
+        yslit : array-like
+            Pixel centre minus source centre, pixels.
+        wave : array-like
+            Wavelength, um.
+        sigma : array-like
+            Intrinsic width, pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            Fraction of the source's cross-dispersion flux in each pixel.
+        """
         y = np.asarray(yslit, dtype=float)
         a = 1.0 / self.total_sigma(wave, sigma)
         return ndtr((y + 0.5) * a) - ndtr((y - 0.5) * a)
@@ -229,7 +302,26 @@ class GaussianPRF:
         slit_width=SHUTTER_WIDTH_ARCSEC,
         slit_height=SHUTTER_HEIGHT_ARCSEC,
     ):
-        """Fraction of the total flux through the shutter, see the class notes."""
+        """Fraction of the total flux through the shutter, see the class notes.
+
+        Parameters
+        ----------
+        wave : array-like
+            Wavelength, um.
+        sigma : array-like
+            Intrinsic width, pixels.
+        xpos, ypos : array-like
+            Source position in units of the shutter width / height (0 = centre).
+        slit_width : float
+            Open width, arcsec.
+        slit_height : float or None
+            Open height, arcsec; None for no loss along the slit.
+
+        Returns
+        -------
+        numpy.ndarray
+            Throughput in ``[0, core_fraction]``.
+        """
         s = self.total_sigma(wave, sigma) * self.pixel_scale
         w = float(slit_width)
         x0 = np.asarray(xpos, dtype=float) * w
@@ -412,6 +504,7 @@ def slit_throughput(
     )
 
 
+#: Valid ``reference`` values of :func:`path_loss_correction`.
 PATH_LOSS_REFERENCES = ("total", "centered_point")
 
 
@@ -804,7 +897,20 @@ class DifferenceProfileModel:
         return r, J, amp, p
 
     def full(self, values, fill=np.nan):
-        """Scatter ``(npix,)`` values of the used pixels into an ``(npix_total,)`` array."""
+        """Scatter ``(npix,)`` values of the used pixels into an ``(npix_total,)`` array.
+
+        Parameters
+        ----------
+        values : numpy.ndarray
+            ``(npix,)`` values of the pixels used by the model.
+        fill : float
+            Value of the other pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(npix_total,)`` array.
+        """
         out = np.full(self.npix_total, fill, dtype=float)
         out[self.valid] = values
         return out

@@ -8,7 +8,7 @@ plus an ECSV truth table per source. The files open with
 the extensions, ASDF tree and header keywords of real ``jwst`` ``*_phot.*.fits`` cutouts.
 
 Conventions (checked against the CEERS files ``jw01345062001_03101_0000[123]_nrs2_phot.138``)
--------------------------------------------------------------------------------------------
+---------------------------------------------------------------------------------------------
 Pixel coordinates
     0-based ``(x, y)`` = (column, row) of the cutout; a pixel spans ``[i - 0.5, i + 0.5]``.
     Wavelength increases with ``x``.
