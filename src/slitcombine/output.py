@@ -297,8 +297,10 @@ def write_hdulist(hdul, path, overwrite=True):
     except OSError as exc:
         raise OutputError(f"cannot write in {path.parent}: {exc}") from exc
     try:
-        with os.fdopen(fd, "wb") as fh:
-            hdul.writeto(fh, output_verify="exception")
+        # by name, not through the open descriptor: astropy's out-of-space handler
+        # fails with an AttributeError on a file object made from a descriptor
+        os.close(fd)
+        hdul.writeto(tmp, output_verify="exception", overwrite=True)
         os.replace(tmp, path)
     except (OSError, fits.verify.VerifyError, ValueError) as exc:
         Path(tmp).unlink(missing_ok=True)
