@@ -206,8 +206,10 @@ def test_bright_line_cores_have_margin(prism_bright):
         if not line.get("in_range"):
             continue
         core = (np.abs(g.xslit - line["x_center"]) <= 1.0) & (np.abs(g.yslit) <= 1.0)
-        zmax = np.nanmax(np.where(core, res.z_high, np.nan))
-        assert zmax < 0.6 * thr, (line["name"], zmax, thr)
+        # measured: z <= 0.75 at the 50x line cores (PRISM, G395M, G140M; seeds 1-3)
+        zmax = np.nanmax(np.where(core, res.z, np.nan))
+        assert zmax < 0.3 * thr, (line["name"], zmax, thr)
+        assert np.nanmax(np.where(core, res.z_high - res.z, np.nan)) <= 0
 
 
 @pytest.mark.parametrize(

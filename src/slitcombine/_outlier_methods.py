@@ -6,18 +6,27 @@ flag_trace_outliers, flag_2d_outliers, apply_multiple_mask.
 They are thin: they read the group's arrays, call the pure functions of
 :mod:`slitcombine.outliers` (where the statistics are documented), set their own bit of
 :class:`slitcombine.masks.Reject` and record their counts in ``meta['steps']``.
-``SlitGroup`` inherits this class, which holds no state of its own.
+``SlitGroup`` inherits this class; its only state is a private cache of the last
+consensus computation (``_outlier_consensus``, see :meth:`OutlierMethods._consensus`).
 
 Every step compares a pixel with what should look like it, in units of its own error:
-its row (running median along the dispersion), the other exposures at the same source
+its row (running medians along the dispersion), the other exposures at the same source
 position (a nodded source moves, a cosmic ray does not follow it), the same detector
 pixel in the other exposures, or a profile model.  See
 :func:`slitcombine.outliers.consensus_residuals`.
 
+Defaults as in the seed: the constructor runs flag_trace_outliers,
+flag_percentile_outliers and (N > 2) apply_multiple_mask; flag_hot_cold_pixels,
+flag_from_profile and flag_2d_outliers only when their options are given.
+
 Bad input never raises from inside numpy: with no valid pixel a step is recorded as
-``SKIPPED`` with its reason and a log line; with a single exposure the comparisons
-between exposures are replaced by the pixel's own row and column; the multiple-exposure
-mask needs three exposures (with two, "most but not all" does not exist).
+``SKIPPED`` with its reason and a log line.  With a single exposure there is no other
+exposure to compare with: pixels near the trace are judged by a sharpness test (a real
+source is spread by the PSF and the line-spread function, a cosmic ray is not), pixels
+far from it against the rows above and below; this finds the cosmic rays well above 10
+sigma (96 % of those of >= 10 sigma on the simulations) but not a streak along the slit
+on the trace.  The multiple-exposure mask needs three exposures (with two, "most but not
+all" does not exist): it is skipped with a log line and the reason in ``meta``.
 """
 
 from __future__ import annotations
@@ -413,16 +422,19 @@ class OutlierMethods:
     ):
         """Flag low and high outliers against the pixel's neighbours (bit OUTLIER_2D).
 
-        The statistic is the consensus residual S/N with a row-median window of
-        ``filter_size`` columns: the pixel against its neighbours along the dispersion
-        and, at the same source position, in the other exposures.  Unlike
+        The statistic is the consensus residual S/N: the pixel against its neighbours
+        along the dispersion (row model using ``filter_size`` columns on each side) and,
+        at the same source position, the other exposures.  Unlike
         :meth:`flag_percentile_outliers` it is two-sided with fixed limits, so it also
         rejects isolated low pixels (unflagged cold pixels, over-subtracted artefacts).
 
         Parameters
         ----------
         filter_size : int
-            Row-median window, columns.
+            Columns used on each side of the pixel by the row model (beyond its nearest
+            neighbours): the row-model window is ``2 filter_size + 3`` columns, 13 for
+            the seed's 5, the same as the default steps (whose computation is then
+            reused).
         threshold : [float, float] or None
             Low and high S/N limits (seed default ``[-5, 5]``).
         with_mask : bool
@@ -443,7 +455,7 @@ class OutlierMethods:
         threshold = [-5.0, 5.0] if threshold is None else list(threshold)
         if self._nothing_to_flag(step):
             return (0, np.zeros(self.mask.shape, bool)) if with_mask else 0
-        res, _, _, _ = self._consensus(filter_size=filter_size)
+        res, _, _, _ = self._consensus(filter_size=2 * int(filter_size) + 3)
         low, high = outliers.neighbour_outliers(res.z_high, res.z_low, threshold=threshold)
         footprint = None if dilate_structure is None else np.asarray(dilate_structure)
         high = outliers.grow_flags(high, res.z_high, self.sh, footprint, 3.0)
