@@ -22,6 +22,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import slitcombine
@@ -290,19 +291,51 @@ def test_readme_spec1d_columns_match_the_file(readme_run):
             assert spec[name].unit == u.Unit(unit), name
 
 
-def test_readme_command_lines_parse():
+def _command_lines(text, code_only=False):
+    """``slitcombine ...`` command lines of a text (continuations joined, comments cut).
+
+    With ``code_only`` only indented lines count (the code blocks of an RST page).
+    """
+    text = text.replace("\\\n", " ")
+    lines = [
+        line.split("#")[0].strip()
+        for line in text.splitlines()
+        if not code_only or line.startswith("   ")
+    ]
+    return [
+        line
+        for line in lines
+        if line.startswith("slitcombine ") and not line.endswith(("--version", "--help"))
+    ]
+
+
+def test_documented_command_lines_parse():
     from slitcombine.cli import build_parser
 
     parser = build_parser()
-    lines = [
-        line.split("#")[0].strip()
-        for line in _readme_block("bash", after="## Command line").splitlines()
-    ]
-    lines = [line for line in lines if line.startswith("slitcombine ")]
-    assert any(" extract " in line for line in lines) and any(" batch " in line for line in lines)
+    readme = _command_lines(_readme_block("bash", after="## Command line"))
+    assert any(" extract " in line for line in readme) and any(" batch " in line for line in readme)
+    pages = [(DOCS / p).read_text() for p in ("getting_started.rst", "batch.rst")]
+    lines = readme + [line for text in pages for line in _command_lines(text, code_only=True)]
+    assert len(lines) > len(readme) + 5
     for line in lines:
         args = parser.parse_args(shlex.split(line)[1:])
         assert callable(args.func), line
+
+
+def test_masks_guide_example_runs(readme_run):
+    _, ns, _ = readme_run
+    group = ns["group"]
+    text = (DOCS / "guide" / "masks.rst").read_text()
+    block = re.search(r"\.\. code-block:: python\n\n(.*?)\n\n(?=\S)", text, re.S).group(1)
+    code = "\n".join(line[3:] for line in block.splitlines())
+    before = int(group.mask.sum())
+    exec(compile(code, "masks.rst", "exec"), {"group": group})  # noqa: S102 - the guide example
+    from slitcombine.masks import Reject
+
+    user = (group.reject & np.uint32(Reject.USER)) > 0
+    assert user.any() and not (group.mask & user).any()
+    assert int(group.mask.sum()) < before
 
 
 def test_readme_keeps_the_two_setup_commands():
