@@ -323,6 +323,29 @@ def test_documented_command_lines_parse():
         assert callable(args.func), line
 
 
+def _rst_python_blocks(page):
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"\.\. code-block:: python\n\n(.*?)(?:\n\n(?=\S)|\Z)", text, re.S)
+    return ["\n".join(line[3:] for line in b.splitlines()) for b in blocks]
+
+
+@pytest.mark.parametrize("page", ["getting_started.rst", "guide/trace.rst", "guide/outputs.rst"])
+def test_python_examples_of_the_pages_run(readme_run, page):
+    work, ns, _ = readme_run
+    blocks = _rst_python_blocks(page)
+    assert blocks
+    namespace = {"files": ns["files"], "group": ns["group"]}
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        for code in blocks:
+            if "logging.basicConfig" in code:
+                continue  # would configure the test process's logging
+            exec(compile(code, page, "exec"), namespace)  # noqa: S102 - the page's example
+    finally:
+        os.chdir(cwd)
+
+
 def test_masks_guide_example_runs(readme_run):
     _, ns, _ = readme_run
     group = ns["group"]
