@@ -26,8 +26,9 @@ spectrum), the same inputs hash (file names, source ids and sizes), the same mod
 * status ``failed`` with a :class:`~slitcombine.errors.SlitCombineError` (a bad input
   fails the same way again), unless ``retry_failed=True``.
 
-Groups that failed with an unexpected exception (flagged ``bug``) or because a worker
-died are always run again.
+Groups that failed with an unexpected exception (flagged ``bug``), because a worker
+died, or because an output could not be written (``OutputError``: a full disk or an
+unwritable folder is no property of the inputs) are always run again.
 """
 
 from __future__ import annotations
@@ -480,7 +481,12 @@ def _resumable(prev, config, members, retry_failed, output_dir):
         return False
     if prev.get("status") == "ok":
         return all((Path(output_dir) / o).exists() for o in prev.get("outputs", []))
-    return prev.get("status") == "failed" and not prev.get("bug") and not retry_failed
+    return (
+        prev.get("status") == "failed"
+        and not prev.get("bug")
+        and prev.get("error_type") != "OutputError"  # a full disk, not the inputs
+        and not retry_failed
+    )
 
 
 def write_inputs(groups, config, output_dir):
