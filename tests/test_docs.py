@@ -45,13 +45,7 @@ KNOWN_PARAMETER_GAPS = {
     "batch.write_inputs",
     "batch.groups_from_inputs",
     "batch.SlitcombineWorkerSetup.setup",
-    "corrections.difference_penalty",
-    "corrections.ColumnCoordinate.inverse",
-    "corrections.BarShadowModel.raw",
-    "corrections.BarShadowModel.norm",
-    "corrections.BarShadowModel.is_covered",
     "outliers.majority_count",
-    "sky.background_file_root",
 }
 
 #: Public methods and properties of ``msaexp.slit_combine.SlitGroup`` (its documentation,

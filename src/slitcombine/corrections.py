@@ -304,7 +304,20 @@ def tensor_basis(by, bw, nw, degree_y=3, degree_w=3):
 
 
 def difference_penalty(n, order=2):
-    """``D^T D`` for the ``order``-th difference operator on ``n`` coefficients (P-splines)."""
+    """``D^T D`` for the ``order``-th difference operator on ``n`` coefficients (P-splines).
+
+    Parameters
+    ----------
+    n : int
+        Number of spline coefficients.
+    order : int
+        Order of the differences (2: curvature).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, n)`` penalty matrix (zeros when ``n <= order``).
+    """
     if n <= order:
         return np.zeros((n, n))
     d = np.diff(np.eye(n), n=order, axis=0)
@@ -419,7 +432,18 @@ class ColumnCoordinate:
         return np.where(np.isfinite(wave), u, np.nan)
 
     def inverse(self, u):
-        """Wavelength (um) of fractional column ``u`` (inside the trace range)."""
+        """Wavelength of a fractional column (inside the trace range).
+
+        Parameters
+        ----------
+        u : array_like
+            Fractional column, pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            Wavelength, um (clamped to the trace's range).
+        """
         return np.interp(u, self.column, self.wave)
 
 
@@ -625,7 +649,20 @@ class BarShadowModel:
         return bspline_basis(u, self.df_w, *self.urange, outside="clip")
 
     def raw(self, yshutter, u):
-        """The un-normalised tensor spline ``T(y, u)`` (NaN outside ``yrange``)."""
+        """The un-normalised tensor spline ``T(y, u)`` (NaN outside ``yrange``).
+
+        Parameters
+        ----------
+        yshutter : array_like
+            Shutter coordinate, shutter pitches.
+        u : array_like
+            Fractional column of the wavelength (:class:`ColumnCoordinate`), pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            Flattened un-normalised throughput.
+        """
         ys = np.asarray(yshutter, float).ravel()
         u = np.asarray(u, float).ravel()
         by = bspline_basis(ys, self.df_y, *self.yrange, outside="nan")
@@ -634,7 +671,18 @@ class BarShadowModel:
         return np.where(np.isfinite(ys) & np.isfinite(u), val, np.nan)
 
     def norm(self, u):
-        """The normalisation ``g(u)``."""
+        """The normalisation ``g(u)``.
+
+        Parameters
+        ----------
+        u : array_like
+            Fractional column of the wavelength, pixels.
+
+        Returns
+        -------
+        numpy.ndarray
+            Flattened normalisation (dimensionless).
+        """
         u = np.asarray(u, float).ravel()
         if self.norm_df == 1:
             return np.full(u.size, float(self.norm_coeffs[0]))
@@ -651,7 +699,18 @@ class BarShadowModel:
         return out.reshape(shape)
 
     def is_covered(self, yshutter):
-        """True where ``yshutter`` lies in an interval constrained by sky pixels."""
+        """True where ``yshutter`` lies in an interval constrained by sky pixels.
+
+        Parameters
+        ----------
+        yshutter : array_like
+            Shutter coordinate, shutter pitches.
+
+        Returns
+        -------
+        numpy.ndarray
+            Boolean, same shape.
+        """
         ys = np.asarray(yshutter, float)
         ok = np.zeros(ys.shape, bool)
         for a, b in self.covered:

@@ -511,6 +511,16 @@ def background_file_root(filename):
 
     ``jw01345062001_03101_00001_nrs2_phot.138.1345_933.fits`` ->
     ``jw01345062001_03101_00001_nrs2`` (visit, activity, exposure, detector).
+
+    Parameters
+    ----------
+    filename : str or path-like
+        An exposure file (the folder is ignored).
+
+    Returns
+    -------
+    str
+        The root; the name up to its first ``.`` when it has fewer than four tokens.
     """
     name = Path(filename).name
     parts = name.split("_")
