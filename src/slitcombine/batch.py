@@ -34,6 +34,7 @@ unwritable folder is no property of the inputs) are always run again.
 from __future__ import annotations
 
 import gc
+import glob
 import hashlib
 import html
 import json
@@ -618,6 +619,8 @@ def run_batch(
             if cluster is not None:
                 cluster.close()
                 shutil.rmtree(scratch, ignore_errors=True)
+        if not interrupted:
+            _remove_temporaries(output_dir, [g.name for g in todo])
     by_name = {g.name: g for g in groups}
     ordered = []
     for g in groups:
@@ -708,6 +711,25 @@ def _run_tasks(client, todo, config, output_dir, records, progress, tqdm):
     finally:
         bar.close()
     return False
+
+
+def _remove_temporaries(output_dir, names):
+    """Remove the temporary files and folders (``.{name}.*.tmp``) of the groups ``names``.
+
+    The atomic writers leave them only when their process dies while writing (a worker
+    killed or out of memory).  Called once every task of the run has ended, so no
+    writer of this run can still use them.
+    """
+    for name in names:
+        for path in Path(output_dir).glob(f".{glob.escape(name)}.*.tmp"):
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                log.info("removed %s, left by a task that did not finish", path.name)
+            except OSError as exc:
+                log.warning("cannot remove the temporary %s: %s", path, exc)
 
 
 def _with_info(rec, g):
