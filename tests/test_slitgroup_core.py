@@ -166,6 +166,22 @@ def test_undo_barshadow_true_multiplies_by_bar(ceers_files):
     ok = keep.mask & undo.mask
     assert np.allclose(undo.data[ok], keep.data[ok] * keep.bar[ok])
     assert undo.meta["steps"]["barshadow"]["status"] == "COMPLETE"
+    # the variance of the difference carries the same bar**2 factor (one exposure per
+    # position: the variances add with weights 1 and 1/4 for the two negatives)
+    ipos, ineg, d_keep, _, v_keep, _ = keep.make_diff_image(2)
+    _, _, d_undo, _, v_undo, _ = undo.make_diff_image(2)
+    both = np.isfinite(d_keep) & np.isfinite(d_undo)
+    bar = keep.bar
+    expect = (
+        keep.var[ipos][0] * bar[ipos][0] ** 2 + (keep.var[ineg] * bar[ineg] ** 2).sum(axis=0) / 4
+    )
+    full = both & keep.mask.all(axis=0) & undo.mask.all(axis=0)
+    assert full.sum() > 1000
+    assert np.allclose(v_undo[full], expect[full])
+    # S/N is unchanged where the bar shadow is the same in all exposures
+    assert np.nanmedian(np.abs(d_undo / np.sqrt(v_undo))[full]) == pytest.approx(
+        np.nanmedian(np.abs(d_keep / np.sqrt(v_keep))[full]), rel=0.1
+    )
 
 
 def test_constructor_records_every_step(ceers_group):
@@ -281,3 +297,14 @@ def test_slit_metadata_table(ceers_group):
     ):
         assert col in t.colnames
     assert all(str(c).startswith("sha256:") for c in t["checksum"])
+
+
+def test_seed_dict_defaults_on_and_none_off(ceers_files):
+    on = SlitGroup(ceers_files, "on")
+    off = SlitGroup(ceers_files, "off", flag_trace_kwargs=None, flag_percentile_kwargs=None)
+    # the seed's {} defaults switch the outlier steps on; None switches them off
+    assert on.meta["flag_trace_kwargs"] == {} and on.meta["flag_percentile_kwargs"] == {}
+    assert off.meta["steps"]["trace_outliers"]["status"] == "SKIPPED"
+    assert off.meta["steps"]["percentile_outliers"]["status"] == "SKIPPED"
+    assert on.meta["steps"]["percentile_outliers"]["status"] != "SKIPPED"
+    assert off.mask.sum() >= on.mask.sum()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from types import MappingProxyType
 
 import numpy as np
 from astropy.table import Table
@@ -65,6 +66,12 @@ STEP_NAMES = (
 )
 
 
+#: Read-only "step on with its default options" value of the seed's ``{}`` defaults
+#: (None switches such a step off).
+_ON = MappingProxyType({})
+_EXTENDED_CALIBRATION_DEFAULT = MappingProxyType({"threshold": 0.01})
+
+
 class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     """Container for the exposures (nods) of one source in one slitlet and grating.
 
@@ -105,18 +112,18 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     extended_calibration_kwargs : dict or None
         Options of the extended flux calibration (default ``{'threshold': 0.01}``).
     slit_hotpix_kwargs : dict or None
-        Options of the per-slit hot-pixel flagging (default ``{}``).
+        Options of the per-slit hot-pixel flagging (default ``{}``: on; None: off).
     sky_arrays : (array, array) or None
         Tabulated sky: wavelength (um) and flux (uJy per pixel).
     sky_file : str or None
         A tabulated sky CSV (``wave`` um, ``flux`` uJy per pixel), ``"read"`` to look
         up ``{visit}_sky.csv`` in the configured calibration directory, or None.
     set_background_spectra_kwargs : dict or None
-        Options of :meth:`set_background_spectra` (default ``{}``).
+        Options of :meth:`set_background_spectra` (default ``{}``: on; None: off).
     global_sky_df : int
         Degrees of freedom of the sky fit when a global sky is available.
     flag_percentile_kwargs, flag_trace_kwargs : dict or None
-        Options of the outlier steps (default ``{}``, i.e. on).
+        Options of the outlier steps (default ``{}``: on; None: off).
     do_multiple_mask : bool
         Mask in all exposures the pixels bad in most of them.
     undo_pathloss : bool or 2
@@ -189,20 +196,20 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         min_bar=0.4,
         bar_corr_mode="wave",
         fix_prism_norm=True,
-        extended_calibration_kwargs=None,
+        extended_calibration_kwargs=_EXTENDED_CALIBRATION_DEFAULT,
         with_sflat_correction=True,
         with_extra_dq=True,
-        slit_hotpix_kwargs=None,
+        slit_hotpix_kwargs=_ON,
         sky_arrays=None,
         sky_file="read",
-        set_background_spectra_kwargs=None,
+        set_background_spectra_kwargs=_ON,
         global_sky_df=7,
         estimate_sky_kwargs=None,
         flag_profile_kwargs=None,
         do_multiple_mask=True,
-        flag_trace_kwargs=None,
+        flag_trace_kwargs=_ON,
         flag_2d_kwargs=None,
-        flag_percentile_kwargs=None,
+        flag_percentile_kwargs=_ON,
         undo_pathloss=True,
         trace_with_xpos=False,
         trace_with_ypos=False,
@@ -217,17 +224,18 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         lookup_prf=None,
         **kwargs,
     ):
-        # Mutable defaults of the seed API are None here, meaning the seed's default.
-        if extended_calibration_kwargs is None:
-            extended_calibration_kwargs = {"threshold": 0.01}
-        if slit_hotpix_kwargs is None:
-            slit_hotpix_kwargs = {}
-        if set_background_spectra_kwargs is None:
-            set_background_spectra_kwargs = {}
-        if flag_trace_kwargs is None:
-            flag_trace_kwargs = {}
-        if flag_percentile_kwargs is None:
-            flag_percentile_kwargs = {}
+        # The seed's dict defaults ({} = step on, None = step off) are read-only
+        # mappings here; each option is copied into a plain dict of its own.
+        extended_calibration_kwargs = _as_kwargs(extended_calibration_kwargs)
+        slit_hotpix_kwargs = _as_kwargs(slit_hotpix_kwargs)
+        set_background_spectra_kwargs = _as_kwargs(set_background_spectra_kwargs)
+        flag_trace_kwargs = _as_kwargs(flag_trace_kwargs)
+        flag_percentile_kwargs = _as_kwargs(flag_percentile_kwargs)
+        hot_cold_kwargs = _as_kwargs(hot_cold_kwargs)
+        estimate_sky_kwargs = _as_kwargs(estimate_sky_kwargs)
+        flag_profile_kwargs = _as_kwargs(flag_profile_kwargs)
+        flag_2d_kwargs = _as_kwargs(flag_2d_kwargs)
+        fit_shutter_offset_kwargs = _as_kwargs(fit_shutter_offset_kwargs)
 
         if weight_type not in nods.WEIGHT_TYPES:
             raise ConfigurationError(
@@ -1085,10 +1093,14 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         ipos = np.asarray(self.unp[exp])
         ineg = ~ipos if self.meta["diffs"] else np.zeros_like(ipos)
         data = self.data
+        var, wvar = self.var, self._weight_variance()
+        if self.meta["undo_barshadow"] is True:
+            # data carry the bar-shadow throughput: so do their variances
+            var, wvar = var * self.bar**2, wvar * self.bar**2
         out = nods.difference_image(
             data,
-            self.var,
-            self._weight_variance(),
+            var,
+            wvar,
             self.sky_background,
             self.mask & np.isfinite(data),
             ipos,
@@ -1106,6 +1118,11 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
 
 
 # -------------------------------------------------------------------- helpers
+def _as_kwargs(value):
+    """A private dict copy of a step's options, or None (step off)."""
+    return None if value is None else dict(value)
+
+
 def _float(value):
     try:
         return float(value)
