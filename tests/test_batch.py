@@ -138,10 +138,16 @@ def test_discovery_groups_and_manifest(data, tmp_path):
     for g in multi:
         sid = g.info["source_id"]
         assert list(g.members) == [(str(f), sid) for f in data["multi"].files]
-    # the manifest round-trips, with paths relative to its folder
-    path = write_manifest(groups, tmp_path / "m.ecsv")
+    # the manifest round-trips; files below its folder are written relative to it
+    path = write_manifest(groups, data["base"] / "m.ecsv")
     text = path.read_text()
-    assert "_cal.fits[2]" in text and str(tmp_path) not in text
+    assert "_cal.fits[2]" in text and str(data["base"]) not in text
+    assert f" multi/{MULTI_ROOT}_03101_00001_nrs1_cal.fits[2];" in text
+    elsewhere = write_manifest(groups, tmp_path / "m.ecsv").read_text()
+    assert f"{data['base'].resolve()}/multi/{MULTI_ROOT}" in elsewhere and ".." not in elsewhere
+    assert [g.members for g in read_manifest(tmp_path / "m.ecsv")] == [
+        g.members for g in read_manifest(path)
+    ]
     back = read_manifest(path)
     assert [g.name for g in back] == [g.name for g in groups]
     norm = lambda ms: [  # noqa: E731
@@ -263,7 +269,7 @@ def test_resume_does_no_work(data, first_run):
 
 def test_interrupted_run_leaves_no_half_files_and_resumes(data, tmp_path):
     """Ctrl-C during a batch: exit 130, complete files only, --resume does the rest."""
-    groups, _ = discover([f for s in data["sims"][:10] for f in s.files])
+    groups, _ = discover([f for s in data["sims"][:8] for f in s.files])
     manifest = write_manifest(groups, tmp_path / "manifest.ecsv")
     out = tmp_path / "out"
     args = ["batch", str(manifest), "--output-dir", str(out), "--workers", "2"]

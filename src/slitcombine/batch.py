@@ -13,6 +13,7 @@ Output folder::
     {group}.spec.fits      combined spectrum (+ {group}.fnu.png, {group}.d2d.png)
     {group}.group.json     (mode "prepare" instead of the spectrum)
     {group}.batch.json     sidecar: status, configuration hash, inputs hash, outputs
+    .slitcombine-batch.lock  locked while a batch runs here: a second one stops at once
 
 Resume
 ------
@@ -33,6 +34,8 @@ unwritable folder is no property of the inputs) are always run again.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import glob
 import hashlib
@@ -73,6 +76,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "groups_from_inputs",
     "SlitcombineWorkerSetup",
+    "output_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -425,7 +429,8 @@ def _connect(workers, scheduler, timeout):
             n_workers=int(workers),
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # no dashboard; the scheduler's small HTTP server on a free port
+            dashboard_address=":0",
             scheduler_kwargs={"dashboard": False},
             silence_logs=logging.ERROR,
             local_directory=scratch,
@@ -468,6 +473,74 @@ class BatchResult:
     def exit_code(self):
         """0 if every group is ``ok``, else 1."""
         return 0 if all(r["status"] == "ok" for r in self.records) else 1
+
+
+#: Lock file of an output folder, held by the batch running there (:func:`output_lock`).
+LOCK_NAME = ".slitcombine-batch.lock"
+
+
+@contextlib.contextmanager
+def output_lock(output_dir):
+    """Hold ``output_dir`` for one batch: an exclusive lock on ``.slitcombine-batch.lock``.
+
+    A second batch on the same folder (from this or another process, or another NFS
+    client) stops at once with a :class:`BatchError` naming the holder, instead of
+    overwriting the first one's manifest, configuration and summary and running its
+    groups twice.  The lock is ``flock`` on the file: the operating system releases it
+    when its holder ends, however it ends, so a killed batch leaves no stale lock (the
+    empty file stays).  Where the file system cannot lock, a warning is logged and the
+    batch runs unprotected.
+
+    Parameters
+    ----------
+    output_dir : str or path-like
+        The batch's output folder (created if missing).
+
+    Yields
+    ------
+    pathlib.Path or None
+        The lock file (None when it could not be locked).
+
+    Raises
+    ------
+    BatchError
+        Another batch holds the folder.
+    OutputError
+        The folder or the lock file cannot be created.
+    """
+    output_dir = Path(output_dir)
+    path = output_dir / LOCK_NAME
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {str(output_dir)!r}: {exc}") from exc
+    try:
+        locked = False
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except (ImportError, OSError) as exc:
+            if getattr(exc, "errno", None) in (errno.EWOULDBLOCK, errno.EAGAIN):
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+                raise BatchError(
+                    f"another slitcombine batch is running in {output_dir} "
+                    f"({holder or 'holder unknown'}); wait for it to end or use another "
+                    "--output-dir"
+                ) from None
+            log.warning(
+                "cannot lock %s (%s): nothing stops a second batch in this folder", path, exc
+            )
+        if locked:
+            since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            holder = f"pid {os.getpid()} on {socket.gethostname()} since {since} UTC\n"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+        yield path if locked else None
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _resumable(prev, config, members, retry_failed, output_dir):
@@ -560,14 +633,13 @@ def run_batch(
     Raises
     ------
     BatchError
-        Unreachable scheduler, a scheduler without workers, duplicate group names.
+        Unreachable scheduler, a scheduler without workers, duplicate group names,
+        another batch running in ``output_dir`` (see :func:`output_lock`).
     ConfigurationError
         Mode ``combine`` in a version without :mod:`slitcombine.combine`.
     OutputError
         The output folder cannot be written.
     """
-    from tqdm import tqdm
-
     if not isinstance(config, Config):
         raise ConfigurationError("config must be a slitcombine.config.Config")
     if config.mode == "combine" and _extract_defaults() is None:
@@ -580,6 +652,37 @@ def run_batch(
     if dupes:
         raise BatchError(f"duplicate group names {dupes[:5]}: rename them in the manifest")
     output_dir = Path(output_dir)
+    with output_lock(output_dir):
+        return _run_batch(
+            groups,
+            config,
+            output_dir,
+            workers=workers,
+            scheduler=scheduler,
+            resume=resume,
+            retry_failed=retry_failed,
+            progress=progress,
+            timeout=timeout,
+            skipped_files=skipped_files,
+        )
+
+
+def _run_batch(
+    groups,
+    config,
+    output_dir,
+    *,
+    workers,
+    scheduler,
+    resume,
+    retry_failed,
+    progress,
+    timeout,
+    skipped_files,
+):
+    """:func:`run_batch` once the output folder is locked."""
+    from tqdm import tqdm
+
     config_path, manifest_path = write_inputs(groups, config, output_dir)
 
     records = {}

@@ -21,7 +21,8 @@ The manifest is an ECSV table with one row per group::
     exp_type  n_exposures  files
 
 ``files`` lists the members separated by ``;``, a ``MultiSlitModel`` member being written
-``path[source_id]``.  Relative paths are relative to the manifest's folder.  Delete a row
+``path[source_id]``.  Files below the manifest's folder are written relative to it
+(relative paths are read relative to it), the others as absolute paths.  Delete a row
 to drop a group, edit ``files`` to drop or add exposures, rename ``group`` to change the
 output names; then run ``slitcombine batch manifest.ecsv --output-dir ...``.
 """
@@ -29,7 +30,6 @@ output names; then run ``slitcombine batch manifest.ecsv --output-dir ...``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -422,10 +422,13 @@ def format_member(member, relative_to=None):
         path, sid = member, None
     path = str(path)
     if relative_to is not None:
+        absolute = Path(path).resolve()
         try:
-            path = os.path.relpath(Path(path).resolve(), Path(relative_to).resolve())
-        except ValueError:  # another drive on Windows: keep it absolute
-            path = str(Path(path).resolve())
+            rel = absolute.relative_to(Path(relative_to).resolve())
+        except ValueError:  # not below the manifest's folder: keep it absolute
+            path = str(absolute)
+        else:
+            path = rel.as_posix()
     if MEMBER_SEPARATOR in path:
         raise ConfigurationError(f"file name {path!r} contains {MEMBER_SEPARATOR!r}")
     return path if sid is None else f"{path}[{sid}]"
@@ -510,7 +513,7 @@ def manifest_table(groups, relative_to=None, meta=None):
 
 
 def write_manifest(groups, path, meta=None):
-    """Write the manifest ECSV atomically (paths relative to its folder).
+    """Write the manifest ECSV atomically (see :func:`format_member` for the paths).
 
     Parameters
     ----------
