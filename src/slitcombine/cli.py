@@ -182,7 +182,7 @@ def _add_batch(sub):
 
 
 def _cmd_batch(args):
-    from .batch import groups_from_inputs, run_batch, write_inputs
+    from .batch import groups_from_inputs, output_lock, run_batch, write_inputs
 
     # dask's own INFO messages only with -vv
     logging.getLogger("distributed").setLevel(logging.INFO if args.verbose > 1 else logging.WARNING)
@@ -191,8 +191,9 @@ def _cmd_batch(args):
     for _, reason in skipped:
         print(f"skipped {_one_line(reason)}", file=sys.stderr)
     if args.dry_run:
-        for path in write_inputs(groups, config, args.output_dir):
-            print(path)
+        with output_lock(args.output_dir):  # not under a running batch's feet
+            for path in write_inputs(groups, config, args.output_dir):
+                print(path)
         return 0
     try:
         result = run_batch(
