@@ -60,6 +60,7 @@ def environment():
         "astropy": astropy.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()],
     }
 
 
