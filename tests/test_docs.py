@@ -45,7 +45,6 @@ KNOWN_PARAMETER_GAPS = {
     "batch.write_inputs",
     "batch.groups_from_inputs",
     "batch.SlitcombineWorkerSetup.setup",
-    "outliers.majority_count",
 }
 
 #: Public methods and properties of ``msaexp.slit_combine.SlitGroup`` (its documentation,

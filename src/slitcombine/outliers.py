@@ -1158,6 +1158,16 @@ def majority_count(n_exp):
 
     ``n // 2 + 1`` (2 of 3, 3 of 4, 3 of 5, 4 of 6 ...); None for fewer than three
     exposures, where "most but not all" does not exist.
+
+    Parameters
+    ----------
+    n_exp : int
+        Number of exposures.
+
+    Returns
+    -------
+    int or None
+        The majority count.
     """
     if n_exp < 3:
         return None
