@@ -42,10 +42,11 @@ __all__ = ["OutlierMethods"]
 
 log = logging.getLogger(__name__)
 
-#: Default ``dilate`` footprint of :meth:`OutlierMethods.flag_percentile_outliers`.
-_SQUARE3 = np.ones((3, 3), int)
-#: Default ``dilate_structure`` of :meth:`OutlierMethods.flag_2d_outliers`.
-_PLUS3 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+#: Default ``dilate`` footprint of :meth:`OutlierMethods.flag_percentile_outliers`
+#: (the seed's 3x3 ones; a tuple, so that the default cannot be mutated).
+_SQUARE3 = ((1, 1, 1), (1, 1, 1), (1, 1, 1))
+#: Default ``dilate_structure`` of :meth:`OutlierMethods.flag_2d_outliers` (plus).
+_PLUS3 = ((0, 1, 0), (1, 1, 1), (0, 1, 0))
 #: Options of :func:`slitcombine.outliers.consensus_residuals` accepted as keywords.
 _CONSENSUS_KEYS = (
     "rel_error",
