@@ -147,7 +147,20 @@ def inputs_hash(members):
 
 
 def read_sidecar(output_dir, name):
-    """The sidecar record of group ``name``, or None if absent or unreadable."""
+    """The sidecar record of group ``name``, or None if absent or unreadable.
+
+    Parameters
+    ----------
+    output_dir : str or path-like
+        The batch output folder.
+    name : str
+        Group name.
+
+    Returns
+    -------
+    dict or None
+        The record written by :func:`process_group`.
+    """
     path = _sidecar_path(output_dir, name)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -395,7 +408,13 @@ class SlitcombineWorkerSetup(WorkerPlugin):
     name = "slitcombine-worker-setup"
 
     def setup(self, worker):
-        """Run :func:`_worker_setup` when the worker starts (or joins later)."""
+        """Run :func:`_worker_setup` when the worker starts (or joins later).
+
+        Parameters
+        ----------
+        worker : distributed.Worker
+            The worker (unused).
+        """
         _worker_setup()
 
 
@@ -565,6 +584,15 @@ def _resumable(prev, config, members, retry_failed, output_dir):
 
 def write_inputs(groups, config, output_dir):
     """Write ``config.toml`` (effective configuration) and ``manifest.ecsv``.
+
+    Parameters
+    ----------
+    groups : list of slitcombine.discovery.GroupSpec
+        The groups.
+    config : slitcombine.config.Config
+        The effective configuration.
+    output_dir : str or path-like
+        The batch output folder (created if missing).
 
     Returns
     -------
@@ -851,6 +879,19 @@ def write_summary(records, path, meta=None):
     ``outputs`` is a ``;``-separated list of file names; ``runtime`` in seconds;
     ``sn_median``/``sn_max`` are flux/err over the valid 1D bins (NaN if unknown);
     ``source_id`` is masked when unknown.
+
+    Parameters
+    ----------
+    records : list of dict
+        One record per group (:func:`process_group`).
+    path : str or path-like
+        Destination ``summary.ecsv``.
+    meta : dict, optional
+        Table metadata (written in the ECSV header).
+
+    Returns
+    -------
+    pathlib.Path
     """
     import io
 
@@ -903,6 +944,15 @@ body{font-family:sans-serif;margin:1em 2em;background:#fafafa}
 
 def write_index(records, path, meta=None):
     """Write a static ``index.html`` with each group's figure (relative links).
+
+    Parameters
+    ----------
+    records : list of dict
+        One record per group (:func:`process_group`).
+    path : str or path-like
+        Destination ``index.html`` (in the output folder).
+    meta : dict, optional
+        Run information shown at the top of the page.
 
     Returns
     -------
@@ -969,6 +1019,13 @@ def write_index(records, path, meta=None):
 
 def groups_from_inputs(inputs, config):
     """Groups from a mix of manifests (``*.ecsv``) and folders/files.
+
+    Parameters
+    ----------
+    inputs : iterable of str or path-like
+        Manifests, folders and slit files.
+    config : slitcombine.config.Config
+        Its ``[discovery]`` section says how folders are scanned and grouped.
 
     Returns
     -------
