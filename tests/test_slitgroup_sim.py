@@ -77,3 +77,20 @@ def test_unequal_cutouts_and_single_exposure_sim(tmp_path):
     assert single.N == 1 and single.calc_reference_exposure == single.unp.values[0]
     ipos, ineg, diff, *_ = single.make_diff_image(single.unp.values[0])
     assert not ineg.any() and np.isfinite(diff).sum() > 1000
+
+
+def test_stuck_shutter_found_before_own_bar_model(tmp_path):
+    """Default options (own bar-shadow model): the stuck-closed shutter is found on the
+    pipeline bar shadow first, masked, and the combined flux matches the truth."""
+    from slitcombine import combine
+    from slitcombine.demo import compare_with_truth
+    from slitcombine.masks import Reject
+
+    sim = _sim(tmp_path, grating="PRISM", nx=None, stuck_closed_shutter=0, snr=20, n_crs=10)
+    result = combine(sim.files, name="stuck")
+    g = result.group
+    assert g.meta["steps"]["stuck_shutters"]["stuck"] == [-1]
+    assert g.meta["steps"]["barshadow"]["status"] == "COMPLETE"
+    assert (g.reject & Reject.BAD_SHUTTER).any()
+    m = compare_with_truth(result.spec, sim.truth)
+    assert abs(m["median_ratio"] - 1) < 0.03

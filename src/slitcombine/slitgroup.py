@@ -833,12 +833,12 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
                 self._step(step, "SKIPPED")
 
         self._parse_traces()
-        self._setup_barshadow()
-
         if self.meta["nod_offset"] is None:
             self.meta["nod_offset"] = geometry.MSA_NOD_ARCSEC / self.slit_pixel_scale
-
         self._resolve_num_shutters()
+        # Bad shutters first, judged on the pipeline bar shadow: a bar-shadow model
+        # fitted to the data afterwards then neither sees a stuck-closed shutter as a
+        # deep bar nor hides it.
         if self.bad_shutter_names:
             self.apply_bad_shutter_mask()
             self._step(
@@ -851,6 +851,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             self.mask_stuck_closed_shutters(stuck_threshold=self.meta["stuck_threshold"])
         else:
             self._step("stuck_shutters", "SKIPPED")
+        self._setup_barshadow()
 
     def _setup_barshadow(self):
         """Apply the ``undo_barshadow`` choice to the bookkeeping."""
