@@ -311,6 +311,12 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             "has_sky_arrays": self.sky_arrays is not None,
             "steps": {},
         }
+        if with_fs_offset:
+            log.warning(
+                "%s: with_fs_offset is ignored: fixed-slit traces are placed at the "
+                "source_ypos of each exposure (no extra offset is needed)",
+                name,
+            )
         if kwargs:
             log.warning("%s: ignoring unknown keyword arguments %s", name, sorted(kwargs))
             self.meta["ignored_kwargs"] = sorted(kwargs)
@@ -339,6 +345,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             do_multiple_mask=do_multiple_mask,
             set_background_spectra_kwargs=set_background_spectra_kwargs,
             fit_shutter_offset_kwargs=fit_shutter_offset_kwargs,
+            slit_hotpix_kwargs=slit_hotpix_kwargs,
         )
         self.meta["rejected"] = masks.describe_rejections(self.reject)
 
@@ -378,6 +385,15 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         A step whose options are None is recorded as ``SKIPPED``.
         """
         plan = [
+            # msaexp's isolated-hot-pixel pass with absolute thresholds has no
+            # counterpart method here: the outlier steps below judge every pixel against
+            # the other exposures and its neighbours in units of its error.
+            (
+                "slit_hotpix",
+                "flag_slit_hot_pixels",
+                opt["slit_hotpix_kwargs"] is not None,
+                opt["slit_hotpix_kwargs"],
+            ),
             (
                 "global_sky",
                 "get_global_sky",
