@@ -308,3 +308,18 @@ def test_seed_dict_defaults_on_and_none_off(ceers_files):
     assert off.meta["steps"]["percentile_outliers"]["status"] == "SKIPPED"
     assert on.meta["steps"]["percentile_outliers"]["status"] != "SKIPPED"
     assert off.mask.sum() >= on.mask.sum()
+
+
+def test_negative_variance_component_rejected(tmp_path, ceers_files):
+    """A pixel whose VAR_POISSON is negative is rejected even if the total is positive."""
+    files = list(ceers_files)
+    files[0] = shutil.copy(ceers_files[0], tmp_path / "negvar.fits")
+    with fits.open(files[0], mode="update") as hdul:
+        vp, vr = hdul["VAR_POISSON"].data, hdul["VAR_RNOISE"].data
+        ok = np.isfinite(vp) & np.isfinite(vr) & (vr > 0)
+        r, c = np.argwhere(ok)[len(np.argwhere(ok)) // 2]
+        vp[r, c] = -0.5 * vr[r, c]  # total stays positive
+    g = SlitGroup(files, "negvar", undo_barshadow=False)
+    k = r * g.sh[1] + c
+    assert not g.mask[0, k]
+    assert g.reject[0, k] & Reject.NONFINITE

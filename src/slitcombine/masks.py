@@ -32,7 +32,8 @@ class Reject(enum.IntFlag):
 
     #: A DQ bit of ``bad_dq_flags`` is set (DO_NOT_USE, SATURATED, DEAD, HOT ...).
     DQ = 1 << 0
-    #: SCI, variance, wavelength or a correction factor is not finite, or variance <= 0.
+    #: SCI, variance, wavelength or a correction factor is not finite, the variance is
+    #: <= 0 or one of its components < 0.
     NONFINITE = 1 << 1
     #: Within ``dilate_failed_open`` pixels of an MSA_FAILED_OPEN pixel.
     FAILED_OPEN = 1 << 2
@@ -154,6 +155,7 @@ def initial_rejections(
     pad_border=2,
     min_bar=0.4,
     extra_factors=(),
+    var_components=(),
 ):
     """Rejection bitfield from the pipeline products of a stack of exposures.
 
@@ -174,6 +176,9 @@ def initial_rejections(
         Reject pixels with ``bar < min_bar``.
     extra_factors : iterable of numpy.ndarray
         Further multiplicative corrections that must be finite.
+    var_components : iterable of numpy.ndarray
+        Components of ``var`` (e.g. Poisson and read-noise variances) that must each
+        be finite and non-negative.
 
     Returns
     -------
@@ -186,6 +191,9 @@ def initial_rejections(
         bad = ~np.isfinite(sci) | ~np.isfinite(var) | ~(var > 0) | ~np.isfinite(wave)
     for factor in extra_factors:
         bad |= ~np.isfinite(factor)
+    for component in var_components:
+        with np.errstate(invalid="ignore"):
+            bad |= ~(component >= 0)
     reject[bad] |= np.uint32(Reject.NONFINITE)
     n_open = int(dilate_failed_open)
     if n_open > 0:

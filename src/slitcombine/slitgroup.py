@@ -810,6 +810,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             pad_border=self.meta["pad_border"],
             min_bar=self.meta["min_bar"],
             extra_factors=(stack["plcorr"],),
+            var_components=(stack["var_rnoise"], stack["var_poisson"]),
         )
         flat = (n, ny * nx)
         self.sci = stack["sci"].reshape(flat)
