@@ -534,8 +534,12 @@ def _patched_enospc_writeto(self, fileobj, *args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def _patched_enospc_savefig(self, fileobj, *args, **kwargs):
-    fileobj.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 4096)
+def _patched_enospc_savefig(self, fname, *args, **kwargs):
+    partial = b"\x89PNG\r\n\x1a\n" + b"\0" * 4096
+    if hasattr(fname, "write"):
+        fname.write(partial)
+    else:
+        Path(fname).write_bytes(partial)
     raise OSError(errno.ENOSPC, "No space left on device")
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
+from ._atomic import atomic_path
 from .errors import OutputError
 from .masks import Reject
 
@@ -293,17 +293,11 @@ def write_hdulist(hdul, path, overwrite=True):
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists (overwrite=False)")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write in {path.parent}: {exc}") from exc
-    try:
-        # by name, not through the open descriptor: astropy's out-of-space handler
+        # by name, not through an open descriptor: astropy's out-of-space handler
         # fails with an AttributeError on a file object made from a descriptor
-        os.close(fd)
-        hdul.writeto(tmp, output_verify="exception", overwrite=True)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            hdul.writeto(tmp, output_verify="exception", overwrite=True)
     except (OSError, fits.verify.VerifyError, ValueError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc}") from exc
     return path
 

@@ -7,12 +7,11 @@ no ``pyplot``, no global state, safe in batch loops and threads.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_path
 from .errors import OutputError
 
 __all__ = ["plot_2d_differences", "summary_figure", "save_figure"]
@@ -199,15 +198,9 @@ def save_figure(fig, path, dpi=100):
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(path) as tmp:
             # Light zlib compression: several times faster, files ~20% larger.
-            fig.savefig(fh, format="png", dpi=dpi, pil_kwargs={"compress_level": 2})
-        os.replace(tmp, path)
+            fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 2})
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc}") from exc
     return path

@@ -106,6 +106,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr
 
+from slitcombine._atomic import atomic_path
 from slitcombine.errors import ConfigurationError, OutputError
 
 __all__ = [
@@ -1338,25 +1339,15 @@ def _new_model(cls):
 def _write_model(model, path):
     """Validate a datamodel and write it atomically (temporary file, then rename)."""
     model.validate()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            model.to_fits(fh, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # through a file object: given a name, stdatamodels would record the
+        # temporary name as meta.filename
+        model.to_fits(fh, overwrite=True)
 
 
 def _write_table(table, path):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _prepare_output_dir(output_dir):

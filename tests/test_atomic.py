@@ -1,0 +1,35 @@
+"""Atomic writes: complete files only, with the permissions of a normal file."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from slitcombine._atomic import atomic_path
+
+
+def test_atomic_path_success_respects_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "out.txt"
+        with atomic_path(target) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write("done")
+        assert target.read_text() == "done"
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644  # not mkstemp's 0o600
+        assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    finally:
+        os.umask(old)
+
+
+def test_atomic_path_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"  # the previous file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
