@@ -33,3 +33,12 @@ def test_atomic_path_failure_leaves_nothing(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"  # the previous file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_write_text_creates_folder(tmp_path):
+    from slitcombine._atomic import atomic_write_text
+
+    target = tmp_path / "new" / "summary.ecsv"
+    assert atomic_write_text(target, "# table\n") == target
+    assert target.read_text() == "# table\n"
+    assert [p.name for p in target.parent.iterdir()] == ["summary.ecsv"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "atomic_write_text"]
 
 
 def _umask():
@@ -58,3 +58,33 @@ def atomic_path(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path, text):
+    """Write a text file (UTF-8) atomically, creating its folder if needed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write.
+    text : str
+        Its content.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    OutputError
+        If the folder or the file cannot be written; no partial file is left.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc}") from exc
+    return path

@@ -58,8 +58,9 @@ from pathlib import Path
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ._atomic import atomic_write_text
 from ._version import __version__
-from .config import Config, _atomic_write_text, _extract_defaults
+from .config import Config, _extract_defaults
 from .discovery import format_member, write_manifest
 from .errors import ConfigurationError, OutputError, SlitCombineError
 
@@ -182,7 +183,7 @@ def _json_default(value):
 
 def _write_json(path, record):
     text = json.dumps(record, indent=1, default=_json_default, allow_nan=True)
-    return _atomic_write_text(path, text + "\n")
+    return atomic_write_text(path, text + "\n")
 
 
 def _signal_to_noise(spec_path):
@@ -928,7 +929,7 @@ def write_summary(records, path, meta=None):
     t.meta.update(meta or {})
     buf = io.StringIO()
     t.write(buf, format="ascii.ecsv")
-    return _atomic_write_text(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 _CSS = """
@@ -1014,7 +1015,7 @@ def write_index(records, path, meta=None):
             f"<a href='{esc(str(r.get('log', '')))}'>log</a></span></div>"
         )
     parts.append("</body></html>")
-    return _atomic_write_text(path, "\n".join(parts) + "\n")
+    return atomic_write_text(path, "\n".join(parts) + "\n")
 
 
 def groups_from_inputs(inputs, config):

@@ -57,14 +57,13 @@ import inspect
 import json
 import logging
 import math
-import os
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigurationError, OutputError
+from ._atomic import atomic_write_text
+from .errors import ConfigurationError
 
 __all__ = [
     "Config",
@@ -553,7 +552,7 @@ class Config:
             The written file.
         """
         path = Path(path)
-        _atomic_write_text(path, self.to_toml(header=header))
+        atomic_write_text(path, self.to_toml(header=header))
         return path
 
 
@@ -583,23 +582,6 @@ def _check_batch(values):
     level = values["log_level"]
     if not isinstance(level, str) or not isinstance(logging.getLevelName(level.upper()), int):
         raise ConfigurationError(f"batch.log_level must be DEBUG, INFO, WARNING..., got {level!r}")
-
-
-def _atomic_write_text(path, text):
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc}") from exc
-    return path
 
 
 def load_config(path=None, overrides=None):

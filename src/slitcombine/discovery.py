@@ -528,7 +528,7 @@ def write_manifest(groups, path, meta=None):
     -------
     pathlib.Path
     """
-    from .config import _atomic_write_text
+    from ._atomic import atomic_write_text
 
     path = Path(path)
     table = manifest_table(groups, relative_to=path.parent, meta=meta)
@@ -536,7 +536,7 @@ def write_manifest(groups, path, meta=None):
 
     buf = io.StringIO()
     table.write(buf, format="ascii.ecsv")
-    return _atomic_write_text(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 def read_manifest(path):
