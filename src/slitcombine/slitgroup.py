@@ -384,16 +384,21 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         9. multiple-exposure mask; 10. background spectra; 11. shutter offset.
         A step whose options are None is recorded as ``SKIPPED``.
         """
+
+        def entry(step, method, key, condition=True):
+            # (step, method, run it?, its options): a step runs when its options
+            # are given (not None) and its extra condition holds
+            return step, method, opt[key] is not None and condition, opt[key]
+
+        outlier_pass = [
+            entry("trace_outliers", "flag_trace_outliers", "flag_trace_kwargs"),
+            entry("percentile_outliers", "flag_percentile_outliers", "flag_percentile_kwargs"),
+        ]
         plan = [
             # msaexp's isolated-hot-pixel pass with absolute thresholds has no
             # counterpart method here: the outlier steps below judge every pixel against
             # the other exposures and its neighbours in units of its error.
-            (
-                "slit_hotpix",
-                "flag_slit_hot_pixels",
-                opt["slit_hotpix_kwargs"] is not None,
-                opt["slit_hotpix_kwargs"],
-            ),
+            entry("slit_hotpix", "flag_slit_hot_pixels", "slit_hotpix_kwargs"),
             (
                 "global_sky",
                 "get_global_sky",
@@ -401,77 +406,23 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
                 {"sky_file": opt["sky_file"]},
             ),
             ("normalization", "apply_normalization_correction", bool(opt["fix_prism_norm"]), {}),
-            (
-                "hot_cold",
-                "flag_hot_cold_pixels",
-                opt["hot_cold_kwargs"] is not None and self.N > 2,
-                opt["hot_cold_kwargs"],
-            ),
-            (
-                "trace_outliers",
-                "flag_trace_outliers",
-                opt["flag_trace_kwargs"] is not None,
-                opt["flag_trace_kwargs"],
-            ),
-            (
-                "percentile_outliers",
-                "flag_percentile_outliers",
-                opt["flag_percentile_kwargs"] is not None,
-                opt["flag_percentile_kwargs"],
-            ),
-            (
-                "estimate_sky",
-                "estimate_sky",
-                opt["estimate_sky_kwargs"] is not None,
-                opt["estimate_sky_kwargs"],
-            ),
+            entry("hot_cold", "flag_hot_cold_pixels", "hot_cold_kwargs", self.N > 2),
+            *outlier_pass,
+            entry("estimate_sky", "estimate_sky", "estimate_sky_kwargs"),
         ]
         if opt["estimate_sky_kwargs"] is not None:
-            plan += [
-                (
-                    "trace_outliers",
-                    "flag_trace_outliers",
-                    opt["flag_trace_kwargs"] is not None,
-                    opt["flag_trace_kwargs"],
-                ),
-                (
-                    "percentile_outliers",
-                    "flag_percentile_outliers",
-                    opt["flag_percentile_kwargs"] is not None,
-                    opt["flag_percentile_kwargs"],
-                ),
-            ]
+            plan += outlier_pass  # again, on the sky-subtracted data
         plan += [
-            (
-                "profile_outliers",
-                "flag_from_profile",
-                opt["flag_profile_kwargs"] is not None,
-                opt["flag_profile_kwargs"],
-            ),
-            (
-                "outliers_2d",
-                "flag_2d_outliers",
-                opt["flag_2d_kwargs"] is not None,
-                opt["flag_2d_kwargs"],
-            ),
+            entry("profile_outliers", "flag_from_profile", "flag_profile_kwargs"),
+            entry("outliers_2d", "flag_2d_outliers", "flag_2d_kwargs"),
             (
                 "multiple_mask",
                 "apply_multiple_mask",
                 bool(opt["do_multiple_mask"]) and self.N > 2,
                 {},
             ),
-            (
-                "background_spectra",
-                "set_background_spectra",
-                opt["set_background_spectra_kwargs"] is not None,
-                opt["set_background_spectra_kwargs"],
-            ),
-            (
-                "shutter_offset",
-                "fit_shutter_offset",
-                opt["fit_shutter_offset_kwargs"] is not None,
-                opt["fit_shutter_offset_kwargs"],
-            ),
+            entry("background_spectra", "set_background_spectra", "set_background_spectra_kwargs"),
+            entry("shutter_offset", "fit_shutter_offset", "fit_shutter_offset_kwargs"),
         ]
         for step, method, wanted, kwargs in plan:
             if wanted:
