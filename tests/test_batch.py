@@ -294,12 +294,15 @@ def test_interrupted_run_leaves_no_half_files_and_resumes(data, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err
     summary = Table.read(out / "summary.ecsv")
     done = set(summary["group"][summary["status"] == "ok"])
-    assert "not run" in set(summary["status"]) and len(done) >= 1
+    # the interrupt may come before the client has received the result of the group
+    # whose sidecar it waited for: the summary may list no group as ok yet
+    assert "not run" in set(summary["status"])
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     for spec in out.glob("*.spec.fits"):  # whatever was written is complete
         with fits.open(spec) as hdul:
             assert len(hdul["SPEC1D"].data) > 20
     finished = {p.name[: -len(".batch.json")] for p in out.glob("*.batch.json")}
+    assert len(finished) >= 1  # the interrupt came after a group had completed
     # resume: only the groups not finished are run
     assert main(["-q", *args, "--resume"]) == 0
     again = Table.read(out / "summary.ecsv")
