@@ -207,6 +207,50 @@ def declared_grating(path, content=None):
     return prefix if prefix in KNOWN_GRATINGS else None
 
 
+def read_fits_table(path, required=(), not_found="file not found"):
+    """The first binary table of a FITS calibration file.
+
+    Parameters
+    ----------
+    path : path-like
+        The FITS file.
+    required : iterable of str
+        Column names (case-insensitive) that must be present.
+    not_found : str
+        Message for a missing file.
+
+    Returns
+    -------
+    columns : dict
+        Lower-case column name -> numpy array.
+    header : astropy.io.fits.Header
+        The table's header.
+
+    Raises
+    ------
+    CalibrationFileError
+        Missing or unreadable file, no binary table, or a required column missing.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    try:
+        with fits.open(path) as hdul:
+            hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
+            if hdu is None:
+                raise CalibrationFileError(f"{path}: no binary table extension")
+            columns = {c.lower(): np.asarray(hdu.data[c]) for c in hdu.columns.names}
+            header = hdu.header.copy()
+    except FileNotFoundError as exc:
+        raise CalibrationFileError(f"{path}: {not_found}") from exc
+    except OSError as exc:
+        raise CalibrationFileError(f"{path}: cannot be read as FITS ({exc})") from exc
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise CalibrationFileError(f"{path}: missing column(s) {missing}")
+    return columns, header
+
+
 def check_grating(path, grating, content=None):
     """Raise :class:`CalibrationFileError` if ``path`` is a table of another grating."""
     if grating is None:
@@ -1249,26 +1293,15 @@ def read_sflat(path, grating=None):
     CalibrationFileError
         Missing, unreadable or malformed file, or a table of another grating.
     """
-    from astropy.io import fits
-
     path = Path(path)
+    cols, hdr = read_fits_table(path, required=("wave", "coeffs"))
+    wave = np.asarray(cols["wave"], float)
+    coeffs = np.asarray(cols["coeffs"], float)
     try:
-        with fits.open(path) as hdul:
-            hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
-            if hdu is None:
-                raise CalibrationFileError(f"{path}: no binary table extension")
-            hdr = hdu.header
-            data = hdu.data
-            wave = np.asarray(data["wave"], float)
-            coeffs = np.asarray(data["coeffs"], float)
-            keys = {k: hdr[k] for k in ("DFX", "DFY", "XMIN", "XMAX", "YMIN", "YMAX")}
-            declared = hdr.get("GRATING")
-    except FileNotFoundError as exc:
-        raise CalibrationFileError(f"{path}: file not found") from exc
+        keys = {k: hdr[k] for k in ("DFX", "DFY", "XMIN", "XMAX", "YMIN", "YMAX")}
     except KeyError as exc:
         raise CalibrationFileError(f"{path}: missing column or keyword {exc}") from exc
-    except OSError as exc:
-        raise CalibrationFileError(f"{path}: cannot be read as FITS ({exc})") from exc
+    declared = hdr.get("GRATING")
     check_grating(path, grating, {"grating": declared} if declared else None)
     dfx, dfy = int(keys["DFX"]), int(keys["DFY"])
     if coeffs.ndim != 2 or coeffs.shape != (wave.size, dfx * dfy):
@@ -1386,27 +1419,14 @@ def read_sensitivity(path, grating=None, detector=None):
     CalibrationFileError
         Missing, unreadable or malformed file, or a table of another grating.
     """
-    from astropy.io import fits
-
     path = Path(path)
-    try:
-        with fits.open(path) as hdul:
-            hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
-            if hdu is None:
-                raise CalibrationFileError(f"{path}: no binary table extension")
-            cols = {c.lower(): c for c in hdu.columns.names}
-            if "wavelength" not in cols or "sensitivity" not in cols:
-                raise CalibrationFileError(f"{path}: needs columns 'wavelength', 'sensitivity'")
-            wave = np.asarray(hdu.data[cols["wavelength"]], float)
-            sens = np.asarray(hdu.data[cols["sensitivity"]], float)
-            det = None if detector is None else str(detector).lower()
-            if det is not None and det in cols:
-                sens = sens * np.asarray(hdu.data[cols[det]], float)
-            declared = hdu.header.get("GRATING")
-    except FileNotFoundError as exc:
-        raise CalibrationFileError(f"{path}: file not found") from exc
-    except OSError as exc:
-        raise CalibrationFileError(f"{path}: cannot be read as FITS ({exc})") from exc
+    cols, hdr = read_fits_table(path, required=("wavelength", "sensitivity"))
+    wave = np.asarray(cols["wavelength"], float)
+    sens = np.asarray(cols["sensitivity"], float)
+    det = None if detector is None else str(detector).lower()
+    if det is not None and det in cols:
+        sens = sens * np.asarray(cols[det], float)
+    declared = hdr.get("GRATING")
     check_grating(path, grating, {"grating": declared} if declared else None)
     ok = np.isfinite(wave) & np.isfinite(sens)
     if ok.sum() < 2 or np.any(np.diff(wave[ok]) <= 0):

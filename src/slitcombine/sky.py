@@ -55,6 +55,7 @@ from .corrections import (
     bspline_basis,
     check_grating,
     difference_penalty,
+    read_fits_table,
     solve_penalized,
 )
 from .errors import CalibrationFileError, ConfigurationError, FitError
@@ -555,27 +556,15 @@ def read_background_spectrum(path, grating=None, wave_range=None):
     CalibrationFileError
         Missing, unreadable or malformed file, another grating, or no overlap.
     """
-    from astropy.io import fits
-
     path = Path(path)
-    try:
-        with fits.open(path) as hdul:
-            hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
-            if hdu is None:
-                raise CalibrationFileError(f"{path}: no binary table extension")
-            cols = {c.lower(): c for c in hdu.columns.names}
-            missing = [c for c in ("wave", "p50", "perr") if c not in cols]
-            if missing:
-                raise CalibrationFileError(f"{path}: missing column(s) {missing}")
-            wave = np.asarray(hdu.data[cols["wave"]], float)
-            p50 = np.asarray(hdu.data[cols["p50"]], float)
-            perr = np.asarray(hdu.data[cols["perr"]], float)
-            refparea = hdu.header.get("REFPAREA")
-            declared = hdu.header.get("GRATING")
-    except FileNotFoundError as exc:
-        raise CalibrationFileError(f"{path}: background spectrum not found") from exc
-    except OSError as exc:
-        raise CalibrationFileError(f"{path}: cannot be read as FITS ({exc})") from exc
+    cols, hdr = read_fits_table(
+        path, required=("wave", "p50", "perr"), not_found="background spectrum not found"
+    )
+    wave = np.asarray(cols["wave"], float)
+    p50 = np.asarray(cols["p50"], float)
+    perr = np.asarray(cols["perr"], float)
+    refparea = hdr.get("REFPAREA")
+    declared = hdr.get("GRATING")
     if refparea is None or not (float(refparea) > 0):
         raise CalibrationFileError(f"{path}: keyword REFPAREA (pixel area, sr) missing or <= 0")
     check_grating(path, grating, {"grating": declared} if declared else None)
