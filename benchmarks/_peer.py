@@ -155,6 +155,21 @@ def run_peer(
         ) from exc
 
 
+def run_fresh_child(script, repeat, files):
+    """Run ``script --child --repeat R FILES...`` with this python in a fresh process.
+
+    The child times slitcombine after its imports and prints one JSON object as its
+    last line; that object is returned.
+    """
+    proc = subprocess.run(
+        [sys.executable, str(script), "--child", "--repeat", str(repeat), *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 if __name__ == "__main__":  # tiny smoke test: python benchmarks/_peer.py [msaexp-python]
     result = run_peer(
         sys.argv[1] if len(sys.argv) > 1 else None,

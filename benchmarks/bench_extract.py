@@ -111,13 +111,7 @@ def main():
     if args.child:
         _child(files, args.repeat)
         return
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", "--repeat", str(args.repeat), *files],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    ours = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = _peer.run_fresh_child(__file__, args.repeat, files)
     wall_ours, rss_cli = _whole_process_ours(files)
     print(f"slitcombine (import {ours['import_s']:.2f} s, not in the in-process times)")
     for label, r in ours["runs"].items():

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,13 +74,7 @@ def main():
     if args.child:
         _child(files, args.repeat)
         return
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", "--repeat", str(args.repeat), *files],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    ours = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = _peer.run_fresh_child(__file__, args.repeat, files)
     print(f"slitcombine (import {ours['import_s']:.2f} s, not included)")
     for name, r in ours["variants"].items():
         print(
