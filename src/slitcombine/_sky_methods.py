@@ -56,19 +56,6 @@ class SkyMethods:
         bad = ~np.isfinite(np.broadcast_to(f, self.sci.shape)) | ~np.isfinite(self.sci)
         return self._reject_pixels(bad, Reject.NONFINITE)
 
-    def _resolved_num_shutters(self):
-        """``num_shutters`` with the seed's rules, without changing ``meta``."""
-        if "num_shutters_requested" in self.meta:
-            return int(self.meta["num_shutters"])
-        requested = int(self.meta["num_shutters"])
-        if self.IS_FIXED_SLIT:
-            return 0
-        if requested < 0:
-            return len(str(self.info["shutter_state"][0]))
-        if requested == 0:
-            return self.unp.N
-        return requested
-
     def _shutter_period(self):
         """MSA shutter pitch in units of the shutter coordinate (``fixed_yshutter``).
 
@@ -509,7 +496,7 @@ class SkyMethods:
         max_bar_error = float(kwargs.pop("max_bar_error", 0.02))
         mode = mode or self.meta.get("bar_corr_mode", "wave")
         mode = "slit" if mode == "flat" else mode
-        n_shut = self._resolved_num_shutters()
+        n_shut = int(self.meta["num_shutters"])
         bar_pipe = self.bar.copy()
         has_bar = all(s.barshadow is not None for s in self.slits)
         if self.IS_FIXED_SLIT:
@@ -686,7 +673,7 @@ class SkyMethods:
         if use.sum() < 50:
             self._step("shutter_offset", "SKIPPED", reason="fewer than 50 sky pixels")
             return None
-        wrap = corr.bar_coeffs_filename(self.grating, self._resolved_num_shutters())[1]
+        wrap = corr.bar_coeffs_filename(self.grating, int(self.meta["num_shutters"]))[1]
         bar_cur = self.bar[use]
         data = self.sci[use] * bar_cur
         sky = self.sky_data["sky2d"][use]
