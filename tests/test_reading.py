@@ -191,3 +191,48 @@ def test_corrupt_asdf_extension(tmp_path, ceers_files):
 def test_errors_share_one_base_class():
     for cls in (InputFileError, MissingExtensionError, NotASlitError):
         assert issubclass(cls, SlitCombineError)
+
+
+_PLUGIN_PROBE = r"""
+import json, sys
+from slitcombine import read_slit
+e = read_slit(sys.argv[1])
+frames = e.wcs.available_frames
+loaded_before = sorted(m for m in ("ndcube", "specutils") if m in sys.modules)
+import asdf
+packages = sorted({x.package_name for x in asdf.get_config().extensions})
+print(json.dumps({"frames": frames, "heavy": loaded_before, "global": packages}))
+"""
+
+
+def test_wcs_reads_with_the_slit_plugins_only(ceers_files):
+    """Reading a slit WCS imports only the asdf plugins it needs; asdf's global list is intact."""
+    import json
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    out = subprocess.run(
+        [sys.executable, "-c", _PLUGIN_PROBE, str(ceers_files[0])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "slit_frame" in res["frames"] and "world" in res["frames"]
+    # ndcube/specutils register asdf plugins in the test environment: not imported
+    assert res["heavy"] == []
+    installed = {ep.dist.name for ep in entry_points(group="asdf.extensions")}
+    # the process-wide asdf configuration still lists every installed plugin
+    assert set(res["global"]) == installed
+
+
+def test_wcs_reads_after_asdf_loaded_all_plugins(ceers_files):
+    """When asdf already holds its full plugin list, the reader uses it."""
+    import asdf
+
+    asdf.get_config().extensions  # noqa: B018
+    e = read_slit(ceers_files[1])
+    tr = e.wcs.get_transform("detector", "slit_frame")
+    sx, sy, lam = tr(170.0, 12.0)
+    assert np.isfinite(lam) and 0.6e-6 < lam < 5.5e-6

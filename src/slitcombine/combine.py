@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import extract, resample
-from ._threads import single_blas_thread
+from ._threads import compute_call
 from .errors import ConfigurationError, FitError, SlitCombineError
 
 __all__ = ["EXTRACT_DEFAULTS", "CombineResult", "combine", "combine_group"]
@@ -250,7 +250,7 @@ def combine(files, name=None, **options):
     return combine_group(group, **params)
 
 
-@single_blas_thread
+@compute_call
 def combine_group(group, **params):
     """Trace fit, pixel table, 2D resampling and 1D extraction of an existing group.
 

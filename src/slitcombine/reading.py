@@ -28,7 +28,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -212,13 +212,11 @@ class SlitExposure:
         import asdf
 
         try:
-            # Load asdf's plugin list into its global config once (asdf caches it
-            # there); a config_context copy made before that would reload it.
-            asdf.get_config().extensions  # noqa: B018
             # Schema validation and default filling of the tree cost ~0.2 s per
             # file and add nothing to what we check ourselves.
             with warnings.catch_warnings(), asdf.config_context() as config:
                 warnings.simplefilter("ignore")
+                _restrict_asdf_plugins(config)
                 config.validate_on_read = False
                 config.legacy_fill_schema_defaults = False
                 return asdf.open(
@@ -333,6 +331,103 @@ class SlitExposure:
             f"(y_offset {_fmt(d.get('y_offset'), '.3f')} arcsec) "
             f"exptime {_fmt(e.get('exposure_time'), '.1f')} s"
         )
+
+
+#: Distributions whose asdf plugins a slit tree needs: asdf's core types and schemas,
+#: astropy's units/models/coordinates, gwcs and the NIRSpec transforms of stdatamodels
+#: (extensions), and the schema packages their manifests live in (resource mappings).
+SLIT_ASDF_PLUGINS = (
+    "asdf",
+    "asdf-astropy",
+    "asdf-standard",
+    "asdf-coordinates-schemas",
+    "asdf-transform-schemas",
+    "asdf-wcs-schemas",
+    "gwcs",
+    "stdatamodels",
+)
+
+
+def _dist_key(name):
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _load_entry_points(group, proxy_class):
+    """Load the ``group`` entry points of :data:`SLIT_ASDF_PLUGINS` in asdf's order."""
+    from importlib.metadata import entry_points
+
+    found = {}
+    for ep in entry_points(group=group):
+        dist = ep.dist
+        if dist is not None and _dist_key(dist.name) in SLIT_ASDF_PLUGINS:
+            found.setdefault((dist.name, ep.value), ep)
+    # asdf's own order: other packages sorted by name first, asdf's core last.
+    out = []
+    for key in sorted(found, key=lambda k: (_dist_key(k[0]) == "asdf", k[0], k[1])):
+        dist = found[key].dist
+        elements = found[key].load()()
+        for element in elements if isinstance(elements, list) else [elements]:
+            out.append(proxy_class(element, package_name=dist.name, package_version=dist.version))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _slit_asdf_plugins():
+    """The asdf resource mappings and extensions of :data:`SLIT_ASDF_PLUGINS`.
+
+    asdf loads *every* installed plugin the first time it converts a tagged node (with
+    ndcube or specutils installed that imports matplotlib.pyplot, dask.array ... and
+    costs ~1.2 s and ~40 MB per process).  The reader needs only the plugins above.
+
+    Returns
+    -------
+    tuple or None
+        ``(resource_mappings, extensions)`` (lists of asdf proxies), or None when asdf's
+        configuration cannot be restricted (asdf then loads all its plugins).
+    """
+    import asdf
+    from asdf.extension import ExtensionProxy
+    from asdf.resource import ResourceMappingProxy
+
+    with asdf.config_context() as config:
+        if not all(hasattr(config, a) for a in ("_resource_mappings", "_extensions")):
+            log.debug("asdf %s: cannot restrict its plugin list", asdf.__version__)
+            return None
+        try:
+            mappings = _load_entry_points("asdf.resource_mappings", ResourceMappingProxy)
+            # The extension packages read their manifests through the resource manager
+            # of the current context when they are first imported: give them ours.
+            config._resource_mappings = mappings
+            config._resource_manager = None
+            extensions = _load_entry_points("asdf.extensions", ExtensionProxy)
+        except Exception as exc:  # a broken plugin: asdf's own loader warns and goes on
+            log.warning("restricted asdf plugin list failed (%s); asdf loads all plugins", exc)
+            return None
+    names = {_dist_key(e.package_name) for e in extensions}
+    if not {"asdf", "asdf-astropy", "gwcs", "stdatamodels"} <= names:
+        log.debug("asdf extensions found: %s; asdf loads all plugins", sorted(names))
+        return None
+    return mappings, extensions
+
+
+def _restrict_asdf_plugins(config):
+    """Give an ``asdf.config_context`` only the slit plugins, unless asdf has them all.
+
+    Parameters
+    ----------
+    config : asdf.config.AsdfConfig
+        The context's configuration (a copy: the global one is not touched).
+    """
+    if getattr(config, "_extensions", None) is not None:
+        return  # asdf has already loaded its full plugin list in this process
+    plugins = _slit_asdf_plugins()
+    if plugins is None:
+        return
+    # AsdfConfig has no public setter for whole plugin lists (add_extension and
+    # add_resource_mapping first load every plugin); set the context copy's lists.
+    config._resource_mappings = list(plugins[0])
+    config._resource_manager = None
+    config._extensions = list(plugins[1])
 
 
 def _fmt(value, spec):

@@ -29,7 +29,7 @@ from . import geometry, masks, nods
 from ._extract_methods import ExtractMethods
 from ._outlier_methods import OutlierMethods
 from ._sky_methods import SkyMethods
-from ._threads import single_blas_thread
+from ._threads import compute_call
 from ._trace_methods import TraceMethods
 from ._version import __version__
 from .errors import ConfigurationError, IncompatibleExposuresError, InputFileError
@@ -181,7 +181,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         ``(N, degree+1)`` trace polynomial and fitted offset polynomial.
     """
 
-    @single_blas_thread
+    @compute_call
     def __init__(
         self,
         files,
