@@ -557,3 +557,22 @@ def test_ceers_nods_agree(ceers_fit_group):
     ref = g.fit_all_traces(degree=0)[2]
     assert off.min() - 0.02 < ref["trace_coeffs"][-1] < off.max() + 0.02
     assert sig.min() - 0.05 < ref["sigma"] < sig.max() + 0.05
+
+
+def test_fit_at_a_bound_is_reported(tmp_path_factory, caplog):
+    """Bounds that exclude the true offset: the fit stops on the bound, says so and warns."""
+    import logging
+
+    sim = _simulate(tmp_path_factory, grating="PRISM", snr=30)
+    g = _group(sim)
+    ref = g.calc_reference_exposure
+    free = g.fit_single_trace(exp=ref, degree=0)
+    assert -1.0 < free["trace_coeffs"][0] < 0.2  # inside the default bounds, below 0.3
+    assert not any(free["at_bound"])
+    with caplog.at_level(logging.WARNING, logger="slitcombine._trace_methods"):
+        fit = g.fit_single_trace(exp=ref, degree=0, trace_bounds=(0.3, 1.0))
+    assert fit["trace_coeffs"][0] == pytest.approx(0.3, abs=0.002)
+    assert fit["at_bound"] == [False, True]  # sigma free, offset on its lower bound
+    assert "at the fit bounds" in caplog.text
+    # residuals at the bound scatter more than the variances: err_scale > 1
+    assert fit["err_scale"] > free["err_scale"] >= 1.0

@@ -284,6 +284,19 @@ class TraceMethods:
             evaluate=evaluate,
             signal_threshold=signal_threshold,
         )
+        if any(res["at_bound"]):
+            names = (["sigma"] if not fixed else []) + [f"c{k}" for k in range(deg, -1, -1)]
+            hit = [n for n, a in zip(names, res["at_bound"], strict=False) if a]
+            log.warning(
+                "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, trace_bounds=%s "
+                "px); "
+                "widen them if the source is really there",
+                self.name,
+                exp,
+                hit,
+                tuple(sigma_bounds),
+                tuple(trace_bounds),
+            )
         ny, nx = self.sh
         sden = np.where(np.isfinite(res["flux_err"]), res["flux_err"] ** -2.0, 0.0)
         xn = inp["xn"]

@@ -998,11 +998,14 @@ def fit_difference_profile(
     -------
     dict
         ``sigma`` (px), ``trace_coeffs`` (px), their ``sigma_err``/``trace_coeffs_err``
-        (from the Jacobian, profiled over the amplitudes), ``chi2_init``, ``chi2_fit``
+        (formal, from the Jacobian, profiled over the amplitudes), ``err_scale``
+        (``sqrt(max(1, chi2_fit / (npix - nparam)))``: multiply the formal errors by it
+        when the residuals scatter more than the variances), ``chi2_init``, ``chi2_fit``
         (robust chi2 at start and end), ``dchi2``, ``chi2_plain`` (sum of squared
         residuals at the end), ``npix``, ``nparam``, ``nfev``, ``njev``, ``status``
         ('OK', 'EVALUATED', 'NO_SIGNAL', or 'MAX_NFEV'), ``success``, ``message``,
-        ``at_bound`` (per parameter), ``signal_chi2``, ``ncol_fit`` and the arrays of
+        ``at_bound`` (per parameter: within 1e-3 of the bound interval of a bound),
+        ``signal_chi2``, ``ncol_fit`` and the arrays of
         the end point: ``profile`` (unit-flux model, npix), ``model`` (fitted model,
         npix), ``flux``, ``flux_err``, ``background`` (per column), ``sn`` (per column).
 
@@ -1093,7 +1096,6 @@ def fit_difference_profile(
 
     status, message, x = "EVALUATED", "evaluated at the start values", x0
     nfev = njev = 0
-    active = np.zeros(nparam, int)
     if not evaluate and not detected:
         status = "NO_SIGNAL"
         message = (
@@ -1124,7 +1126,6 @@ def fit_difference_profile(
         )
         x = res.x
         nfev, njev = int(res.nfev), int(res.njev or 0)
-        active = res.active_mask
         status = "OK" if res.status > 0 else "MAX_NFEV"
         message = res.message
     r, J, amp, p = compute(x)
@@ -1133,11 +1134,22 @@ def fit_difference_profile(
     s_fit, c_fit = unpack(x)
     chi2_fit = _robust_chi2(r, loss, f_scale)
     jtj = J.T @ J
+    # Formal errors from the curvature.  ``err_scale`` = sqrt(reduced chi2) (>= 1) is
+    # the factor for residuals that scatter more than the variances say (the
+    # pipeline's variances of real data are ~1.3x too small in rms; a PSF model is
+    # never perfect at high S/N).
+    dof = max(model.npix - nparam, 1)
+    err_scale = float(np.sqrt(max(chi2_fit / dof, 1.0)))
     try:
         cov = np.linalg.inv(jtj)
         err = np.sqrt(np.clip(np.diag(cov), 0, None))
     except np.linalg.LinAlgError:
         err = np.full(nparam, np.nan)
+    if with_bounds and not evaluate and detected:
+        span = np.maximum(ub - lb, 1e-12)
+        at_bound = (x - lb <= 1e-3 * span) | (ub - x <= 1e-3 * span)
+    else:
+        at_bound = np.zeros(nparam, bool)
     sigma_err = float(err[0]) if free_sigma else 0.0
     coeffs_err = err[1:] if free_sigma else err
     ok = amp["ok"]
@@ -1163,7 +1175,8 @@ def fit_difference_profile(
         "status": status,
         "success": status in ("OK", "EVALUATED"),
         "message": message,
-        "at_bound": [bool(a) for a in np.asarray(active) != 0],
+        "at_bound": [bool(a) for a in at_bound],
+        "err_scale": err_scale,
         "signal_chi2": signal_chi2,
         "ncol_fit": ncol_fit,
         "loss": loss,
