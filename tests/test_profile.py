@@ -570,7 +570,8 @@ def test_fit_at_a_bound_is_reported(tmp_path_factory, caplog):
     assert -1.0 < free["trace_coeffs"][0] < 0.2  # inside the default bounds, below 0.3
     assert not any(free["at_bound"])
     with caplog.at_level(logging.WARNING, logger="slitcombine._trace_methods"):
-        fit = g.fit_single_trace(exp=ref, degree=0, trace_bounds=(0.3, 1.0))
+        x0 = [free["sigma_x10"], 0.6]  # a start inside the bounds
+        fit = g.fit_single_trace(x0=x0, exp=ref, degree=0, trace_bounds=(0.3, 1.0))
     assert fit["trace_coeffs"][0] == pytest.approx(0.3, abs=0.002)
     assert fit["at_bound"] == [False, True]  # sigma free, offset on its lower bound
     assert "at the fit bounds" in caplog.text
