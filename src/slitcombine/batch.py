@@ -390,14 +390,15 @@ def _worker_setup():
     The ~230k objects of astropy/asdf/gwcs then stay out of every gc scan, which makes
     the per-group time steadier.  Runs in worker processes only.
     """
-    import asdf
     import astropy.table  # noqa: F401
 
     from . import slitgroup  # noqa: F401
 
     if _extract_defaults() is not None:
         from . import combine, output, plots  # noqa: F401
-    asdf.get_config().extensions  # noqa: B018 - loads asdf's plugin list once
+    from .reading import _slit_asdf_plugins
+
+    _slit_asdf_plugins()  # the asdf plugins a slit WCS needs, loaded once per worker
     gc.collect()
     gc.freeze()
     return os.getpid()
