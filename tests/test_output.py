@@ -174,5 +174,53 @@ def test_figures_use_no_pyplot(product):
     fig = result.plot()
     assert type(fig).__name__ == "Figure"
     assert len(fig.axes) == 3
-    fig2 = result.group.plot_2d_differences(clip_sigma=3, figsize=(5, 1.5))
-    assert len(fig2.axes) == 3 * result.group.unp.N  # difference, model, residual
+    # the 2D image is drawn on the output wavelength grid, the profile on its rows
+    ax1, ax2, axp = fig.axes
+    image = ax2.images[0]
+    wave = result.drizzled["wave"]
+    assert ax1.get_xlim() == ax2.get_xlim()
+    assert ax2.get_xlim()[0] < wave[0] < wave[-1] < ax2.get_xlim()[1]
+    assert image.get_array().shape == result.drizzled["sci"].shape
+    assert axp.get_ylim() == ax2.get_ylim()
+
+
+def test_nod_difference_figure(product):
+    """One column per image kind; blocks = the positions' differences over their scale."""
+    import matplotlib
+
+    _, result, _ = product
+    g = result.group
+    ny, nx = g.sh
+    fig = g.plot_2d_differences(clip_sigma=3, figsize=(5, 1.5))
+    assert [ax.get_title() for ax in fig.axes] == ["difference", "model", "residual"]
+    npos = g.unp.N
+    rgba = [np.asarray(ax.images[0].get_array()) for ax in fig.axes]
+    assert rgba[0].shape == (npos * ny, nx, 4) and rgba[0].dtype == np.uint8
+    cmap = matplotlib.colormaps["RdBu_r"]
+    red_minus_blue = []
+    for k, pos in enumerate(g.unp.values):
+        ipos, _, diff, _, vdiff, _ = g.make_diff_image(pos)
+        err = np.sqrt(vdiff)
+        vlim = 3 * np.median(err[np.isfinite(err) & (err > 0)])
+        row0 = (npos - 1 - k) * ny  # the first position is the top block
+        block = rgba[0][row0 : row0 + ny]
+        scaled = np.clip(diff.reshape(ny, nx) / vlim, -1, 1)
+        expected = cmap((scaled + 1) / 2, bytes=True)
+        ok = np.isfinite(scaled)
+        assert np.abs(block[ok].astype(int) - expected[ok]).max() <= 1
+        assert not block[~ok][:, 3].any()  # masked pixels are transparent
+        # the source is positive on the trace of the positive exposures: red there,
+        # and the model removes it from the residual
+        rows = (g.ypix - g.yslit).reshape(g.N, ny, nx)[np.argmax(ipos), 0]
+        on = np.clip(np.round(rows).astype(int), 0, ny - 1)
+        cols = np.arange(nx)
+        rb = [
+            np.nanmean(img[row0 + on, cols, 0].astype(float) - img[row0 + on, cols, 2])
+            for img in (rgba[0], rgba[2])
+        ]
+        red_minus_blue.append(rb)
+    red_minus_blue = np.array(red_minus_blue)
+    assert np.all(red_minus_blue[:, 0] > 40)
+    assert np.all(np.abs(red_minus_blue[:, 1]) < 0.25 * red_minus_blue[:, 0])
+    ylabels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(ylabels) == npos and all("uJy" in t for t in ylabels)

@@ -250,10 +250,12 @@ class ExtractMethods:
     def plot_2d_differences(self, fit=None, clip_sigma=5, kws=None, figsize=(6, 2)):
         """Figure of the nod-difference images, with the profile model and residuals.
 
-        One row of panels per nod position: the difference image, and if a fit is
-        available (``fit`` or :attr:`fit`) the model (per-column optimal amplitude
-        times the difference profile) and the residual.  The traces are drawn (red:
-        positive, wheat: negative); the reference position is starred.
+        One column per image kind: the difference images, and if a fit is available
+        (``fit`` or :attr:`fit`) the model (per-column optimal amplitude times the
+        difference profile) and the residual.  In each column the nod positions are
+        stacked as blocks of rows (first position on top), each shown on its own colour
+        scale (see :func:`slitcombine.plots.plot_2d_differences`).  The traces are
+        drawn (red: positive, wheat: negative); the reference position is starred.
 
         Parameters
         ----------
@@ -264,7 +266,7 @@ class ExtractMethods:
         kws : dict, optional
             Extra keywords of ``imshow``.
         figsize : (float, float)
-            Size of one row of panels, inches.
+            Size of one block (one nod position, one image kind), inches.
 
         Returns
         -------

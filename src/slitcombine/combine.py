@@ -159,6 +159,7 @@ class CombineResult:
         import tempfile
         from pathlib import Path
 
+        from ._threads import paused_gc
         from .errors import OutputError
         from .output import check_output_dir, write_hdulist
         from .plots import save_figure
@@ -172,27 +173,31 @@ class CombineResult:
             for path in paths.values():
                 if path.exists():
                     raise OutputError(f"{path} exists (overwrite=False)")
-        hdul = self.to_hdulist()
-        try:
-            stage = Path(tempfile.mkdtemp(prefix=f".{self.name}.", suffix=".tmp", dir=folder))
-        except OSError as exc:
-            raise OutputError(f"cannot write in {folder}: {exc}") from exc
-        current = paths["spec"]
-        try:
-            write_hdulist(hdul, stage / current.name)
-            if figures:
-                current = paths["summary"]
-                save_figure(self.plot(), stage / current.name)
-                current = paths["diff2d"]
-                save_figure(self.group.plot_2d_differences(), stage / current.name)
-            for key in sorted(paths, key=lambda k: k == "spec"):  # the spectrum last
-                current = paths[key]
-                os.replace(stage / current.name, current)
-        except (OSError, OutputError) as exc:
-            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-            raise OutputError(f"cannot write {current}: {cause}") from exc
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        # The FITS cards and matplotlib artists are many small containers freed by
+        # reference counting; with the cyclic collector on, their allocation triggers
+        # full collections of the whole process heap (~0.1 s each on the CEERS trio).
+        with paused_gc():
+            hdul = self.to_hdulist()
+            try:
+                stage = Path(tempfile.mkdtemp(prefix=f".{self.name}.", suffix=".tmp", dir=folder))
+            except OSError as exc:
+                raise OutputError(f"cannot write in {folder}: {exc}") from exc
+            current = paths["spec"]
+            try:
+                write_hdulist(hdul, stage / current.name)
+                if figures:
+                    current = paths["summary"]
+                    save_figure(self.plot(), stage / current.name)
+                    current = paths["diff2d"]
+                    save_figure(self.group.plot_2d_differences(), stage / current.name)
+                for key in sorted(paths, key=lambda k: k == "spec"):  # the spectrum last
+                    current = paths[key]
+                    os.replace(stage / current.name, current)
+            except (OSError, OutputError) as exc:
+                cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+                raise OutputError(f"cannot write {current}: {cause}") from exc
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
         return paths
 
 
