@@ -94,3 +94,17 @@ def test_stuck_shutter_found_before_own_bar_model(tmp_path):
     assert (g.reject & Reject.BAD_SHUTTER).any()
     m = compare_with_truth(result.spec, sim.truth)
     assert abs(m["median_ratio"] - 1) < 0.03
+
+
+def test_noise_scale_is_one_when_the_variances_are_right(tmp_path):
+    """The simulator's variances describe its noise: the off-trace rms is 1; halving
+    every variance makes it sqrt(2)."""
+    sim = _sim(tmp_path, grating="PRISM", snr=10.0)
+    g = SlitGroup(sim.files, "sim")
+    res = g.measure_noise_scale()
+    assert res["n_pixels"] > 1000
+    assert res["scale"] == pytest.approx(1.0, abs=0.05)
+    assert all(v == pytest.approx(1.0, abs=0.08) for v in res["per_position"].values())
+    assert g.meta["noise_scale"] is res
+    g.var = g.var / 2.0
+    assert g.measure_noise_scale()["scale"] == pytest.approx(np.sqrt(2.0), rel=0.05)

@@ -1034,6 +1034,52 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             self.meta["weight_type"], self.var, self.var_rnoise, self.exptime, self.bar
         )
 
+    def measure_noise_scale(self, margin=2.0, min_pixels=50):
+        """Measure how the noise compares with the propagated variances, off the traces.
+
+        For every nod position, :func:`slitcombine.nods.noise_scale` of its difference
+        image (or sky-subtracted image with ``diffs=False``) over the pixels farther than
+        ``margin`` from every exposure's trace; the group value pools all positions.
+
+        Parameters
+        ----------
+        margin : float
+            Minimum distance from every trace, pixels.
+        min_pixels : int
+            Minimum number of pixels for a measurement.
+
+        Returns
+        -------
+        dict
+            ``scale`` (robust rms of residual/sigma of all positions, dimensionless; NaN
+            without enough pixels), ``per_position`` ({position: scale}), ``n_pixels``,
+            ``margin_px``.  Also stored in ``meta['noise_scale']``.
+        """
+        per, zs = {}, []
+        for v in self.unp.values:
+            _, _, diff, _, vdiff, _ = self.make_diff_image(v)
+            z = nods.off_trace_residuals(diff, vdiff, self.yslit, margin)
+            per[v] = nods.robust_rms(z, min_pixels)[0]
+            zs.append(z)
+        scale, n = nods.robust_rms(np.concatenate(zs), min_pixels)
+        out = {
+            "scale": scale,
+            "per_position": {str(k): v for k, v in per.items()},
+            "n_pixels": n,
+            "margin_px": float(margin),
+        }
+        self.meta["noise_scale"] = out
+        if np.isfinite(scale):
+            log.info(
+                "%s: noise / propagated sigma = %.3f off the traces (%d pixels)",
+                self.name,
+                scale,
+                n,
+            )
+        else:
+            log.info("%s: too few pixels off the traces to measure the noise", self.name)
+        return out
+
     def make_diff_image(self, exp=1, separate=False):
         """Difference image of one nod position against the others.
 
