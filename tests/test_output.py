@@ -194,7 +194,7 @@ def test_nod_difference_figure(product):
     fig = g.plot_2d_differences(clip_sigma=3, figsize=(5, 1.5))
     assert [ax.get_title() for ax in fig.axes] == ["difference", "model", "residual"]
     npos = g.unp.N
-    rgba = [np.asarray(ax.images[0].get_array()) for ax in fig.axes]
+    rgba = [np.asarray(ax.artists[0].get_array()) for ax in fig.axes]  # PixelImage
     assert rgba[0].shape == (npos * ny, nx, 4) and rgba[0].dtype == np.uint8
     cmap = matplotlib.colormaps["RdBu_r"]
     red_minus_blue = []
@@ -224,3 +224,17 @@ def test_nod_difference_figure(product):
     assert np.all(np.abs(red_minus_blue[:, 1]) < 0.25 * red_minus_blue[:, 0])
     ylabels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert len(ylabels) == npos and all("uJy" in t for t in ylabels)
+    # drawn: the blitted image shows the stacked colours (first position on top)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    canvas = np.asarray(fig.canvas.buffer_rgba())
+    x0, y0, x1, y1 = ax.bbox.extents
+    h = canvas.shape[0]
+    centre = canvas[int(h - 0.5 * (y0 + y1)), int(0.5 * (x0 + x1))]
+    j = int(0.5 * rgba[0].shape[0])
+    i = int(0.5 * rgba[0].shape[1])
+    assert np.abs(centre[:3].astype(int) - rgba[0][j, i, :3]).max() <= 2 or rgba[0][j, i, 3] == 0
+    # user imshow keywords: a regular AxesImage in uJy per pixel
+    fig = g.plot_2d_differences(kws={"vmin": -0.1, "vmax": 0.1, "interpolation": "bilinear"})
+    assert fig.axes[0].images[0].get_array().shape == (npos * ny, nx, 4)
+    assert "uJy" not in fig.axes[0].get_yticklabels()[0].get_text()
