@@ -86,18 +86,28 @@ def _child(files, repeat):
 
 
 def _whole_process_ours(files):
-    import resource
+    """Wall time and peak RSS (MB) of one ``slitcombine extract`` process.
+
+    ``os.wait4`` gives the rusage of that child alone (``RUSAGE_CHILDREN`` would report
+    the largest of every earlier child, e.g. the in-process run).
+    """
+    import os
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "slitcombine.cli", "extract", *files, "--output-dir", tmp],
-            check=True,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    return wall, rss
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if proc.returncode != 0:
+            raise RuntimeError(f"slitcombine extract failed ({proc.returncode}): {err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0
 
 
 def main():
