@@ -206,6 +206,7 @@ def test_config_hash_saved_with_outputs(first_run):
     batch_rows = prov[prov["section"] == "batch"]
     values = {r["key"]: json.loads(r["value"]) for r in batch_rows}
     assert values["config_hash"] == cfg.hash
+    assert fits.getheader(out / f"{row['group']}.spec.fits")["CFGHASH"] == cfg.hash
     # the run's manifest can be re-run as is
     assert [g.name for g in read_manifest(out / "manifest.ecsv")] == list(summary["group"])
 

@@ -156,6 +156,10 @@ def test_cli_extract(product, tmp_path, capsys):
     assert status == 0
     assert (out / "cli.spec.fits").exists() and (out / "cli.fnu.png").exists()
     assert "valid bins" in capsys.readouterr().out
+    from slitcombine.config import Config
+
+    head = fits.getheader(out / "cli.spec.fits")
+    assert head["CFGHASH"] == Config.default().hash  # the effective configuration
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     status = main(["extract", *map(str, sim.files), "--output-dir", str(blocker)])
@@ -238,3 +242,29 @@ def test_nod_difference_figure(product):
     fig = g.plot_2d_differences(kws={"vmin": -0.1, "vmax": 0.1, "interpolation": "bilinear"})
     assert fig.axes[0].images[0].get_array().shape == (npos * ny, nx, 4)
     assert "uJy" not in fig.axes[0].get_yticklabels()[0].get_text()
+
+
+def test_noise_scale_and_rescaled_errors(product):
+    """The simulator's variances are right: NOISESCL ~ 1; rescale_variance multiplies
+    the errors by exactly the measured scale (>= 1) and leaves the fluxes alone."""
+    sim, result, paths = product
+    head = fits.getheader(paths["spec"])
+    assert head["NOISESCL"] == pytest.approx(1.0, abs=0.05)
+    assert head["ERRSCALE"] == 1.0
+    g = result.group
+    g.var_rnoise = g.var_rnoise / 4.0  # pretend the read noise was underestimated
+    g.var = g.var_rnoise + g.var_poisson + g.var_sky
+    from slitcombine.combine import combine_group
+
+    low = combine_group(g, wave_sample=1.0, fit_traces=False, profile_sigma=0.3)
+    fixed = combine_group(
+        g, wave_sample=1.0, fit_traces=False, profile_sigma=0.3, rescale_variance=True
+    )
+    s = fixed.params["error_scale"]
+    assert s == pytest.approx(g.meta["noise_scale"]["scale"])  # measured before scaling
+    assert 1.1 < s < 2.0
+    ok = np.asarray(low.spec["valid"]) & np.asarray(fixed.spec["valid"])
+    ratio = (fixed.spec["err"] / low.spec["err"]).value[ok]
+    assert np.allclose(ratio, s, rtol=1e-6)
+    assert np.allclose(fixed.spec["flux"].value[ok], low.spec["flux"].value[ok], rtol=1e-6)
+    assert fixed.to_hdulist()[0].header["ERRSCALE"] == pytest.approx(s)

@@ -117,7 +117,9 @@ def _cmd_extract(args):
     from .output import check_output_dir
 
     check_output_dir(args.output_dir)  # fail before the work, not after
-    result = combine(args.files, name=args.name, **_load_config(args).combine_kwargs())
+    config = _load_config(args)
+    result = combine(args.files, name=args.name, **config.combine_kwargs())
+    result.provenance["config_hash"] = config.hash
     paths = result.write(args.output_dir, figures=not args.no_figures)
     spec = result.spec
     valid = np.asarray(spec["valid"])

@@ -167,7 +167,10 @@ def header_cards(prov):
     -------
     list of (str, object, str)
         ``(keyword, value, comment)``: ``SCVERS``, ``DATE``, the main parameters,
-        ``WGHTTYPE``, ``DIFFS``, ``NINPUT`` and ``INFILEn``/``INSUMn`` per input.
+        ``WGHTTYPE``, ``DIFFS``, ``NOISESCL`` (measured noise / propagated sigma, if
+        measured), ``ERRSCALE`` (factor applied to the errors), ``CFGHASH`` (the
+        configuration hash of the CLI/batch run, if any), ``NINPUT`` and
+        ``INFILEn``/``INSUMn`` per input.
     """
     cards = [
         ("SCVERS", prov["versions"]["slitcombine"], "slitcombine version"),
@@ -181,6 +184,13 @@ def header_cards(prov):
     meta = prov["group_meta"]
     cards.append(("WGHTTYPE", str(meta.get("weight_type")), "weighting of pixels"))
     cards.append(("DIFFS", bool(meta.get("diffs")), "nod differences"))
+    noise = meta.get("noise_scale") or {}
+    if isinstance(noise.get("scale"), float) and np.isfinite(noise["scale"]):
+        cards.append(("NOISESCL", round(noise["scale"], 4), "off-trace rms / propagated sigma"))
+    cards.append(("ERRSCALE", float(params.get("error_scale", 1.0)), "errors multiplied by"))
+    config_hash = prov.get("config_hash") or (prov.get("batch") or {}).get("config_hash")
+    if config_hash:
+        cards.append(("CFGHASH", str(config_hash), "slitcombine configuration hash"))
     cards.append(("NINPUT", len(prov["inputs"]), "number of input exposures"))
     for i, item in enumerate(prov["inputs"]):
         cards.append((f"INFILE{i}", item["filename"], ""))
