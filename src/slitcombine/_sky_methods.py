@@ -24,6 +24,7 @@ from . import corrections as corr
 from . import sky as skymod
 from .errors import CalibrationFileError, FitError
 from .masks import Reject
+from .profile import psf_sigma
 
 __all__ = ["SkyMethods"]
 
@@ -464,7 +465,8 @@ class SkyMethods:
            normalised to the pipeline correction where that is ~1.  Where the shutter
            coordinate has no sky pixels (not covered) the pipeline value is kept.
            If the model's own median posterior error exceeds ``max_bar_error`` (faint
-           sky, e.g. high-resolution gratings, or a short cutout) the pipeline
+           sky, e.g. high-resolution gratings, or a short cutout) or its reduced chi2
+           exceeds ``max_chi2`` (source light it could not exclude), the pipeline
            correction is kept (``FALLBACK`` in ``meta['steps']['barshadow']``).
 
         Then ``sci`` and the variances are rescaled by ``bar_pipeline / bar_new``,
@@ -482,11 +484,17 @@ class SkyMethods:
             Wavelength-dependent or independent model; default ``meta['bar_corr_mode']``
             (msaexp's ``'flat'`` means ``'slit'``).
         mask_yslit : list of (float, float) or None
-            Source region excluded from the own fit; default ``[[-4.5, 4.5]]`` pixels.
+            Source region (``yslit`` ranges, pixels) excluded from the own fit.  None
+            (default): pixels within ``n`` source widths of the trace
+            (:func:`slitcombine.corrections.source_exclusion`: width = PSF sigma of
+            :func:`slitcombine.profile.psf_sigma` and the measured intrinsic size in
+            quadrature; ``n >= 4`` grows with the measured peak brightness of the source,
+            ~4 for a faint one), widened by the fit where its residuals still show
+            source light (non-Gaussian wings), up to ``max_distance`` (16) widths.
         **kwargs
-            ``max_bar_error`` (default 0.02), and options of
+            ``max_bar_error`` (default 0.02), ``max_chi2`` (default 3), and options of
             :func:`slitcombine.corrections.fit_bar_shadow` (``ystep``, ``df_wave``,
-            ``df_sky``, ``clip`` ...).
+            ``df_sky``, ``clip``, ``min_distance``, ``leak_threshold`` ...).
 
         Returns
         -------
@@ -494,6 +502,7 @@ class SkyMethods:
             The new bar-shadow throughput ``(N, npix)``, or None if nothing was applied.
         """
         max_bar_error = float(kwargs.pop("max_bar_error", 0.02))
+        max_chi2 = float(kwargs.pop("max_chi2", 3.0))
         mode = mode or self.meta.get("bar_corr_mode", "wave")
         mode = "slit" if mode == "flat" else mode
         n_shut = int(self.meta["num_shutters"])
@@ -521,8 +530,26 @@ class SkyMethods:
             details = {"file": str(path), "wrap": wrap, "num_shutters": n_shut}
             self.bar_model = table
         else:
-            mask_yslit = [[-4.5, 4.5]] if mask_yslit is None else mask_yslit
-            sky = self.mask & skymod._outside_ranges(self.yslit, [tuple(r) for r in mask_yslit])
+            excl = {}
+            if mask_yslit is None:
+                # Distance to the trace in source widths (PSF and intrinsic size; the
+                # PSF is narrow in the blue, where the sky is faint and every pixel near
+                # a bar counts), excluded out to where a Gaussian source of the measured
+                # brightness is below 1e-3 of the sky; the fit widens the exclusion past
+                # any source light left in its residuals (non-Gaussian wings).
+                sh3 = (self.N, *self.sh)
+                with np.errstate(invalid="ignore"):
+                    dist, n_widths, excl = corr.source_exclusion(
+                        self.sci.reshape(sh3),
+                        self.yslit.reshape(sh3),
+                        self.mask.reshape(sh3),
+                        psf_sigma(self.wave).reshape(sh3),
+                    )
+                kwargs.setdefault("min_distance", n_widths)
+                sky, dist = self.mask, dist.ravel()
+            else:
+                ranges = [tuple(r) for r in mask_yslit]
+                sky, dist = self.mask & skymod._outside_ranges(self.yslit, ranges), None
             raw = self.sci * bar_pipe
             try:
                 model = corr.fit_bar_shadow(
@@ -534,6 +561,7 @@ class SkyMethods:
                     self._wave_coordinate(),
                     pipeline_bar=bar_pipe.ravel() if has_bar else None,
                     var_poisson=(self.var_poisson * bar_pipe**2).ravel(),
+                    source_distance=dist,
                     mode=mode,
                     **{"period": self._shutter_period(), **kwargs},
                 )
@@ -545,11 +573,19 @@ class SkyMethods:
                     "%s: own bar-shadow model failed (%s); keeping the pipeline's", self.name, exc
                 )
                 return None
+            reason = None
             if model.info["bar_error"] > max_bar_error:
                 reason = (
                     f"own model too uncertain (median error {model.info['bar_error']:.3f} > "
                     f"max_bar_error {max_bar_error}: faint sky or few columns)"
                 )
+            elif model.info["reduced_chi2"] > max_chi2:
+                reason = (
+                    "own model does not describe the sky pixels (reduced chi2 "
+                    f"{model.info['reduced_chi2']:.2f} > max_chi2 {max_chi2}: source light "
+                    "or a structured background)"
+                )
+            if reason is not None:
                 self.meta["undo_barshadow"] = False
                 self.meta["bar_correction"] = f"pipeline (fallback: {reason})"
                 self._step(
@@ -561,7 +597,11 @@ class SkyMethods:
             uncovered = np.isfinite(bar_new) & ~model.is_covered(ys)
             bar_new = np.where(uncovered, bar_pipe, bar_new)
             source = f"own model ({mode})"
-            details = {**model.info, "uncovered_pixels_pipeline_kept": int(uncovered.sum())}
+            details = {
+                **model.info,
+                **{f"source_{k}": v for k, v in excl.items()},
+                "uncovered_pixels_pipeline_kept": int(uncovered.sum()),
+            }
             self.bar_model = model
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = bar_pipe / bar_new

@@ -84,7 +84,9 @@ from scipy.linalg import (
     cho_solve,
     cho_solve_banded,
     cholesky_banded,
+    solve_triangular,
 )
+from scipy.optimize import least_squares
 
 from .errors import CalibrationFileError, FitError
 
@@ -102,6 +104,8 @@ __all__ = [
     "evaluate_bar_coeffs",
     "BarShadowModel",
     "fit_bar_shadow",
+    "source_profile",
+    "source_exclusion",
     "RenormalizationTable",
     "read_renormalization",
     "normalization_correction",
@@ -333,18 +337,6 @@ def _dense_rows(mat, degree=3):
     if mat.indptr[-1] != n * k1:
         raise ValueError("design matrix does not have k+1 entries per row")
     return mat.data.reshape(n, k1), mat.indices.reshape(n, k1)
-
-
-def tensor_basis(by, bw, nw, degree_y=3, degree_w=3):
-    """Row-wise Kronecker product of two B-spline design matrices (sparse)."""
-    vy, iy = _dense_rows(by, degree_y)
-    vw, iw = _dense_rows(bw, degree_w)
-    n = vy.shape[0]
-    vals = (vy[:, :, None] * vw[:, None, :]).reshape(n, -1)
-    cols = (iy[:, :, None] * nw + iw[:, None, :]).reshape(n, -1)
-    ny_df = by.shape[1]
-    indptr = np.arange(n + 1) * vals.shape[1]
-    return sparse.csr_array((vals.ravel(), cols.ravel(), indptr), shape=(n, ny_df * nw))
 
 
 def difference_penalty(n, order=2):
@@ -649,31 +641,75 @@ def evaluate_bar_coeffs(table, yshutter, wave=None, wrap="auto", wrap_pad=0.5):
 
 
 # ====================================================================== own bar model
+def _cubic_rows(x, df, xmin, xmax, outside="zero"):
+    """``(n, 4)`` values and ``(n,)`` first column of a clamped cubic B-spline basis."""
+    vals, cols = _dense_rows(bspline_basis(x, df, xmin, xmax, outside=outside))
+    return vals, cols[:, 0]
+
+
+def _band_eval(vals, first, coeffs):
+    """``B @ coeffs`` for a basis with ``k + 1`` consecutive entries per row from ``first``."""
+    cols = first[:, None] + np.arange(vals.shape[1])[None, :]
+    return np.einsum("ij,ij->i", vals, coeffs[cols])
+
+
+def _band_solve(ab, rhs, ridge=1e-9):
+    """Solve a positive-definite banded system given in upper band storage."""
+    ab = ab.copy()
+    scale = float(np.mean(ab[-1]))
+    if not np.isfinite(scale) or scale <= 0:
+        raise FitError("no weight in the data of the fit")
+    ab[-1] += ridge * scale
+    try:
+        cb = cholesky_banded(ab, lower=False, check_finite=False)
+    except (LinAlgError, ValueError) as exc:
+        raise FitError(f"singular normal matrix ({exc})") from exc
+    return cho_solve_banded((cb, False), rhs, check_finite=False)
+
+
+def _difference_band(m, order=2):
+    """:func:`difference_penalty` in ``(order + 2, m)`` upper band storage (cubic splines)."""
+    p = difference_penalty(m, order)
+    ab = np.zeros((4, m))
+    for d in range(min(3, m - 1) + 1):
+        ab[3 - d, d:] = np.diagonal(p, d)
+    return ab
+
+
 @dataclass
 class BarShadowModel:
     """A bar-shadow throughput model fitted to a group's own sky pixels.
 
-    ``bar(y, lambda) = T(y, u(lambda)) / g(u(lambda))``: ``T`` a tensor cubic B-spline in
-    the shutter coordinate ``y`` (shutter pitches) and the detector-column coordinate
-    ``u`` of the wavelength (:class:`ColumnCoordinate`), ``g`` the normalisation spline
-    in ``u`` (see :func:`fit_bar_shadow`).
+    ``bar(y, lambda) = T(y, t(lambda)) / g(u(lambda))``: ``T`` a tensor cubic B-spline
+    in the shutter coordinate ``y`` (shutter pitches) and ``t``, the wavelength (um,
+    ``wave_axis='wavelength'``) or the detector-column coordinate ``u`` of the
+    wavelength (pixels, :class:`ColumnCoordinate`, ``wave_axis='column'``); ``g`` the
+    normalisation spline in ``u`` (see :func:`fit_bar_shadow`).
 
     Attributes
     ----------
     coeffs : numpy.ndarray
         ``(df_y, df_w)`` coefficients of ``T``.
-    yrange, urange : (float, float)
-        Ranges of the bases.
+    yrange : (float, float)
+        Range of the shutter-coordinate basis (shutter pitches).
+    urange : (float, float)
+        Range of the column coordinate (pixels), the basis of ``g``.
     df_y, df_w : int
         Numbers of basis functions (``df_w == 1``: wavelength independent).
     norm_coeffs : numpy.ndarray
         Coefficients of ``g`` (B-spline of ``norm_df`` functions on ``urange``).
+    norm_df : int
+        Number of functions of ``g``.
     coordinate : ColumnCoordinate
         Wavelength -> column mapping.
-    covered : tuple of (float, float)
+    covered : list of (float, float)
         Shutter-coordinate intervals constrained by sky pixels.
     info : dict
         Fit statistics.
+    wave_axis : {'wavelength', 'column'}
+        Wavelength axis of ``T``.
+    trange : (float, float) or None
+        Range of the wavelength basis of ``T`` (um or pixels); None means ``urange``.
     """
 
     coeffs: np.ndarray
@@ -686,21 +722,35 @@ class BarShadowModel:
     coordinate: ColumnCoordinate
     covered: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    wave_axis: str = "column"
+    trange: tuple | None = None
 
-    def _wave_basis(self, u):
-        if self.df_w == 1:
-            return sparse.csr_array(np.ones((u.size, 1)))
-        return bspline_basis(u, self.df_w, *self.urange, outside="clip")
+    def axis(self, wave):
+        """Wavelength coordinate ``t`` of ``T`` (um or pixels, see ``wave_axis``).
 
-    def raw(self, yshutter, u):
-        """The un-normalised tensor spline ``T(y, u)`` (NaN outside ``yrange``).
+        Parameters
+        ----------
+        wave : array_like
+            Wavelengths, um.
+
+        Returns
+        -------
+        numpy.ndarray
+            Flattened coordinate.
+        """
+        wave = np.asarray(wave, float).ravel()
+        return wave if self.wave_axis == "wavelength" else self.coordinate(wave)
+
+    def raw(self, yshutter, t):
+        """The un-normalised tensor spline ``T(y, t)`` (NaN outside ``yrange``).
 
         Parameters
         ----------
         yshutter : array_like
             Shutter coordinate, shutter pitches.
-        u : array_like
-            Fractional column of the wavelength (:class:`ColumnCoordinate`), pixels.
+        t : array_like
+            Wavelength coordinate of ``T`` (:meth:`axis`: um or pixels), clamped to
+            ``trange``.
 
         Returns
         -------
@@ -708,11 +758,20 @@ class BarShadowModel:
             Flattened un-normalised throughput.
         """
         ys = np.asarray(yshutter, float).ravel()
-        u = np.asarray(u, float).ravel()
-        by = bspline_basis(ys, self.df_y, *self.yrange, outside="nan")
-        bw = self._wave_basis(u)
-        val = np.asarray((by @ self.coeffs) * bw.toarray()).sum(axis=1)
-        return np.where(np.isfinite(ys) & np.isfinite(u), val, np.nan)
+        t = np.asarray(t, float).ravel()
+        vy, iy = _cubic_rows(ys, self.df_y, *self.yrange, outside="nan")
+        if self.df_w == 1:
+            val = _band_eval(vy, iy, self.coeffs[:, 0])
+        else:
+            trange = self.urange if self.trange is None else self.trange
+            vw, iw = _cubic_rows(t, self.df_w, *trange, outside="clip")
+            c = self.coeffs[
+                iy[:, None, None] + np.arange(4)[None, :, None],
+                iw[:, None, None] + np.arange(4)[None, None, :],
+            ]
+            val = np.einsum("iab,ib->ia", c, vw)
+            val = np.einsum("ia,ia->i", val, vy)
+        return np.where(np.isfinite(ys) & np.isfinite(t), val, np.nan)
 
     def norm(self, u):
         """The normalisation ``g(u)``.
@@ -730,17 +789,20 @@ class BarShadowModel:
         u = np.asarray(u, float).ravel()
         if self.norm_df == 1:
             return np.full(u.size, float(self.norm_coeffs[0]))
-        return bspline_basis(u, self.norm_df, *self.urange, outside="clip") @ self.norm_coeffs
+        vals, first = _cubic_rows(u, self.norm_df, *self.urange, outside="clip")
+        return _band_eval(vals, first, np.asarray(self.norm_coeffs, float))
 
     def __call__(self, yshutter, wave):
         """Throughput at shutter coordinate ``yshutter`` and wavelength ``wave`` (um)."""
         ys = np.asarray(yshutter, float)
         shape = np.broadcast_shapes(ys.shape, np.shape(wave))
         ys = np.broadcast_to(ys, shape).ravel()
-        u = self.coordinate(np.broadcast_to(np.asarray(wave, float), shape).ravel())
+        w = np.broadcast_to(np.asarray(wave, float), shape).ravel()
+        u = self.coordinate(w)
+        t = u if self.wave_axis == "column" else w
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = self.raw(ys, u) / self.norm(u)
-        return out.reshape(shape)
+            out = self.raw(ys, t) / self.norm(u)
+        return np.where(np.isfinite(w), out, np.nan).reshape(shape)
 
     def is_covered(self, yshutter):
         """True where ``yshutter`` lies in an interval constrained by sky pixels.
@@ -785,6 +847,254 @@ def _covered_intervals(ys_sky, step, min_count):
     return intervals
 
 
+class _TensorSolver:
+    """Penalised weighted least squares for ``T`` given the sky.
+
+    The design matrix ``K`` (``(n, m)``) is given by its rows: ``vals`` and ``cols``
+    ``(n, p)``, the ``p`` non-zero values and their columns, which depend only on the
+    knot cell of the row (``cols[:, 0]``).  The normal matrix ``K^T diag(d) K`` is
+    accumulated cell by cell (one batched ``p x p`` product per cell, rows padded with
+    zeros to the largest cell), then factorised by a dense Cholesky (``m`` is a few
+    hundred).
+    """
+
+    def __init__(self, vals, cols, m):
+        n, p = vals.shape
+        self.m, self.rows, self.cols = m, vals, cols
+        order = np.argsort(cols[:, 0], kind="stable")
+        _, first, counts = np.unique(cols[order, 0], return_index=True, return_counts=True)
+        pad = np.full((first.size, int(counts.max())), n)
+        within = np.arange(n) - np.repeat(first, counts)
+        pad[np.repeat(np.arange(first.size), counts), within] = order
+        self.pad = pad
+        self.vals = np.vstack([vals, np.zeros((1, p))])[pad]  # (cells, rows, p)
+        self.cell_cols = cols[order[first]]  # (cells, p)
+        self.flat = (self.cell_cols[:, :, None] * m + self.cell_cols[:, None, :]).ravel()
+
+    def __call__(self, coeffs):
+        """``K @ coeffs``."""
+        return np.einsum("ij,ij->i", self.rows, coeffs[self.cols])
+
+    def dense_rows(self, index):
+        """Rows ``index`` of ``K`` as a dense ``(len(index), m)`` array."""
+        out = np.zeros((len(index), self.m))
+        np.put_along_axis(out, self.cols[index], self.rows[index], axis=1)
+        return out
+
+    def solve(self, d, dy, penalty, factor=False):
+        """Coefficients minimising ``sum d (dy/d - K c)^2 + c^T P c`` (and the factor)."""
+        m = self.m
+        dpad = np.append(d, 0.0)[self.pad][:, :, None]
+        normal = np.matmul(self.vals.transpose(0, 2, 1), dpad * self.vals)
+        normal = np.bincount(self.flat, normal.ravel(), minlength=m * m).reshape(m, m)
+        normal += penalty
+        scale = float(np.mean(np.diag(normal)))
+        if not np.isfinite(scale) or scale <= 0:
+            raise FitError("no weight in the data of the fit")
+        normal[np.diag_indices(m)] += 1e-9 * scale
+        rhs = np.einsum("cip,ci->cp", self.vals, np.append(dy, 0.0)[self.pad])
+        rhs = np.bincount(self.cell_cols.ravel(), rhs.ravel(), minlength=m)
+        try:
+            cf = cho_factor(normal, lower=True, check_finite=False)
+        except (LinAlgError, ValueError) as exc:
+            raise FitError(f"singular normal matrix ({exc})") from exc
+        coeffs = cho_solve(cf, rhs, check_finite=False)
+        return (coeffs, cf) if factor else coeffs
+
+
+class _BandSolver:
+    """Penalised weighted least squares of a cubic B-spline (banded normal matrix)."""
+
+    def __init__(self, vals, first, m, penalty):
+        self.vals, self.first, self.m = vals, first, m
+        k1 = vals.shape[1]
+        a, b = np.triu_indices(k1)
+        self.flat = ((k1 - 1 - (b - a))[None, :] * m + first[:, None] + b[None, :]).ravel()
+        self.pairs = vals[:, a] * vals[:, b]
+        self.cols = (first[:, None] + np.arange(k1)[None, :]).ravel()
+        self.k1 = k1
+        self.penalty = penalty
+
+    def __call__(self, coeffs):
+        """``B @ coeffs``."""
+        return np.einsum("ij,ij->i", self.vals, coeffs[self.cols.reshape(-1, self.k1)])
+
+    def solve(self, d, dy):
+        """Coefficients minimising ``sum d (dy/d - B c)^2 + mean(diag) c^T P c``."""
+        ab = np.bincount(self.flat, (self.pairs * d[:, None]).ravel(), minlength=self.k1 * self.m)
+        ab = ab.reshape(self.k1, self.m)
+        ab = ab + float(np.mean(ab[-1])) * self.penalty
+        rhs = np.bincount(self.cols, (self.vals * dy[:, None]).ravel(), minlength=self.m)
+        return _band_solve(ab, rhs)
+
+
+def _leak_radius(
+    dist, frac, ferr, start, step=0.5, width=4.0, threshold=0.003, nsigma=4.0, min_count=20
+):
+    """Outer edge of the source light seen in the sky-fit residuals, or None.
+
+    Parameters
+    ----------
+    dist : numpy.ndarray
+        Distance of the sky pixels to the trace of their exposure (any unit).
+    frac, ferr : numpy.ndarray
+        Fractional residuals ``(data - model) / model`` of the sky pixels (clipped ones
+        included: the core of a bright source is clipped) and their 1-sigma errors.
+    start : float
+        Distance excluded so far.
+    step, width : float
+        Bin size and extent of the distance bins examined from ``start``.
+    threshold, nsigma : float
+        A bin is *leaky* when the median fractional residual exceeds ``threshold`` and
+        ``nsigma`` times its error (``1.25 * median(ferr) / sqrt(n)``).
+    min_count : int
+        Bins with fewer pixels (gaps of the mask) are skipped.
+
+    Returns
+    -------
+    float or None
+        The inner edge of the first clean bin beyond the leaky bins that start the
+        range, or None if the first populated bin is clean.
+    """
+    edges = start + step * np.arange(int(round(width / step)) + 1)
+    ok = np.isfinite(frac) & np.isfinite(ferr) & (dist >= edges[0]) & (dist < edges[-1])
+    if not ok.any():
+        return None
+    med = _binned_median_1d(dist[ok], frac[ok], edges)
+    err = 1.2533 * _binned_median_1d(dist[ok], ferr[ok], edges)
+    counts = np.histogram(dist[ok], edges)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        leaky = (med > threshold) & (med > nsigma * err / np.sqrt(counts))
+    # bins with too few pixels (gaps of the mask) neither start nor stop the run
+    populated = np.flatnonzero(counts >= min_count)
+    if populated.size == 0 or not leaky[populated[0]]:
+        return None
+    clean = populated[~leaky[populated]]
+    return float(edges[clean[0]]) if clean.size else float(edges[-1])
+
+
+def source_profile(sci, yslit, mask, core=3.0, step=0.25):
+    """Peak brightness (relative to the sky) and width of the source, from the data.
+
+    For every column the sky is the median of the valid pixels of all exposures
+    farther than ``core`` pixels from their trace; the fractional excess ``sci / sky - 1`` of the
+    pixels within ``core`` pixels is median-combined over columns and exposures in
+    bins of ``step`` pixels of ``yslit``.  The peak of that profile is the source's
+    peak surface brightness in units of the sky and its sigma come from the least-squares
+    fit of a Gaussian plus a constant to that profile.
+
+    Parameters
+    ----------
+    sci : numpy.ndarray
+        ``(N, ny, nx)`` data with the bar shadow divided out (uJy per pixel).
+    yslit : numpy.ndarray
+        ``(N, ny, nx)`` row minus trace (pixels).
+    mask : numpy.ndarray
+        ``(N, ny, nx)`` valid pixels.
+    core, step : float
+        Half-width of the source region and bin size (pixels).
+
+    Returns
+    -------
+    peak : float
+        Median peak surface brightness of the source over the sky (dimensionless; 0
+        when not detected).
+    sigma : float
+        Gaussian sigma of the wavelength-collapsed profile (pixels; NaN when not
+        detected or wider than the core).
+    """
+    sci = np.asarray(sci, float)
+    yslit = np.asarray(yslit, float)
+    with np.errstate(invalid="ignore"):
+        outer = np.asarray(mask, bool) & (np.abs(yslit) > core) & np.isfinite(sci)
+        inner = np.asarray(mask, bool) & (np.abs(yslit) <= core) & np.isfinite(sci)
+    # the sky is the same in every exposure of the group: one median per column
+    n_exp, ny, nx = sci.shape
+    vals = np.where(outer, sci, np.inf).reshape(n_exp * ny, nx)
+    n_outer = outer.sum(axis=(0, 1))
+    srt = np.sort(vals, axis=0)
+    lo = np.clip((n_outer - 1) // 2, 0, None)
+    hi = np.clip(n_outer // 2, 0, None)
+    cols = np.arange(nx)
+    sky = 0.5 * (srt[lo, cols] + srt[hi, cols])
+    sky = np.where((n_outer >= 3) & (sky > 0), sky, np.nan)[None, :]  # (1, nx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = sci / sky[:, None, :] - 1.0
+    ok = inner & np.isfinite(frac)
+    if ok.sum() < 20:
+        return 0.0, np.nan
+    edges = np.arange(-core, core + step / 2, step)
+    prof = _binned_median_1d(yslit[ok], frac[ok], edges)
+    prof = np.where(np.isfinite(prof), prof, 0.0)
+    cen = 0.5 * (edges[1:] + edges[:-1])
+    near = np.abs(cen) < 1.5  # the trace is known to a pixel or so
+    k = int(np.flatnonzero(near)[np.argmax(prof[near])])
+    if prof[k] <= 0:
+        return 0.0, np.nan
+
+    # Gaussian plus a constant (the residual pipeline bar shadow and sky error),
+    # least squares on the binned profile
+    def resid(p):
+        return p[0] * np.exp(-0.5 * ((cen - p[1]) / p[2]) ** 2) + p[3] - prof
+
+    x0 = [float(prof[k]), float(cen[k]), 0.8, 0.0]
+    bounds = ([0.0, -1.5, 0.2, -np.inf], [np.inf, 1.5, core, np.inf])
+    res = least_squares(resid, x0, bounds=bounds)
+    peak, sigma = float(res.x[0]), float(res.x[2])
+    if not res.success or sigma >= 0.99 * core:
+        return peak, np.nan
+    return peak, sigma
+
+
+def source_exclusion(sci, yslit, mask, psf, leak=1e-3, floor=4.0):
+    """Distance to the trace in source widths, and how many widths hold source light.
+
+    The source's peak brightness ``A`` (in units of the sky) and its intrinsic width
+    ``s_int`` come from :func:`source_profile` (the wavelength-collapsed sigma less the
+    median PSF sigma and the pixel width, in quadrature).  A Gaussian source of width
+    ``s(lambda) = sqrt(psf(lambda)^2 + s_int^2)`` adds less than ``leak`` of the sky
+    beyond ``n = sqrt(2 ln(A / leak))`` widths.
+
+    Parameters
+    ----------
+    sci, yslit, mask : numpy.ndarray
+        ``(N, ny, nx)`` data with the bar shadow divided out (uJy per pixel), row minus
+        trace (pixels) and valid pixels.
+    psf : numpy.ndarray
+        ``(N, ny, nx)`` PSF sigma at every pixel's wavelength (pixels).
+    leak : float
+        Tolerated source surface brightness in units of the sky.
+    floor : float
+        Smallest number of widths returned.
+
+    Returns
+    -------
+    distance : numpy.ndarray
+        ``(N, ny, nx)`` ``|yslit| / s(lambda)`` (source widths).
+    n_widths : float
+        ``max(floor, sqrt(2 ln(A / leak)))``.
+    info : dict
+        ``peak`` (A), ``sigma_px`` (collapsed profile), ``intrinsic_sigma_px``.
+    """
+    peak, sigma = source_profile(sci, yslit, mask)
+    fin = np.asarray(mask, bool) & np.isfinite(psf)
+    psf_med = float(np.median(psf[fin])) if fin.any() else np.nan
+    s_int = 0.0
+    if np.isfinite(sigma) and np.isfinite(psf_med):
+        s_int = float(np.sqrt(max(sigma**2 - psf_med**2 - 1.0 / 12.0, 0.0)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distance = np.abs(yslit) / np.sqrt(psf**2 + s_int**2)
+    n_widths = float(floor)
+    if peak > leak:
+        n_widths = max(n_widths, float(np.sqrt(2.0 * np.log(peak / leak))))
+    info = {
+        "peak": round(peak, 4),
+        "sigma_px": round(sigma, 3) if np.isfinite(sigma) else None,
+        "intrinsic_sigma_px": round(s_int, 3),
+    }
+    return distance, n_widths, info
+
+
 def fit_bar_shadow(
     raw,
     var,
@@ -795,21 +1105,29 @@ def fit_bar_shadow(
     *,
     pipeline_bar=None,
     var_poisson=None,
+    source_distance=None,
+    min_distance=4.5,
+    max_distance=16.0,
+    leak_threshold=0.003,
     mode="wave",
+    wave_axis="wavelength",
     ystep=0.07,
-    df_wave=8,
+    df_wave=5,
+    df_norm=8,
     df_sky=51,
     smooth_y=0.3,
-    smooth_w=0.01,
+    smooth_w=0.003,
     period=None,
-    smooth_period=0.02,
-    period_margin=0.25,
+    smooth_period=0.005,
+    period_margin=0.1,
     link_tolerance=0.1,
     clip=5.0,
-    n_iter=4,
+    n_iter=6,
+    tol=0.05,
     min_pixels=200,
     min_count=20,
     reference_bar=0.9,
+    n_error_sample=256,
 ):
     """Fit a smooth bar-shadow throughput to sky pixels of the exposures of a group.
 
@@ -818,20 +1136,32 @@ def fit_bar_shadow(
         raw = S(lambda) * T(y, lambda)
 
     with ``S`` the sky (cubic B-spline of ``df_sky`` functions in the column coordinate
-    ``u(lambda)``) and ``T`` a tensor cubic B-spline in the shutter coordinate ``y``
-    (knots every ``ystep`` shutter pitches, ~0.35 pixel by default, finer than a pixel
-    because the tilt of the slit on the detector samples ``y`` continuously along each
-    row) and in ``u`` (``df_wave`` functions; one constant for ``mode='slit'``).
+    ``u(lambda)``, knots uniform in resolution elements) and ``T`` a tensor cubic
+    B-spline in the shutter coordinate ``y`` (knots every ``ystep`` shutter pitches,
+    ~0.35 pixel by default, finer than a pixel because the tilt of the slit on the
+    detector samples ``y`` continuously along each row) and in the wavelength
+    (``df_wave`` functions uniform in um with ``wave_axis='wavelength'``: the bar
+    shadow changes with the width of the diffraction pattern, ~ linear in lambda; or
+    uniform in ``u`` with ``'column'``; one constant for ``mode='slit'``).
 
     Why this is well posed: ``y`` is fixed to the MSA, so with nods every detector pixel
-    is sky in the exposures where the source is elsewhere (2 of 3 for a 3-nod pattern);
-    the sky pixels of all exposures together sample every ``y`` of the slitlet.
-    ``S * T`` is fitted by alternating linear least squares (``T`` given ``S``, then
-    ``S`` given ``T``) with second-difference (P-spline) penalties in ``y`` and ``u``,
-    which also bridge the few knots without data; residuals beyond ``clip`` sigma are
-    rejected between iterations.  Intervals of ``y`` with fewer than ``min_count`` sky
-    pixels per ``2 * ystep`` are *not covered* (:meth:`BarShadowModel.is_covered`); the
-    caller falls back to the pipeline there.
+    is sky in the exposures where the source is elsewhere; the sky pixels of all
+    exposures together sample every ``y`` of the slitlet.  ``S * T`` is fitted by
+    alternating linear least squares (``T`` given ``S``, then ``S`` given ``T``, until
+    the model changes by less than ``tol`` sigma at every pixel) with second-difference
+    (P-spline) priors in ``y`` and wavelength, which also bridge the few knots without
+    data; residuals beyond ``clip`` sigma are rejected between iterations.  Intervals
+    of ``y`` with fewer than ``min_count`` sky pixels per ``2 * ystep`` are *not
+    covered* (:meth:`BarShadowModel.is_covered`); the caller falls back to the pipeline
+    there.
+
+    Source light: with ``source_distance`` (distance of each pixel to its exposure's
+    trace, e.g. in units of the PSF width) the sky pixels are those farther than
+    ``min_distance``.  After the fit the residuals of the sky pixels in bins of 0.5
+    distance units are checked: if the bins next to the excluded region show a median
+    excess above ``leak_threshold`` of the sky (and 4 sigma) -- the wings of a bright
+    or extended source -- the excluded region is widened past them and the fit
+    repeated (up to ``max_distance``).
 
     The product is degenerate under ``S -> S g``, ``T -> T / g``: the normalisation
     ``g(u)`` is fixed by the convention that the model equals the pipeline bar-shadow
@@ -846,24 +1176,34 @@ def fit_bar_shadow(
         ``(n,)`` sky-pixel values with the bar shadow in (uJy per pixel).
     var : numpy.ndarray
         ``(n,)`` read-noise variances of ``raw`` (uJy^2).
-    var_poisson : numpy.ndarray or None
-        ``(n,)`` Poisson variances of ``raw`` (uJy^2).  Only their smooth ratio to
-        ``raw`` is used, times the model, so the weights do not depend on the noise of
-        the data (the measured Poisson variance would bias the fit low).
     yshutter, wave : numpy.ndarray
         ``(n,)`` shutter coordinate (shutter pitches) and wavelength (um).
     sky_pixels : numpy.ndarray
-        ``(n,)`` boolean: pixels to fit.
+        ``(n,)`` boolean: candidate pixels to fit (valid, off-source).
     coordinate : ColumnCoordinate
         Wavelength -> column mapping.
     pipeline_bar : numpy.ndarray or None
         ``(n,)`` pipeline throughput for the normalisation (all pixels, not only sky).
+    var_poisson : numpy.ndarray or None
+        ``(n,)`` Poisson variances of ``raw`` (uJy^2).  Only their smooth ratio to
+        ``raw`` is used, times the model, so the weights do not depend on the noise of
+        the data (the measured Poisson variance would bias the fit low).
+    source_distance : numpy.ndarray or None
+        ``(n,)`` distance of each pixel to the trace of its exposure (any unit:
+        pixels, or pixels divided by the PSF sigma at the pixel's wavelength); None:
+        ``sky_pixels`` are used as they are.
+    min_distance, max_distance : float
+        First and largest excluded distance (unit of ``source_distance``).
+    leak_threshold : float
+        Mean fractional residual (of the sky) that counts as source light.
     mode : {'wave', 'slit'}
         Wavelength-dependent or independent shape.
+    wave_axis : {'wavelength', 'column'}
+        Axis of the wavelength dependence of ``T``.
     ystep : float
         Knot spacing in the shutter coordinate (shutter pitches).
-    df_wave, df_sky : int
-        Wavelength functions of ``T`` and of ``S``.
+    df_wave, df_norm, df_sky : int
+        Wavelength functions of ``T``, of the normalisation ``g`` and of ``S``.
     smooth_y, smooth_w : float
         Prior widths (throughput units) of the second differences of neighbouring
         coefficients along the shutter coordinate and along wavelength (P-spline
@@ -883,20 +1223,25 @@ def fit_bar_shadow(
     clip : float
         Outlier rejection threshold (sigma).
     n_iter : int
-        Alternating iterations.
+        Maximum number of alternating iterations.
+    tol : float
+        Convergence: the iterations stop when the model changes by less than ``tol``
+        sigma at every pixel and the clipping of fewer than 0.1% of the pixels changes.
     min_pixels : int
         Minimum number of sky pixels.
     min_count : int
         Coverage threshold (sky pixels per ``2 * ystep`` bin).
     reference_bar : float
         Pipeline throughput above which a pixel defines the normalisation.
+    n_error_sample : int
+        Sky pixels on which the posterior error is evaluated.
 
     Returns
     -------
     BarShadowModel
-        The model; ``info`` holds pixel counts, reduced chi2, the numbers of functions
-        and ``bar_error``: the median posterior 1-sigma relative error of the model at
-        the lit sky pixels (data and priors).
+        The model; ``info`` holds pixel counts, reduced chi2, the numbers of functions,
+        the iterations, the excluded distance and ``bar_error``: the median posterior
+        1-sigma relative error of ``T`` at the lit sky pixels (data and priors).
 
     Raises
     ------
@@ -908,20 +1253,29 @@ def fit_bar_shadow(
     ys = np.asarray(yshutter, float)
     wave = np.asarray(wave, float)
     u_all = coordinate(wave)
+    if wave_axis not in ("wavelength", "column"):
+        raise ValueError(f"wave_axis must be 'wavelength' or 'column', got {wave_axis!r}")
     with np.errstate(invalid="ignore"):
-        fit = (
+        candidates = (
             np.asarray(sky_pixels, bool)
             & np.isfinite(raw)
             & np.isfinite(ys)
             & np.isfinite(u_all)
             & (var > 0)
         )
-    n_sky = int(fit.sum())
-    if n_sky < min_pixels:
-        raise FitError(f"only {n_sky} sky pixels for the bar-shadow fit (need {min_pixels})")
+    dist_all = None
+    distance = None
+    if source_distance is not None:
+        dist_all = np.abs(np.asarray(source_distance, float))
+        candidates &= np.isfinite(dist_all)
+        distance = float(min_distance)
     finite = np.isfinite(ys) & np.isfinite(u_all)
+    if not finite.any():
+        raise FitError("no pixel with a finite shutter coordinate and wavelength")
     ylo, yhi = float(ys[finite].min()), float(ys[finite].max())
     urange = (float(u_all[finite].min()), float(u_all[finite].max()))
+    t_all = wave if wave_axis == "wavelength" else u_all
+    trange = (float(t_all[finite].min()), float(t_all[finite].max()))
     m_per = None
     if period is not None and smooth_period is not None and period > 4 * ystep:
         # knots commensurate with the shutter pitch: function j and j + m_per are
@@ -933,79 +1287,267 @@ def fit_bar_shadow(
     # No more functions than the columns support (short cutouts, few columns).
     span = urange[1] - urange[0]
     df_w = 1 if mode != "wave" else int(min(df_wave, max(4, span // 40)))
+    norm_df = 1 if mode != "wave" else int(min(df_norm, max(4, span // 40)))
     df_s = int(min(df_sky, max(4, span // 6)))
 
-    idx = np.flatnonzero(fit)
-    y_f, u_f, r_f = ys[idx], u_all[idx], raw[idx]
-    w_f = 1.0 / var[idx]
-    by = bspline_basis(y_f, df_y, *yrange)
-    bw = (
-        sparse.csr_array(np.ones((idx.size, 1))) if df_w == 1 else bspline_basis(u_f, df_w, *urange)
-    )
-    kt = tensor_basis(by, bw, df_w) if df_w > 1 else by
-    bs = bspline_basis(u_f, df_s, *urange)
-    # Absolute P-spline penalties: a Gaussian prior of width ``smooth_y`` / ``smooth_w``
-    # (throughput units) on the second differences of neighbouring coefficients, so the
-    # data dominate at high S/N and the prior smooths the noise at low S/N.
     pen_y = difference_penalty(df_y) / smooth_y**2
-    pen_t = np.kron(pen_y, np.eye(df_w))
+    pen_t0 = np.kron(pen_y, np.eye(df_w))
     if df_w > 1:
-        pen_t = pen_t + np.kron(np.eye(df_y), difference_penalty(df_w)) / smooth_w**2
-    pen_s = 1e-4 * difference_penalty(df_s)
-
-    # Initial sky: the pixels the pipeline calls unobstructed, or all sky pixels.
-    if pipeline_bar is not None:
-        pb = np.asarray(pipeline_bar, float)
-        seed_sel = pb[idx] > reference_bar
-        if seed_sel.sum() < min_pixels // 2:
-            seed_sel = np.ones(idx.size, bool)
-        seed_val = r_f / np.where(pb[idx] > 0, pb[idx], np.nan)
-    else:
-        seed_sel = np.ones(idx.size, bool)
-        seed_val = r_f
-    s_coef0 = _scaled_solve(
-        bs, w_f * (seed_sel & np.isfinite(seed_val)), np.nan_to_num(seed_val), pen_s
-    )
-
-    # Poisson variance from the model, not from the measured counts (no bias): the
-    # ratio var_poisson / raw is a smooth calibration factor of the wavelength.
-    cpois = None
+        pen_t0 = pen_t0 + np.kron(np.eye(df_y), difference_penalty(df_w)) / smooth_w**2
+    pen_s = 1e-4 * _difference_band(df_s)
+    cpois_table = None
     if var_poisson is not None:
-        vp = np.asarray(var_poisson, float)[idx]
-        okp = (r_f > 0) & np.isfinite(vp) & (vp > 0)
-        if okp.sum() > 50:
+        # Poisson variance from the model, not from the measured counts (no bias): the
+        # ratio var_poisson / raw is a smooth calibration factor of the wavelength.
+        vp = np.asarray(var_poisson, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            okp = np.flatnonzero(candidates & (raw > 0) & np.isfinite(vp) & (vp > 0))
+        okp = okp[:: max(1, okp.size // 5000)]
+        if okp.size > 50:
             edges = np.linspace(urange[0], urange[1] + 1e-9, 33)
-            b = np.clip(np.searchsorted(edges, u_f[okp], side="right") - 1, 0, 31)
-            ratio = vp[okp] / r_f[okp]
-            med = np.array(
-                [np.median(ratio[b == k]) if np.any(b == k) else np.nan for k in range(32)]
-            )
+            med = _binned_median_1d(u_all[okp], vp[okp] / raw[okp], edges)
             cen = 0.5 * (edges[1:] + edges[:-1])
             fin = np.isfinite(med)
             if fin.sum() >= 2:
-                cpois = np.interp(u_f, cen[fin], med[fin])
-    var_r = var[idx]
+                cpois_table = (cen[fin], med[fin])
 
-    def alternate(design, penalty, s_coef, iterations):
+    n_grow = 0
+    while True:
+        fit = candidates if distance is None else candidates & (dist_all > distance)
+        n_sky = int(fit.sum())
+        if n_sky < min_pixels:
+            raise FitError(f"only {n_sky} sky pixels for the bar-shadow fit (need {min_pixels})")
+        result = _fit_product(
+            fit,
+            raw,
+            var,
+            ys,
+            u_all,
+            t_all,
+            pipeline_bar,
+            cpois_table,
+            df_y=df_y,
+            df_w=df_w,
+            df_s=df_s,
+            yrange=yrange,
+            urange=urange,
+            trange=trange,
+            pen_y=pen_y,
+            pen_t=pen_t0,
+            pen_s=pen_s,
+            m_per=m_per,
+            ystep=ystep,
+            period=period,
+            smooth_period=smooth_period,
+            period_margin=period_margin,
+            link_tolerance=link_tolerance,
+            clip=clip,
+            n_iter=n_iter,
+            tol=tol,
+            min_pixels=min_pixels,
+            reference_bar=reference_bar,
+        )
+        if distance is None or distance >= max_distance:
+            break
+        idx, model_f, w_last = result["idx"], result["model"], result["weights"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = (raw[idx] - model_f) / model_f
+            ferr = 1.0 / (np.sqrt(w_last) * np.abs(model_f))
+        edge = _leak_radius(dist_all[idx], frac, ferr, distance, threshold=leak_threshold)
+        if edge is None:
+            break
+        log.info("source light in the sky pixels out to distance %.1f: excluded", edge)
+        distance = min(edge + 0.5, float(max_distance))
+        n_grow += 1
+
+    idx, good = result["idx"], result["good"]
+    t_coef, chi2, n_links, extent = (
+        result["t_coef"],
+        result["chi2"],
+        result["n_links"],
+        result["extent"],
+    )
+    # Posterior uncertainty of T (data + priors) on a sample of the lit sky pixels:
+    # the caller decides whether the model is precise enough to replace the pipeline's.
+    solver, cf = result["solver"], result["factor"]
+    sample = np.flatnonzero(good)[:: max(1, int(good.sum()) // int(n_error_sample))]
+    t_s = solver(t_coef)[sample]
+    lit_s = t_s > 0.45 * np.nanmax(t_s)
+    if lit_s.any():
+        z = solve_triangular(
+            cf[0], solver.dense_rows(sample[lit_s]).T, lower=True, check_finite=False
+        )
+        rel_err = np.sqrt(np.sum(z**2, axis=0)) / t_s[lit_s]
+        bar_error = float(np.median(rel_err))
+    else:
+        bar_error = np.inf
+
+    model = BarShadowModel(
+        coeffs=np.asarray(t_coef).reshape(df_y, df_w),
+        yrange=yrange,
+        urange=urange,
+        df_y=df_y,
+        df_w=df_w,
+        norm_coeffs=np.ones(1),
+        norm_df=1,
+        coordinate=coordinate,
+        covered=_covered_intervals(ys[idx][good], 2 * ystep, min_count),
+        wave_axis=wave_axis,
+        trange=trange,
+    )
+    # Normalisation g(u).
+    if pipeline_bar is not None and np.nanmin(np.asarray(pipeline_bar)[finite]) < 0.99:
+        pb = np.asarray(pipeline_bar, float)
+        with np.errstate(invalid="ignore"):
+            ref = np.flatnonzero(finite & (pb > reference_bar) & model.is_covered(ys))
+        ref = ref[:: max(1, ref.size // 6000)]
+        ratio = model.raw(ys[ref], t_all[ref]) / pb[ref]
+        convention = f"median(model / pipeline) = 1 where pipeline > {reference_bar}"
+        # Median in wavelength bins: robust to a shutter the pipeline thinks open but
+        # that passes no light (stuck closed), or a failed-open neighbour.
+        nb = 4 * max(norm_df, 1)
+        edges = np.linspace(urange[0], urange[1] + 1e-9, nb + 1)
+        okr = np.isfinite(ratio)
+        ratio = _binned_median_1d(u_all[ref][okr], ratio[okr], edges)
+        u_ref = 0.5 * (edges[1:] + edges[:-1])
+    else:
+        ugrid = np.linspace(*urange, 64)
+        ygrid = np.linspace(*yrange, 400)
+        yy, uu = np.meshgrid(ygrid, ugrid)
+        tt_axis = coordinate.inverse(uu) if wave_axis == "wavelength" else uu
+        tt = model.raw(yy.ravel(), tt_axis.ravel()).reshape(yy.shape)
+        cov = model.is_covered(yy)
+        ratio = np.nanmax(np.where(cov, tt, np.nan), axis=1)
+        u_ref = ugrid
+        convention = "max over the shutter coordinate = 1"
+    ok = np.isfinite(ratio)
+    if ok.sum() < 4 * norm_df:
+        raise FitError("too few pixels to normalise the bar-shadow model")
+    if norm_df == 1:
+        model.norm_coeffs = np.array([np.median(ratio[ok])])
+    else:
+        bn = bspline_basis(u_ref[ok], norm_df, *urange)
+        model.norm_coeffs = _scaled_solve(
+            bn, np.ones(ok.sum()), ratio[ok], 1e-3 * difference_penalty(norm_df)
+        )
+    model.norm_df = norm_df
+    model.info = {
+        "n_sky_pixels": int(idx.size),
+        "n_used": int(good.sum()),
+        "n_clipped": int((~good).sum()),
+        "reduced_chi2": round(chi2, 4),
+        "bar_error": round(bar_error, 5),
+        "iterations": result["iterations"],
+        "df_y": df_y,
+        "df_w": df_w,
+        "df_sky": df_s,
+        "df_norm": norm_df,
+        "wave_axis": wave_axis,
+        "ystep": round(ystep, 5),
+        "period_links": n_links,
+        "source_distance": None if distance is None else round(distance, 2),
+        "source_leak_growths": n_grow,
+        "lit_extent": None if extent is None else (round(extent[0], 3), round(extent[1], 3)),
+        "normalisation": convention,
+        "covered": [(round(a, 3), round(b, 3)) for a, b in model.covered],
+    }
+    return model
+
+
+def _fit_product(
+    fit,
+    raw,
+    var,
+    ys,
+    u_all,
+    t_all,
+    pipeline_bar,
+    cpois_table,
+    *,
+    df_y,
+    df_w,
+    df_s,
+    yrange,
+    urange,
+    trange,
+    pen_y,
+    pen_t,
+    pen_s,
+    m_per,
+    ystep,
+    period,
+    smooth_period,
+    period_margin,
+    link_tolerance,
+    clip,
+    n_iter,
+    tol,
+    min_pixels,
+    reference_bar,
+):
+    """The alternating fit of ``S * T`` to the pixels ``fit`` (see :func:`fit_bar_shadow`)."""
+    idx = np.flatnonzero(fit)
+    y_f, u_f, r_f = ys[idx], u_all[idx], raw[idx]
+    var_r = var[idx]
+    vy, iy = _cubic_rows(y_f, df_y, *yrange)
+    cy = iy[:, None] + np.arange(4)[None, :]
+    if df_w > 1:
+        vw, iw = _cubic_rows(t_all[idx], df_w, *trange)
+        cw = iw[:, None] + np.arange(4)[None, :]
+        k_vals = (vy[:, :, None] * vw[:, None, :]).reshape(idx.size, 16)
+        k_cols = (cy[:, :, None] * df_w + cw[:, None, :]).reshape(idx.size, 16)
+    else:
+        k_vals, k_cols = vy, cy
+    sky = _BandSolver(*_cubic_rows(u_f, df_s, *urange), df_s, pen_s)
+    cpois = None if cpois_table is None else np.interp(u_f, *cpois_table)
+
+    def solve_s(t_val, wgood):
+        return sky.solve(wgood * t_val**2, wgood * t_val * r_f)
+
+    # Initial sky: the pixels the pipeline calls unobstructed (bar divided out), or all.
+    t_seed = np.ones(idx.size)
+    if pipeline_bar is not None:
+        pb = np.asarray(pipeline_bar, float)[idx]
+        seed_sel = pb > reference_bar
+        if seed_sel.sum() >= min_pixels // 2:
+            t_seed = np.where(seed_sel, pb, 0.0)
+    s_coef0 = solve_s(t_seed, 1.0 / var_r)
+    # first weights: Poisson variance of the seed model (sky times the pipeline bar)
+    w0 = 1.0 / var_r
+    if cpois is not None:
+        t_pipe = np.ones(idx.size) if pipeline_bar is None else np.asarray(pipeline_bar)[idx]
+        w0 = 1.0 / (var_r + cpois * np.maximum(sky(s_coef0) * t_pipe, 0.0))
+
+    def alternate(solver, penalty, s_coef, iterations):
         good = np.ones(idx.size, bool)
-        t_coef, chi2 = None, np.nan
-        w_f = 1.0 / var_r
+        s_val = sky(s_coef)
+        w = w0
+        model_old = None
+        t_coef, chi2, done, factor = None, np.nan, 0, None
         for _ in range(int(iterations)):
-            at = design.multiply((bs @ s_coef)[:, None]).tocsr()
-            t_coef, _ = solve_penalized(at, w_f * good, r_f, penalty, covariance=False)
-            t_val = design @ t_coef
-            a_s = bs.multiply(t_val[:, None]).tocsr()
-            s_coef = _scaled_solve(a_s, w_f * good, r_f, pen_s)
-            model_f = (bs @ s_coef) * t_val
-            z = (r_f - model_f) * np.sqrt(w_f)
+            done += 1
+            wg = w * good
+            t_coef, factor = solver.solve(wg * s_val**2, wg * s_val * r_f, penalty, factor=True)
+            t_val = solver(t_coef)
+            s_coef = solve_s(t_val, wg)
+            s_val = sky(s_coef)
+            model_f = s_val * t_val
             if cpois is not None:
-                w_f = 1.0 / (var_r + cpois * np.maximum(model_f, 0.0))
+                w = 1.0 / (var_r + cpois * np.maximum(model_f, 0.0))
+            z = (r_f - model_f) * np.sqrt(w)
             new_good = np.abs(z) < clip
-            chi2 = float(np.sum(z[new_good] ** 2) / max(new_good.sum() - at.shape[1], 1))
-            if np.array_equal(new_good, good):
+            chi2 = float(np.sum(z[new_good] ** 2) / max(new_good.sum() - solver.m, 1))
+            change = (
+                np.inf
+                if model_old is None
+                else float(np.max(np.abs(model_f - model_old) * np.sqrt(w)))
+            )
+            flipped = int(np.count_nonzero(new_good != good))
+            log.debug("iteration %d: change %.4f sigma, %d clip flips", done, change, flipped)
+            good, model_old = new_good, model_f
+            if change < tol and flipped <= 1e-3 * good.size:
                 break
-            good = new_good
-        return t_coef, s_coef, good, chi2, w_f
+        return t_coef, s_coef, good, chi2, w, model_old, done, factor
 
     n_links = 0
     extent = None
@@ -1013,9 +1555,10 @@ def fit_bar_shadow(
         # The shutters of the MSA are alike: tie the profile of each shutter to the
         # next one, except near the two ends of the slitlet (no neighbour there).  The
         # open extent comes from a quick wavelength-independent first pass.
-        t0 = alternate(by, pen_y, s_coef0, 2)[0]
+        t0 = alternate(_TensorSolver(vy, cy, df_y), pen_y, s_coef0, 2)[0]
         grid = np.linspace(float(y_f.min()), float(y_f.max()), 2000)  # where sky data are
-        prof = bspline_basis(grid, df_y, *yrange) @ t0
+        vg, ig = _cubic_rows(grid, df_y, *yrange)
+        prof = _band_eval(vg, ig, t0)
         lit = grid[prof > 0.3 * np.nanmax(prof)]
         if lit.size:
             extent = (float(lit.min()), float(lit.max()))
@@ -1034,90 +1577,39 @@ def fit_bar_shadow(
                 dp[np.arange(n_links), j] = 1.0
                 dp[np.arange(n_links), j + m_per] = -1.0
                 pen_t = pen_t + np.kron(dp.T @ dp, np.eye(df_w)) / smooth_period**2
-    t_coef, s_coef, good, chi2, w_last = alternate(kt, pen_t, s_coef0, n_iter)
-    # Posterior uncertainty of T (data + priors) on a sample of the sky pixels: the
-    # caller decides whether the model is precise enough to replace the pipeline's.
-    at = kt.multiply((bs @ s_coef)[:, None]).tocsr()
-    _, t_cov = solve_penalized(at, w_last * good, r_f, pen_t, covariance=True)
-    sample = np.flatnonzero(good)[:: max(1, int(good.sum()) // 2000)]
-    ks = kt[sample]
-    t_s = ks @ t_coef
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t_err = np.sqrt(np.maximum(np.asarray((ks @ t_cov) * ks.toarray()).sum(axis=1), 0))
-        lit_s = t_s > 0.45 * np.nanmax(t_s)
-        rel_err = t_err[lit_s] / t_s[lit_s]
-    bar_error = float(np.median(rel_err)) if rel_err.size else np.inf
-    norm_df = df_w
-
-    model = BarShadowModel(
-        coeffs=np.asarray(t_coef).reshape(df_y, df_w),
-        yrange=yrange,
-        urange=urange,
-        df_y=df_y,
-        df_w=df_w,
-        norm_coeffs=np.ones(1),
-        norm_df=1,
-        coordinate=coordinate,
-        covered=_covered_intervals(y_f[good], 2 * ystep, min_count),
+    solver = _TensorSolver(k_vals, k_cols, df_y * df_w)
+    t_coef, s_coef, good, chi2, w_last, model_f, done, cf = alternate(
+        solver, pen_t, s_coef0, n_iter
     )
-    # Normalisation g(u).
-    if pipeline_bar is not None and np.nanmin(pipeline_bar[finite]) < 0.99:
-        ref = finite & (np.asarray(pipeline_bar) > reference_bar)
-        ref &= model.is_covered(ys)
-        ratio = model.raw(ys[ref], u_all[ref]) / np.asarray(pipeline_bar)[ref]
-        convention = f"median(model / pipeline) = 1 where pipeline > {reference_bar}"
-        # Median in wavelength bins: robust to a shutter the pipeline thinks open but
-        # that passes no light (stuck closed), or a failed-open neighbour.
-        nb = 4 * max(norm_df, 1)
-        edges = np.linspace(urange[0], urange[1] + 1e-9, nb + 1)
-        okr = np.isfinite(ratio)
-        med = _binned_median_1d(u_all[ref][okr], ratio[okr], edges)
-        ratio = med
-        u_ref = 0.5 * (edges[1:] + edges[:-1])
-    else:
-        ugrid = np.linspace(*urange, 64)
-        ygrid = np.linspace(*yrange, 400)
-        yy, uu = np.meshgrid(ygrid, ugrid)
-        tt = model.raw(yy.ravel(), uu.ravel()).reshape(yy.shape)
-        cov = model.is_covered(yy)
-        ratio = np.nanmax(np.where(cov, tt, np.nan), axis=1)
-        u_ref = ugrid
-        convention = "max over the shutter coordinate = 1"
-    ok = np.isfinite(ratio)
-    if ok.sum() < 4 * norm_df:
-        raise FitError("too few pixels to normalise the bar-shadow model")
-    if norm_df == 1:
-        model.norm_coeffs = np.array([np.median(ratio[ok])])
-    else:
-        bn = bspline_basis(u_ref[ok], norm_df, *urange)
-        model.norm_coeffs = _scaled_solve(
-            bn, np.ones(ok.sum()), ratio[ok], 1e-3 * difference_penalty(norm_df)
-        )
-    model.norm_df = norm_df
-    model.info = {
-        "n_sky_pixels": n_sky,
-        "n_used": int(good.sum()),
-        "n_clipped": int((~good).sum()),
-        "reduced_chi2": round(chi2, 4),
-        "bar_error": round(bar_error, 5),
-        "df_y": df_y,
-        "df_w": df_w,
-        "df_sky": df_s,
-        "ystep": round(ystep, 5),
-        "period_links": n_links,
-        "lit_extent": None if extent is None else (round(extent[0], 3), round(extent[1], 3)),
-        "normalisation": convention,
-        "covered": [(round(a, 3), round(b, 3)) for a, b in model.covered],
+    return {
+        "idx": idx,
+        "good": good,
+        "t_coef": t_coef,
+        "s_coef": s_coef,
+        "chi2": chi2,
+        "weights": w_last,
+        "model": model_f,
+        "iterations": done,
+        "solver": solver,
+        "factor": cf,
+        "n_links": n_links,
+        "extent": extent,
     }
-    return model
 
 
 def _binned_median_1d(x, values, edges):
     """Median of ``values`` in bins of ``x`` (NaN in empty bins)."""
-    b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, edges.size - 2)
-    out = np.full(edges.size - 1, np.nan)
-    for k in np.unique(b):
-        out[k] = np.median(values[b == k])
+    nb = edges.size - 1
+    b = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, nb - 1)
+    order = np.lexsort((values, b))
+    counts = np.bincount(b, minlength=nb)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sv = np.asarray(values)[order]
+    out = np.full(nb, np.nan)
+    ok = counts > 0
+    lo = start[ok] + (counts[ok] - 1) // 2
+    hi = start[ok] + counts[ok] // 2
+    out[ok] = 0.5 * (sv[lo] + sv[hi])
     return out
 
 
