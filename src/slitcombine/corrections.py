@@ -1025,9 +1025,12 @@ def source_profile(sci, yslit, mask, core=3.0, step=0.25):
         return 0.0, np.nan
     edges = np.arange(-core, core + step / 2, step)
     prof = _binned_median_1d(yslit[ok], frac[ok], edges)
-    prof = np.where(np.isfinite(prof), prof, 0.0)
     cen = 0.5 * (edges[1:] + edges[:-1])
-    near = np.abs(cen) < 1.5  # the trace is known to a pixel or so
+    filled = np.isfinite(prof)  # bins without pixels (few sub-pixel phases) are left out
+    near = filled & (np.abs(cen) < 1.5)  # the trace is known to a pixel or so
+    if filled.sum() < 6 or not near.any():
+        return 0.0, np.nan
+    cen, prof, near = cen[filled], prof[filled], near[filled]
     k = int(np.flatnonzero(near)[np.argmax(prof[near])])
     if prof[k] <= 0:
         return 0.0, np.nan
