@@ -7,6 +7,7 @@ import pytest
 import yaml
 from astropy.io import fits
 from scipy.interpolate import BSpline
+from scipy.special import ndtr
 
 from slitcombine import SlitGroup
 from slitcombine import corrections as corr
@@ -202,13 +203,77 @@ def test_own_bar_model_recovers_a_known_pattern():
     b = model(yy, ww)
     ok = (truth > 0.45) & model.is_covered(yy) & (np.abs(yy) < 1.5)
     rel = b[ok] / truth[ok] - 1
-    assert np.median(np.abs(rel)) < 0.005
-    assert np.percentile(np.abs(rel), 99) < 0.02
+    assert np.median(np.abs(rel)) < 0.003
+    assert np.percentile(np.abs(rel), 99) < 0.015
     assert model.info["normalisation"].startswith("median(model / pipeline)")
+    assert model.info["wave_axis"] == "wavelength" and model.info["iterations"] < 6
+    # the posterior error is honest: median |err| = 0.674 sigma for Gaussian errors
+    assert np.median(np.abs(rel)) == pytest.approx(0.674 * model.info["bar_error"], rel=0.5)
     with pytest.raises(FitError, match="sky pixels"):
         corr.fit_bar_shadow(
             data, np.full(raw.size, sig**2), yy, ww, np.zeros(raw.size, bool), coord
         )
+
+
+def test_own_bar_model_widens_the_source_exclusion_past_leaking_wings():
+    """Three nods of a source 30 times the sky at its peak: its wings must be excluded."""
+    rng = np.random.default_rng(5)
+    nx, ny = 300, 22
+    wave = np.linspace(1.0, 5.0, nx)
+    y = np.linspace(-1.6, 1.6, ny)[:, None] + 0.4 * np.linspace(0, 1, nx)[None, :]
+    yy = np.tile(np.broadcast_to(y, (ny, nx)).ravel(), 3)
+    ww = np.tile(np.broadcast_to(wave, (ny, nx)).ravel(), 3)
+    centre = np.repeat([0.0, 1.0, -1.0], ny * nx)  # the source moves with the nod
+    truth = _toy_bar(yy, ww)
+    sky = 0.1 + 0.02 * ww
+    sig = 0.002
+    dist = np.abs(yy - centre) / 0.1  # distance in source sigmas
+    data = sky * (truth + 30 * np.exp(-0.5 * dist**2)) + rng.normal(0, sig, yy.size)
+    args = (data, np.full(yy.size, sig**2), yy, ww, (np.abs(yy) < 1.7) & (truth > 0.05))
+    kw = {"pipeline_bar": np.maximum(truth, 0.42), "source_distance": dist, "min_distance": 2.0}
+    coord = corr.ColumnCoordinate(wave)
+    ok = (truth > 0.45) & (np.abs(yy) < 1.5)
+    # excluding only 2 sigma: the wings (0.4 of the sky at 3 sigma) bias the model
+    fixed = corr.fit_bar_shadow(*args, coord, max_distance=2.0, **kw)
+    assert fixed.info["reduced_chi2"] > 1.5
+    rel = fixed(yy, ww)[ok] / truth[ok] - 1
+    assert np.median(np.abs(rel)) > 0.01
+    # the residuals show the leak: the exclusion grows until the wings are < 0.3% of sky
+    model = corr.fit_bar_shadow(*args, coord, **kw)
+    assert model.info["source_leak_growths"] >= 1
+    assert 30 * np.exp(-0.5 * model.info["source_distance"] ** 2) < 0.003
+    assert model.info["reduced_chi2"] == pytest.approx(1.0, abs=0.1)
+    ok &= model.is_covered(yy)
+    rel = model(yy, ww)[ok] / truth[ok] - 1
+    assert np.median(np.abs(rel)) < 0.002
+    assert np.percentile(np.abs(rel), 99) < 0.015
+
+
+def test_source_profile_and_exclusion_from_the_data():
+    rng = np.random.default_rng(2)
+    ny, nx = 40, 300
+    offsets = np.array([0.0, 0.3, -0.2])  # sub-pixel trace position in 3 exposures
+    yslit = (np.arange(ny)[None, :, None] - 20.0 + offsets[:, None, None]) * np.ones((1, 1, nx))
+    peak, s0 = 50.0, 1.2
+    # pixel-integrated Gaussian of peak surface brightness 50 x the sky
+    prof = peak * np.sqrt(2 * np.pi) * s0 * (ndtr((yslit + 0.5) / s0) - ndtr((yslit - 0.5) / s0))
+    sci = 2.0 * (1 + prof) + rng.normal(0, 0.2, yslit.shape)
+    mask = np.ones(sci.shape, bool)
+    mask[:, :, ::7] = False
+    a, s = corr.source_profile(sci, yslit, mask)
+    # the pixel-integrated peak is 0.97 x 50 and the width sqrt(1.2^2 + 1/12)
+    assert a == pytest.approx(0.97 * peak, rel=0.03)
+    assert s == pytest.approx(np.hypot(s0, np.sqrt(1 / 12)), rel=0.03)
+    psf = np.full(sci.shape, 0.6)
+    dist, n_widths, info = corr.source_exclusion(sci, yslit, mask, psf)
+    assert info["intrinsic_sigma_px"] == pytest.approx(np.sqrt(s0**2 - 0.36), rel=0.05)
+    assert dist == pytest.approx(np.abs(yslit) / s0, rel=0.05)
+    assert n_widths == pytest.approx(np.sqrt(2 * np.log(0.97 * peak / 1e-3)), rel=0.01)
+    # no source: the floor of 4 widths (of the PSF)
+    a0, _ = corr.source_profile(2.0 + rng.normal(0, 0.2, yslit.shape), yslit, mask)
+    assert a0 < 0.03
+    _, n0, _ = corr.source_exclusion(2.0 + rng.normal(0, 0.2, yslit.shape), yslit, mask, psf)
+    assert n0 == 4.0
 
 
 # ---------------------------------------------------------------- SlitGroup integration

@@ -109,29 +109,78 @@ def test_sky_and_bar_are_exact_without_noise(sim_clean):
     assert np.max(np.abs(rel)) < 0.005
     brel = _bar_error(g)
     assert brel.size > 10000
-    assert np.percentile(np.abs(brel), 99) < 0.02
-    assert np.median(np.abs(brel)) < 0.002
+    # the model's own bias (resolution in y and wavelength): 1.1% at the 99th
+    # percentile, at the bars of the bluest columns
+    assert np.percentile(np.abs(brel), 99) < 0.014
+    assert np.max(np.abs(brel)) < 0.02
+    assert np.median(np.abs(brel)) < 0.0015
 
 
 def test_own_bar_model_matches_injected_pattern(sim_group, sim_bright_sky):
     g = sim_group
     assert g.meta["bar_correction"] == "own model (wave)"
+    step = g.meta["steps"]["barshadow"]
     rel = _bar_error(g)
-    # CEERS-like sky (S/N ~6 per pixel): the model is limited by the noise of the
-    # ~10^4 sky pixels (~1% rms) and unbiased
-    assert np.median(np.abs(rel)) < 0.01
-    assert abs(np.mean(rel)) < 0.003
-    assert np.percentile(np.abs(rel), 90) < 0.02
-    # twice the S/N: within 2% for 95% of the pixels; the worst are the bluest columns,
-    # where the sky is faintest and the wavelength spline ends
+    # CEERS-like sky (S/N ~6 per pixel): limited by the noise of the sky pixels, unbiased.
+    # The worst pixels are the bars between shutters: each is sky in one exposure only
+    # and sampled by one detector row, so their error is coherent along the row; the
+    # posterior covariance predicts a 99th percentile of ~2.8% (2.4% measured over 7
+    # seeds, 2.6% for this one).
+    assert np.median(np.abs(rel)) < 0.006
+    assert abs(np.mean(rel)) < 0.002
+    assert np.percentile(np.abs(rel), 90) < 0.016
+    assert np.percentile(np.abs(rel), 99) < 0.03
+    # the model's error estimate is honest: median |err| = 0.674 sigma for a Gaussian
+    assert np.median(np.abs(rel)) / (0.674 * step["bar_error"]) == pytest.approx(1.0, abs=0.4)
+    # the source is excluded out to ~4 PSF widths (2 px in the blue, 3.5 px in the red)
+    assert step["source_distance"] == pytest.approx(4.0, abs=0.2)
+    assert step["source_leak_growths"] == 0
+    assert step["iterations"] < 6  # converged
+    # twice the S/N: within 1.2% for 95% of the pixels, 2% for 99%
     gb = SlitGroup(sim_bright_sky.files, "bright", diffs=False, estimate_sky_kwargs={})
     relb = _bar_error(gb)
-    assert np.percentile(np.abs(relb), 95) < 0.02
-    assert np.percentile(np.abs(relb), 99) < 0.03
-    assert np.median(np.abs(relb)) < 0.005
-    step = gb.meta["steps"]["barshadow"]
-    assert step["period_links"] > 0  # neighbouring shutters tied together
-    assert step["reduced_chi2"] == pytest.approx(1.0, abs=0.15)
+    assert np.percentile(np.abs(relb), 95) < 0.012
+    assert np.percentile(np.abs(relb), 99) < 0.02
+    assert np.median(np.abs(relb)) < 0.0025
+    stepb = gb.meta["steps"]["barshadow"]
+    assert stepb["period_links"] > 0  # neighbouring shutters tied together
+    assert stepb["reduced_chi2"] == pytest.approx(1.0, abs=0.1)
+    assert stepb["bar_error"] < 0.6 * step["bar_error"]  # ~1/sqrt(4 x sky)
+
+
+def test_own_bar_model_excludes_a_bright_extended_source(tmp_path):
+    """Issue 4: the wings of a bright source must not enter the bar fit.
+
+    With a fixed 4.5-pixel exclusion the wings of this source (intrinsic sigma 1 px,
+    ~600 times the sky at its peak) leak into the sky pixels and the fitted profile
+    sigma comes out 14% too wide; the exclusion measured from the data keeps it right.
+    """
+    sim = simulate.simulate_observation(
+        tmp_path,
+        grating="G395H",
+        snr=300,
+        sky_level=2.0,
+        intrinsic_sigma=1.0,
+        nx=600,
+        seed=7,
+        n_crs=5,
+    )
+    sigma = {}
+    for ub in (False, 2):
+        g = SlitGroup(sim.files, "ext", undo_barshadow=ub)
+        g.fit_all_traces(niter=3)
+        sigma[ub] = g.meta["steps"]["trace_fit"]["sigma_px"][1]
+    step = g.meta["steps"]["barshadow"]
+    assert step["status"] == "COMPLETE"
+    assert step["source_peak"] > 100
+    assert step["source_intrinsic_sigma_px"] == pytest.approx(1.0, abs=0.15)
+    assert step["source_distance"] > 5  # sqrt(2 ln(peak / 1e-3)) source widths
+    assert step["reduced_chi2"] == pytest.approx(1.0, abs=0.1)
+    assert sigma[2] == pytest.approx(sigma[False], rel=0.02)
+    assert sigma[False] == pytest.approx(1.0, rel=0.02)
+    rel = _bar_error(g)
+    assert np.median(np.abs(rel)) < 0.015
+    assert abs(np.mean(rel)) < 0.006
 
 
 def test_diffs_false_gives_sky_subtracted_exposures(sim_group):
