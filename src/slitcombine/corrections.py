@@ -798,11 +798,13 @@ class BarShadowModel:
         shape = np.broadcast_shapes(ys.shape, np.shape(wave))
         ys = np.broadcast_to(ys, shape).ravel()
         w = np.broadcast_to(np.asarray(wave, float), shape).ravel()
-        u = self.coordinate(w)
-        t = u if self.wave_axis == "column" else w
+        out = np.full(ys.size, np.nan)
+        fin = np.flatnonzero(np.isfinite(ys) & np.isfinite(w))
+        u = self.coordinate(w[fin])
+        t = u if self.wave_axis == "column" else w[fin]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = self.raw(ys, t) / self.norm(u)
-        return np.where(np.isfinite(w), out, np.nan).reshape(shape)
+            out[fin] = self.raw(ys[fin], t) / self.norm(u)
+        return out.reshape(shape)
 
     def is_covered(self, yshutter):
         """True where ``yshutter`` lies in an interval constrained by sky pixels.
@@ -1403,7 +1405,7 @@ def fit_bar_shadow(
         pb = np.asarray(pipeline_bar, float)
         with np.errstate(invalid="ignore"):
             ref = np.flatnonzero(finite & (pb > reference_bar) & model.is_covered(ys))
-        ref = ref[:: max(1, ref.size // 6000)]
+        ref = ref[:: max(1, ref.size // 3000)]
         ratio = model.raw(ys[ref], t_all[ref]) / pb[ref]
         convention = f"median(model / pipeline) = 1 where pipeline > {reference_bar}"
         # Median in wavelength bins: robust to a shutter the pipeline thinks open but
@@ -1429,7 +1431,7 @@ def fit_bar_shadow(
     if norm_df == 1:
         model.norm_coeffs = np.array([np.median(ratio[ok])])
     else:
-        bn = bspline_basis(u_ref[ok], norm_df, *urange)
+        bn = bspline_basis(u_ref[ok], norm_df, *urange).toarray()  # (<= 32, norm_df)
         model.norm_coeffs = _scaled_solve(
             bn, np.ones(ok.sum()), ratio[ok], 1e-3 * difference_penalty(norm_df)
         )
