@@ -268,3 +268,177 @@ def test_noise_scale_and_rescaled_errors(product):
     assert np.allclose(ratio, s, rtol=1e-6)
     assert np.allclose(fixed.spec["flux"].value[ok], low.spec["flux"].value[ok], rtol=1e-6)
     assert fixed.to_hdulist()[0].header["ERRSCALE"] == pytest.approx(s)
+
+
+# --- binary tables written from header cards and record bytes ----------------------
+
+#: Header cards that change between two writes of the same product.
+_VOLATILE = {"DATE", "CHECKSUM", "DATASUM"}
+
+
+def _to_bytes(hdul):
+    import io
+
+    buffer = io.BytesIO()
+    hdul.writeto(buffer, output_verify="exception")
+    return buffer.getvalue()
+
+
+def _assert_same_hdus(new, ref):
+    """Every HDU of ``new`` equals the one of ``ref``: cards, column definitions, data."""
+    # the files are the same, byte for byte (DATE comes from the same provenance); before
+    # the data are touched: astropy moves an empty TUNITn card of a table read from a
+    # file to the end of the header once its data are loaded
+    assert _to_bytes(new) == _to_bytes(ref)
+    assert [(h.name, type(h)) for h in new] == [(h.name, type(h)) for h in ref]
+    for a, b in zip(new, ref, strict=True):
+        cards_a = [tuple(c) for c in a.header.cards if c.keyword not in _VOLATILE]
+        cards_b = [tuple(c) for c in b.header.cards if c.keyword not in _VOLATILE]
+        assert cards_a == cards_b, a.name
+        if isinstance(a, fits.BinTableHDU):
+            # what a FITS reader sees: names, TFORM, TUNIT, TDIM (an empty TUNIT is
+            # None once read from bytes, '' in the in-memory reference)
+            for ca, cb in zip(a.columns, b.columns, strict=True):
+                got = (ca.name, ca.format, ca.unit or None, ca.dim)
+                assert got == (cb.name, cb.format, cb.unit or None, cb.dim)
+            for key in b.columns.names:
+                va, vb = a.data[key], b.data[key]
+                # (byte order aside: big-endian as read from a file, native in the reference)
+                assert va.dtype.str[1:] == vb.dtype.str[1:] and va.shape == vb.shape, key
+                np.testing.assert_array_equal(va, vb, err_msg=f"{a.name}.{key}")  # NaN == NaN
+        elif b.data is not None:
+            np.testing.assert_array_equal(a.data, b.data, err_msg=a.name)
+
+
+def _check_against_astropy_columns(result, tmp_path):
+    from slitcombine.output import build_hdulist
+
+    new = build_hdulist(result)
+    ref = build_hdulist(result, columns=True)
+    _assert_same_hdus(new, ref)
+    # the written product reads back the same through the registered readers
+    path = result.write(tmp_path, figures=False)["spec"]
+    ref.writeto(tmp_path / "ref.fits")
+    with fits.open(path) as fa, fits.open(tmp_path / "ref.fits") as fb:
+        for ha, hb in zip(fa[1:], fb[1:], strict=True):
+            if isinstance(hb, fits.BinTableHDU):
+                ta, tb = Table.read(ha), Table.read(hb)
+                assert ta.colnames == tb.colnames
+                for key in tb.colnames:
+                    assert ta[key].unit == tb[key].unit and ta[key].dtype == tb[key].dtype
+                    np.testing.assert_array_equal(ta[key], tb[key])
+    spec = Table.read(path, hdu="SPEC1D")
+    assert spec["valid"].dtype == bool
+    assert spec["wave"].unit == "um"
+    return new
+
+
+def test_tables_equal_the_astropy_column_path_sim(product, tmp_path):
+    _, result, _ = product
+    new = _check_against_astropy_columns(result, tmp_path)
+    assert new["WCS-TAB"].columns["WAVELENGTH"].dim == f"(1,{len(result.spec)})"
+    assert new["SPEC1D"].columns["valid"].format == "L"
+
+
+def test_tables_equal_the_astropy_column_path_ceers(ceers_files, tmp_path):
+    result = combine(ceers_files, name="ceers")
+    new = _check_against_astropy_columns(result, tmp_path)
+    assert len(new["SLITS"].columns) > 40  # the many-column table of the measurement
+    assert new["SPEC1D"].data["valid"].dtype == bool  # FITS logical read back as bool
+
+
+def test_table_hdu_matches_table_to_hdu_for_every_column_kind():
+    from astropy import units as u
+    from astropy.table import QTable
+
+    from slitcombine.output import _columns_table_hdu, table_hdu
+
+    n = 4
+    tab = QTable()
+    tab["wave"] = np.linspace(1, 2, n) * u.um
+    tab["flux"] = np.array([1.0, np.nan, -np.inf, 3.5]) * u.uJy
+    tab["var"] = np.ones(n) * u.uJy**2
+    tab["ratio"] = np.ones(n) * u.dimensionless_unscaled
+    tab["f4"] = np.arange(n, dtype=np.float32)
+    tab["ok"] = np.array([True, False, True, False])
+    tab["u1"] = np.arange(n, dtype=np.uint8)
+    tab["i2"] = np.arange(n, dtype=np.int16)
+    tab["i4"] = np.arange(n, dtype=np.int32)
+    tab["i8"] = np.arange(n, dtype=np.int64) - 2**40
+    tab["c16"] = np.arange(n) * (1 + 2j)
+    tab["name"] = ["a", "bb", "", "d'e"]
+    tab["one"] = ["x"] * n
+    tab["raw"] = np.array([b"ab", b"c", b"", b"dd"])
+    tab["vec"] = np.arange(3 * n, dtype=float).reshape(n, 3)
+    tab["cube"] = np.arange(6 * n, dtype=np.int32).reshape(n, 2, 3)
+    tab["col1"] = np.arange(n, dtype=float).reshape(n, 1)
+    tab["strs"] = np.array([["ab", "c"]] * n)
+    tab["obj"] = np.array([None, 1, "s", 2.5], dtype=object)
+    comments = {"wave": "bin centre", "ok": "it's fine"}
+    cards = [("NVALID", 3, "valid pixels"), ("COMMENT", "a comment", "")]
+    new = table_hdu(tab, "T", comments=comments, cards=cards)
+    ref = _columns_table_hdu(tab, "T", comments=comments, cards=cards)
+    _assert_same_hdus(
+        fits.HDUList([fits.PrimaryHDU(), new]), fits.HDUList([fits.PrimaryHDU(), ref])
+    )
+    assert new.header["TUNIT3"] == "uJy2" and new.header["TDIM16"] == "(3,2)"
+    assert new.header["TDIM18"] == "(2,2)" and new.header["TFORM13"] == "1A"
+    # empty table: zero rows
+    _assert_same_hdus(
+        fits.HDUList([fits.PrimaryHDU(), table_hdu(tab[:0], "E")]),
+        fits.HDUList([fits.PrimaryHDU(), _columns_table_hdu(tab[:0], "E")]),
+    )
+
+
+def test_table_hdu_falls_back_to_astropy_columns():
+    from astropy.table import MaskedColumn
+
+    from slitcombine.output import _columns_table_hdu, table_hdu
+
+    tab = Table()
+    tab["m"] = MaskedColumn([1, 2, 3], mask=[False, True, False])  # TNULL
+    tab["i1"] = np.array([-1, 0, 1], np.int8)  # scaled (TZERO)
+    tab["u4"] = np.array([1, 2, 3], np.uint32)
+    tab.meta["ORIGIN"] = "test"
+    new = table_hdu(tab, "F")
+    _assert_same_hdus(
+        fits.HDUList([fits.PrimaryHDU(), new]),
+        fits.HDUList([fits.PrimaryHDU(), _columns_table_hdu(tab, "F")]),
+    )
+    assert new.header["ORIGIN"] == "test" and "TNULL1" in new.header
+
+
+def test_binary_table_hdu_is_an_ordinary_hdu():
+    """Written any number of times, its data readable, writable and written when changed."""
+    import io
+
+    from slitcombine.output import binary_table_hdu
+
+    rec = np.zeros(3, dtype=[("x", "<f8"), ("s", "U3"), ("b", "?")])
+    rec["x"] = [1.0, np.nan, 3.0]
+    rec["s"] = ["a", "bc", "def"]
+    rec["b"] = [True, False, True]
+    hdu = binary_table_hdu(rec, "R", units={"x": "um"}, comments={"b": "flag"})
+    first = _to_bytes(fits.HDUList([fits.PrimaryHDU(), hdu]))
+    assert _to_bytes(fits.HDUList([fits.PrimaryHDU(), hdu])) == first
+    assert list(hdu.data["s"]) == ["a", "bc", "def"] and list(hdu.data["b"]) == [True, False, True]
+    assert _to_bytes(fits.HDUList([fits.PrimaryHDU(), hdu])) == first
+    hdu.data["x"][0] = 7.0
+    hdu.data["s"][1] = "zz"
+    written = io.BytesIO(_to_bytes(fits.HDUList([fits.PrimaryHDU(), hdu])))
+    back = Table.read(written, hdu=1, mask_invalid=False)
+    assert back["x"][0] == 7.0 and back["s"][1] == "zz" and np.isnan(back["x"][1])
+    assert back["x"].unit == "um" and back["b"].dtype == bool
+
+
+def test_binary_table_hdu_errors():
+    from slitcombine.output import binary_table_hdu
+
+    with pytest.raises(OutputError, match="not ASCII"):
+        binary_table_hdu({"s": np.array(["é"])}, "X")
+    with pytest.raises(OutputError, match="cannot be written"):
+        binary_table_hdu({"i": np.array([1], np.int8)}, "X")
+    with pytest.raises(OutputError, match="cannot be written"):
+        binary_table_hdu({"a": np.zeros(2), "b": np.zeros(3)}, "X")
+    with pytest.raises(OutputError, match="repeated"):
+        binary_table_hdu({"a": np.zeros(2)}, "X", cards=[("TFORM1", "E", "")])
