@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import yaml
@@ -438,3 +440,36 @@ def test_fit_shutter_offset_recovers_a_shift(ceers_files, msaexp_calib_dir, monk
     )
     assert own.meta["steps"]["shutter_offset"]["status"] == "SKIPPED"
     assert "own model" in own.meta["steps"]["shutter_offset"]["reason"]
+
+
+def test_ceers_own_bar_model_follows_the_sky_at_the_slitlet_ends(ceers_group):
+    """At the outer edges of the end shutters the sky itself says the throughput is
+    ~0.3-0.5, well below the pipeline's: the own model must follow the sky there (the
+    nod with its source in an end shutter gets a wider profile because of it; that is
+    the source-profile model's business, not a reason to fall back to the pipeline)."""
+    g = ceers_group
+    n, (ny, nx) = g.N, g.sh
+    ys = np.broadcast_to(g._yshutter_grid, g.sci.shape)
+    raw = g.sci * g.bar  # bar shadow in: what the detector saw
+    with np.errstate(invalid="ignore"):
+        sky = g.mask & (np.abs(g.yslit) > 5.0) & (g.wave > 2.5)
+        unobstructed = sky & (g.orig_bar > 0.95)
+    # the sky spectrum per column from the unobstructed sky pixels of all exposures
+    with warnings.catch_warnings():  # columns without unobstructed sky: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        s_col = np.nanmedian(
+            np.where(unobstructed, raw / g.orig_bar, np.nan).reshape(n * ny, nx), axis=0
+        )
+    t_sky = raw / np.tile(s_col, ny)[None, :]
+    for lo, hi in ((-1.45, -1.35), (1.35, 1.45)):
+        with np.errstate(invalid="ignore"):
+            sel = sky & (ys > lo) & (ys < hi) & np.isfinite(t_sky)
+        per_exp = [np.median(t_sky[i][sel[i]]) for i in range(n) if sel[i].sum() > 50]
+        assert len(per_exp) == 2  # the two exposures whose source is in another shutter
+        t_emp = float(np.mean(per_exp))
+        assert np.median(g.bar[sel]) == pytest.approx(t_emp, rel=0.08)
+        assert t_emp < 0.75
+    # bottom end: the pipeline's throughput is ~25% above the sky's (0.71 vs 0.58)
+    with np.errstate(invalid="ignore"):
+        sel = sky & (ys > -1.45) & (ys < -1.35) & np.isfinite(t_sky)
+    assert np.median(g.orig_bar[sel]) / np.median(t_sky[sel]) > 1.15
