@@ -442,3 +442,29 @@ def test_binary_table_hdu_errors():
         binary_table_hdu({"a": np.zeros(2), "b": np.zeros(3)}, "X")
     with pytest.raises(OutputError, match="repeated"):
         binary_table_hdu({"a": np.zeros(2)}, "X", cards=[("TFORM1", "E", "")])
+
+
+def test_opaque_figures_are_saved_as_rgb(product, tmp_path):
+    """Same pixels and metadata as savefig's RGBA PNG, without the constant alpha."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from slitcombine.plots import save_figure
+
+    _, result, _ = product
+    for fig in (result.plot(), result.group.plot_2d_differences()):
+        fig.savefig(tmp_path / "rgba.png", format="png", dpi=100)
+        with (
+            Image.open(save_figure(fig, tmp_path / "rgb.png")) as im,
+            Image.open(tmp_path / "rgba.png") as ref,
+        ):
+            assert im.mode == "RGB" and ref.mode == "RGBA"
+            assert im.info["Software"] == ref.info["Software"] and im.info["dpi"] == ref.info["dpi"]
+            pixels, expected = np.asarray(im), np.asarray(ref)
+        assert np.all(expected[..., 3] == 255)
+        np.testing.assert_array_equal(pixels, expected[..., :3])
+    # a figure with a transparent background keeps its alpha channel
+    fig = Figure(figsize=(1, 1), dpi=50, facecolor="none")
+    fig.add_axes((0.1, 0.1, 0.8, 0.8)).plot([0, 1])
+    with Image.open(save_figure(fig, tmp_path / "clear.png", dpi=50)) as im:
+        assert im.mode == "RGBA" and np.asarray(im)[..., 3].min() == 0

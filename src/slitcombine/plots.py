@@ -12,6 +12,7 @@ legends.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -347,8 +348,44 @@ def summary_figure(spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.
     return fig
 
 
+def _render(fig, dpi):
+    """The figure as ``savefig`` draws it, RGB if it is opaque, else RGBA.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    dpi : float
+        Resolution, dots per inch.
+
+    Returns
+    -------
+    PIL.Image.Image or None
+        The image, or None if its size is not the figure size times ``dpi`` (a
+        ``savefig.bbox = 'tight'`` setting).
+    """
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    # through savefig (its facecolor, transparency and dpi handling): raw RGBA bytes
+    fig.savefig(buffer, format="raw", dpi=dpi)
+    width, height = (int(v) for v in fig.bbox_inches.size * dpi)
+    raw = buffer.getbuffer()
+    if raw.nbytes != 4 * width * height:
+        return None
+    image = Image.frombuffer("RGBA", (width, height), raw, "raw", "RGBA", 0, 1)
+    # opaque: alpha (the high byte of each little-endian RGBA word) is 255 everywhere
+    if np.all(np.frombuffer(raw, "<u4") >= np.uint32(0xFF000000)):
+        return image.convert("RGB")
+    return image.copy()  # not a view of the buffer
+
+
 def save_figure(fig, path, dpi=100):
     """Write a figure as PNG atomically (temporary file in the same folder, then rename).
+
+    The pixels and PNG metadata of ``fig.savefig(path, format='png')``, but an opaque
+    figure (all of ours: opaque background) is written as RGB, without the constant
+    alpha channel (lossless, ~20% less to encode: ~4 ms per figure).
 
     Parameters
     ----------
@@ -369,11 +406,22 @@ def save_figure(fig, path, dpi=100):
     OutputError
         If the file cannot be written.
     """
+    import matplotlib as mpl
+    from PIL import PngImagePlugin
+
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
+            image = _render(fig, dpi)
             # Fastest zlib level: the PNG encoding takes a few ms, files ~20% larger.
-            fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
+            if image is None:
+                fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
+            else:
+                info = PngImagePlugin.PngInfo()  # the text chunk matplotlib writes
+                info.add_text(
+                    "Software", f"Matplotlib version{mpl.__version__}, https://matplotlib.org/"
+                )
+                image.save(tmp, format="png", dpi=(dpi, dpi), pnginfo=info, compress_level=1)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc}") from exc
     return path
