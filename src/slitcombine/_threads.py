@@ -28,7 +28,7 @@ import gc
 from contextlib import contextmanager
 from functools import cache, wraps
 
-__all__ = ["single_blas_thread", "paused_gc", "compute_call"]
+__all__ = ["paused_gc", "compute_call"]
 
 
 @cache
@@ -37,28 +37,6 @@ def _controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
-
-
-def single_blas_thread(func):
-    """Decorator: run ``func`` with BLAS limited to one thread.
-
-    Parameters
-    ----------
-    func : callable
-        The function to wrap.
-
-    Returns
-    -------
-    callable
-        The wrapped function.
-    """
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        with _controller().limit(limits=1, user_api="blas"):
-            return func(*args, **kwargs)
-
-    return wrapper
 
 
 @contextmanager
