@@ -238,7 +238,7 @@ def off_trace_residuals(diff, vdiff, yslit, margin=2.0):
 
 
 def robust_rms(z, min_pixels=50):
-    """1.4826 x the median absolute deviation of ``z``.
+    """1.4826 x the median absolute deviation of ``z`` (:func:`astropy.stats.mad_std`).
 
     Parameters
     ----------
@@ -254,10 +254,12 @@ def robust_rms(z, min_pixels=50):
     n : int
         Number of values.
     """
+    from astropy.stats import mad_std
+
     z = np.asarray(z, float)
     if z.size < min_pixels:
         return float("nan"), int(z.size)
-    return float(1.4826 * np.median(np.abs(z - np.median(z)))), int(z.size)
+    return float(mad_std(z)), int(z.size)
 
 
 def noise_scale(diff, vdiff, yslit, margin=2.0, min_pixels=50):
