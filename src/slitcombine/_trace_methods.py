@@ -288,9 +288,8 @@ class TraceMethods:
             names = (["sigma"] if not fixed else []) + [f"c{k}" for k in range(deg, -1, -1)]
             hit = [n for n, a in zip(names, res["at_bound"], strict=False) if a]
             log.warning(
-                "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, trace_bounds=%s "
-                "px); "
-                "widen them if the source is really there",
+                "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, "
+                "trace_bounds=%s px); widen them if the source is really there",
                 self.name,
                 exp,
                 hit,
