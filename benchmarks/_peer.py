@@ -170,6 +170,34 @@ def run_fresh_child(script, repeat, files):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def fresh_child_main(script, doc, child, default_repeat):
+    """The command line shared by the fresh-process benchmarks.
+
+    Parses ``[--msaexp-python P] [--repeat R] [FILES...]`` (default files: the CEERS
+    trio).  Run as ``--child`` (by :func:`run_fresh_child`), calls ``child(files,
+    repeat)`` and returns None; otherwise times the script in a fresh child process.
+
+    Returns
+    -------
+    tuple or None
+        ``(args, files, ours)`` with ``ours`` the child's JSON object, or None in the
+        child.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--msaexp-python", default=None)
+    parser.add_argument("--repeat", type=int, default=default_repeat)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_args()
+    files = args.files or [str(f) for f in ceers_files()]
+    if args.child:
+        child(files, args.repeat)
+        return None
+    return args, files, run_fresh_child(script, args.repeat, files)
+
+
 if __name__ == "__main__":  # tiny smoke test: python benchmarks/_peer.py [msaexp-python]
     result = run_peer(
         sys.argv[1] if len(sys.argv) > 1 else None,

@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -111,17 +110,10 @@ def _whole_process_ours(files):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--msaexp-python", default=None)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("files", nargs="*")
-    args = parser.parse_args()
-    files = args.files or [str(f) for f in _peer.ceers_files()]
-    if args.child:
-        _child(files, args.repeat)
+    run = _peer.fresh_child_main(__file__, __doc__, _child, default_repeat=5)
+    if run is None:
         return
-    ours = _peer.run_fresh_child(__file__, args.repeat, files)
+    args, files, ours = run
     wall_ours, rss_cli = _whole_process_ours(files)
     print(f"slitcombine (import {ours['import_s']:.2f} s, not in the in-process times)")
     for label, r in ours["runs"].items():

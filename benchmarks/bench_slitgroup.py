@@ -19,7 +19,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -64,17 +63,10 @@ def _child(files, repeat):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--msaexp-python", default=None)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("files", nargs="*")
-    args = parser.parse_args()
-    files = args.files or [str(f) for f in _peer.ceers_files()]
-    if args.child:
-        _child(files, args.repeat)
+    run = _peer.fresh_child_main(__file__, __doc__, _child, default_repeat=7)
+    if run is None:
         return
-    ours = _peer.run_fresh_child(__file__, args.repeat, files)
+    args, files, ours = run
     print(f"slitcombine (import {ours['import_s']:.2f} s, not included)")
     for name, r in ours["variants"].items():
         print(
