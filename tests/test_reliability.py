@@ -34,7 +34,7 @@ computed from the WCS; a corrupt ASDF extension in an exposure whose WCS is not 
 the same as with the intact file; a single exposure is combined; inf values and pixels
 with a non-positive total variance are rejected (the product has finite, positive errors
 on its valid bins).  Two runs on the same inputs give the same product up to the date
-and run-time stamps.
+stamps (no run time is recorded in a product: they are logged).
 """
 
 from __future__ import annotations
@@ -61,9 +61,6 @@ SIM = {"nx": 40, "n_crs": 2, "n_hot": 2, "n_dead": 2, "snr": 15.0}
 #: Header cards of a product that hold the date and time of the run (may differ
 #: between two runs on the same inputs).
 DATE_CARDS = ("DATE",)
-
-#: Keys of the PROVENANCE values that hold run times (s), not results.
-RUN_TIME_KEYS = ("elapsed_s",)
 
 
 # ============================================================================ helpers
@@ -416,31 +413,16 @@ def _table_equal(a, b):
     return True
 
 
-def _drop_keys(value, keys):
-    if isinstance(value, dict):
-        return {k: _drop_keys(v, keys) for k, v in value.items() if k not in keys}
-    if isinstance(value, list):
-        return [_drop_keys(v, keys) for v in value]
-    return value
-
-
 def _without_run_stamps(prov):
-    """The PROVENANCE table without its date row and run times (``elapsed_s``)."""
-    import json
-
-    prov = prov[prov["section"] != "date"]
-    prov["value"] = [
-        json.dumps(_drop_keys(json.loads(v), RUN_TIME_KEYS), sort_keys=True) for v in prov["value"]
-    ]
-    return prov
+    """The PROVENANCE table without its date row."""
+    return prov[prov["section"] != "date"]
 
 
 def _product_differences(path_a, path_b, data_only=False):
     """What differs between two products, besides the date and time stamps of the run.
 
-    Stamps: the ``DATE`` card (primary and SPEC1D headers), the ``date`` row of the
-    ``PROVENANCE`` table and the run times recorded there (``elapsed_s`` of the trace
-    fit, in ``trace_fit`` and ``group_meta``).  Every other header card and every HDU's
+    Stamps: the ``DATE`` card (primary and SPEC1D headers) and the ``date`` row of the
+    ``PROVENANCE`` table.  Every other header card (the table widths among them) and every HDU's
     data are compared exactly (NaN equal to NaN).  ``data_only`` compares the images
     and SPEC1D only.
     """
@@ -651,8 +633,8 @@ def test_extract_really_full_disk(sims, tmp_path):
 def test_two_runs_give_identical_products(sims, good_product, tmp_path):
     """A second run, in another process (other hash seed), gives the same product.
 
-    Only the stamps of the run may differ: the ``DATE`` cards, the ``date`` row of
-    ``PROVENANCE`` and the run times (``elapsed_s``) recorded there; every other card,
+    Only the stamps of the run may differ: the ``DATE`` cards and the ``date`` row of
+    ``PROVENANCE`` (fixed-width ISO times); every other card,
     every image and every table are identical.
     """
     out = tmp_path / "again"

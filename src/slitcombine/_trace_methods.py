@@ -352,11 +352,11 @@ class TraceMethods:
                 self.name,
                 exp,
             )
-        fit["elapsed_s"] = time.perf_counter() - t0
         level = logging.INFO if verbose else logging.DEBUG
         log.log(
             level,
-            "%s: trace fit exp=%r %s sigma=%.4f px offset=%s chi2 %.1f -> %.1f (%d evals) %s",
+            "%s: trace fit exp=%r %s sigma=%.4f px offset=%s chi2 %.1f -> %.1f (%d evals) "
+            "%s in %.3f s",
             self.name,
             exp,
             "evaluated" if evaluate else "fitted",
@@ -366,6 +366,7 @@ class TraceMethods:
             fit["chi2_fit"],
             fit["nfev"],
             fit["status"],
+            time.perf_counter() - t0,
         )
         return fit
 
@@ -529,7 +530,6 @@ class TraceMethods:
             "differenced": {p: fits[p]["differenced"] for p in positions},
             "nfev": sum(h["nfev"] for p in positions for h in history[p]),
             "psf_model": fits[order[0]]["psf_model"],
-            "elapsed_s": round(elapsed, 4),
             "fit_kwargs": {k: v for k, v in kwargs.items() if np.isscalar(v) or v is None},
         }
         if ref_note:
@@ -541,6 +541,7 @@ class TraceMethods:
             )
             log.warning("%s: trace fit: %s", self.name, details["fallback"])
         self._step("trace_fit", "COMPLETE" if any_ok else "FALLBACK", **details)
+        log.debug("%s: fit_all_traces in %.3f s", self.name, elapsed)
         return fits
 
     # ------------------------------------------------------------ S/N
