@@ -236,3 +236,31 @@ def test_wcs_reads_after_asdf_loaded_all_plugins(ceers_files):
     tr = e.wcs.get_transform("detector", "slit_frame")
     sx, sy, lam = tr(170.0, 12.0)
     assert np.isfinite(lam) and 0.6e-6 < lam < 5.5e-6
+
+
+def test_slit_plugins_parse_manifests_like_pyyaml():
+    """libyaml reads the extension manifests into the same objects as PyYAML's pure loader.
+
+    The datamodel schemas are left out (not needed without validation), and asdf's
+    manifest module gets its ``yaml`` module back.
+    """
+    import yaml
+    from asdf.extension import _manifest
+
+    from slitcombine.reading import _slit_asdf_plugins
+
+    mappings, extensions = _slit_asdf_plugins()
+    assert _manifest.yaml is yaml
+    assert not any("jwst_datamodel" in str(m.delegate) for m in mappings)
+    manifests = [
+        e.delegate for e in extensions if isinstance(e.delegate, _manifest.ManifestExtension)
+    ]
+    assert len(manifests) > 20
+    import asdf
+
+    with asdf.config_context() as config:
+        config._resource_mappings = list(mappings)
+        config._resource_manager = None
+        for ext in manifests:
+            text = config.resource_manager[ext._manifest["id"]]
+            assert yaml.load(text, Loader=yaml.SafeLoader) == ext._manifest
