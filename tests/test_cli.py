@@ -35,3 +35,44 @@ def test_info_bad_file_one_line_error(tmp_path, capsys):
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.fits" in err[0] and "not a FITS file" in err[0]
+
+
+_CONSOLE_PROBE = r"""
+import gc, sys
+from slitcombine.cli import console_main
+before = gc.get_freeze_count()
+status = console_main(sys.argv[1:])
+print(before, gc.get_freeze_count() > 0, status)
+"""
+
+
+def test_console_script_is_main_then_frozen_heap(ceers_files, tmp_path):
+    """The installed script runs ``main`` and freezes the heap for a quick exit.
+
+    ``main`` called from Python (as in the other tests) leaves the collector alone.
+    """
+    import gc
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "slitcombine"]
+    assert script.value == "slitcombine.cli:console_main"
+    out = subprocess.run(
+        [sys.executable, "-c", _CONSOLE_PROBE, "info", str(ceers_files[0])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert "source 1345_933" in lines[0]  # main's output, flushed at exit
+    assert lines[-1] == "0 True 0"
+    bad = subprocess.run(
+        [sys.executable, "-c", _CONSOLE_PROBE, "info", str(tmp_path / "missing.fits")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert bad.stdout.strip().splitlines()[-1] == "0 True 2"  # main's exit status
+    assert "missing.fits" in bad.stderr
+    frozen = gc.get_freeze_count()
+    assert main(["info", str(ceers_files[0])]) == 0
+    assert gc.get_freeze_count() == frozen

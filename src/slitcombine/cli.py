@@ -8,6 +8,7 @@ one line with exit code 2; a traceback only with ``-v``.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -274,5 +275,33 @@ def main(argv=None):
         return 2
 
 
+def console_main(argv=None):
+    """The ``slitcombine`` console script: :func:`main`, then a quick interpreter exit.
+
+    When the process ends, Python tears down its ~1200 modules and runs its cyclic
+    garbage collector several times on the way, each time over every object that the
+    numpy/scipy/astropy/matplotlib imports left behind: ~0.3 s of a ~2.2 s
+    ``slitcombine extract`` on the reference machine.  The command is finished at that
+    point (output files closed and renamed into place, a dask cluster shut down), so
+    the remaining objects are frozen (:func:`gc.freeze`) and the collector skips them;
+    the interpreter still flushes stdout/stderr and runs the ``atexit`` handlers
+    (logging's among them) as usual.  :func:`main` itself does not do this, so calling
+    it from Python (tests, notebooks) leaves the collector alone.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status of :func:`main`.
+    """
+    status = main(argv)
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console_main())
