@@ -32,7 +32,7 @@ MSAEXP_PYTHON_ENV = "SLITCOMBINE_MSAEXP_PYTHON"
 
 CEERS_DIR = "data/ceers-prism-1345_933"
 CEERS_PATTERN = "jw01345062001_03101_0000?_nrs2_phot.138.1345_933.fits"
-SUBCOMMANDS = ("slitgroup", "fit_all_traces", "extract")
+SUBCOMMANDS = ("slitgroup", "fit_all_traces", "extract", "read_spectrum")
 
 
 class PeerError(RuntimeError):
