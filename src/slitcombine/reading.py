@@ -619,16 +619,20 @@ def read_slit(path, *, source_id=None, slitlet_id=None, extver=None):
     with hdul:
         primary = hdul[0].header
         ver, n_slits = _select_extver(path, hdul, source_id, slitlet_id, extver)
+        # One pass over the HDUs (``(name, ver) in hdul`` scans them all, every time).
+        by_key = {}
+        for hdu in hdul:
+            by_key.setdefault((hdu.name, hdu.ver), hdu)
         arrays = {}
         for name in REQUIRED_EXTENSIONS + OPTIONAL_EXTENSIONS:
-            key = (name, ver)
-            if key in hdul:
+            hdu = by_key.get((name, ver))
+            if hdu is not None:
                 try:
-                    arrays[name] = hdul[key].data
+                    arrays[name] = hdu.data
                 except (OSError, ValueError, TypeError) as exc:
                     raise InputFileError(path, f"cannot read extension {name} ({exc})") from exc
-        sci_header = hdul[("SCI", ver)].header
-        hdu_names = {hdu.name for hdu in hdul}
+        sci_header = by_key[("SCI", ver)].header
+        hdu_names = {name for name, _ in by_key}
         for name in REQUIRED_EXTENSIONS:
             if name not in arrays or arrays[name] is None:
                 raise MissingExtensionError(path, name)
