@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -471,19 +473,46 @@ def test_bad_input_errors(tmp_path_factory):
         g.fit_all_traces()
 
 
-def test_zero_signal_keeps_nominal_traces(tmp_path_factory):
+def test_zero_signal_keeps_nominal_traces(tmp_path_factory, caplog):
     sim = _simulate(tmp_path_factory, grating="PRISM", snr=0, seed=4)
     g = _group(sim)
     yslit = g.yslit.copy()
-    fits = g.fit_all_traces()
+    with caplog.at_level(logging.INFO, logger="slitcombine"):
+        fits = g.fit_all_traces()
     step = g.meta["steps"]["trace_fit"]
     assert step["status"] == "FALLBACK" and "not detected" in fits[2]["message"]
-    assert "fallback" in step
+    assert "source not detected" in step["fallback"]
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("source not detected" in r.getMessage() for r in warned)
     assert np.all(g.trace_coeffs == 0)
     np.testing.assert_array_equal(g.yslit, yslit)
     assert all(np.isfinite(f["sigma"]) and np.isfinite(f["chi2_fit"]) for f in fits.values())
     sn, sn_value, fix_sigma, degree = g.fit_params_by_sn()
     assert abs(sn_value) < 2 and fix_sigma
+
+
+def test_detected_source_on_its_nominal_trace_is_not_a_warning(tmp_path_factory, caplog):
+    """A fit that cannot beat the nominal traces by ``-dchi_threshold`` keeps them quietly.
+
+    The simulated source sits where the geometry says, so the fit's chi2 gain is small;
+    with an unreachable threshold it is never applied: the nominal traces stay, the
+    reason (with the gain) is in ``meta`` and logged at INFO, and no warning is given.
+    """
+    sim = _simulate(tmp_path_factory, grating="PRISM", snr=30, seed=5)
+    g = _group(sim)
+    yslit = g.yslit.copy()
+    with caplog.at_level(logging.INFO, logger="slitcombine"):
+        fits = g.fit_all_traces(dchi_threshold=-1e12)
+    step = g.meta["steps"]["trace_fit"]
+    assert step["status"] == "FALLBACK" and not any(step["accepted"].values())
+    assert fits[2]["status"] != "NO_SIGNAL"
+    gain = -(fits[2]["chi2_fit"] - fits[2]["chi2_init"])
+    assert gain >= 0 and f"improves chi2 by {gain:.1f} only" in step["fallback"]
+    np.testing.assert_array_equal(g.yslit, yslit)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(
+        r.levelno == logging.INFO and "improves chi2" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_single_exposure_fits_with_background(tmp_path_factory):

@@ -535,11 +535,23 @@ class TraceMethods:
         if ref_note:
             details["ref_exp_fallback"] = ref_note
         if not any_ok:
-            details["fallback"] = (
-                "no fit applied (source not detected or no chi2 improvement beyond "
-                "dchi_threshold): the nominal traces are kept"
-            )
-            log.warning("%s: trace fit: %s", self.name, details["fallback"])
+            undetected = [p for p in fitted if fits[p]["status"] == "NO_SIGNAL"]
+            if undetected:
+                # Nothing to fit: worth a warning (the extraction profile is nominal).
+                details["fallback"] = (
+                    f"source not detected at position(s) {undetected}: no fit applied, "
+                    "the nominal traces are kept"
+                )
+                log.warning("%s: trace fit: %s", self.name, details["fallback"])
+            else:
+                # A detected source that the nominal traces already describe to within
+                # dchi_threshold: the normal outcome for a well-placed source.
+                best = min(fits[p]["chi2_fit"] - chi2_nominal[p] for p in fitted)
+                details["fallback"] = (
+                    f"the fit improves chi2 by {-best:.1f} only (dchi_threshold "
+                    f"{dchi_threshold}): the nominal traces are kept"
+                )
+                log.info("%s: trace fit: %s", self.name, details["fallback"])
         self._step("trace_fit", "COMPLETE" if any_ok else "FALLBACK", **details)
         log.debug("%s: fit_all_traces in %.3f s", self.name, elapsed)
         return fits
