@@ -334,6 +334,28 @@ def test_unexpected_exception_is_recorded_as_bug(data, tmp_path, monkeypatch):
     assert side["bug"] is True and side["inputs_hash"] == inputs_hash(members)
 
 
+def test_nested_folders_need_recursive_discovery(data, tmp_path, capsys):
+    """MAST-like nesting: slit files one level down are found with discovery.recursive."""
+    import shutil
+
+    from slitcombine.discovery import read_manifest
+
+    top = tmp_path / "mastDownload"
+    obs = top / "JWST" / "obs1"
+    obs.mkdir(parents=True)
+    for f in data["multi"].files:
+        shutil.copy(f, obs)
+    args = ["batch", str(top), "--output-dir", str(tmp_path / "o"), "--dry-run"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no slit files" in err and "in this folder;" in err
+    assert "--set discovery.recursive=true" in err
+    assert main([*args, "--set", "discovery.recursive=true"]) == 0
+    groups = read_manifest(tmp_path / "o" / "manifest.ecsv")
+    assert len(groups) == 3  # the three sources of the MultiSlitModel files
+    assert all(str(obs) in str(m) for g in groups for m in g.members)
+
+
 def test_bad_inputs_are_usage_errors(data, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -187,7 +187,15 @@ def find_slit_files(inputs, patterns=None, recursive=False):
                 hits.update(path.rglob(pat) if recursive else path.glob(pat))
             hits = sorted(str(h) for h in hits if h.is_file())
             if not hits:
-                raise InputFileError(path, f"no slit files ({', '.join(patterns)}) in this folder")
+                where = "in this folder or below" if recursive else "in this folder"
+                hint = ""
+                if not recursive and any(any(path.rglob(pat)) for pat in patterns):
+                    # e.g. MAST's mastDownload/JWST/<observation>/ layout
+                    hint = (
+                        "; its sub-folders have some: search them with "
+                        "--set discovery.recursive=true"
+                    )
+                raise InputFileError(path, f"no slit files ({', '.join(patterns)}) {where}{hint}")
             found.extend(hits)
         elif path.exists():
             found.append(str(path))
