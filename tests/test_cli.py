@@ -76,3 +76,24 @@ def test_console_script_is_main_then_frozen_heap(ceers_files, tmp_path):
     frozen = gc.get_freeze_count()
     assert main(["info", str(ceers_files[0])]) == 0
     assert gc.get_freeze_count() == frozen
+
+
+def test_extract_multislit_files_by_source_id(tmp_path, capsys):
+    """``*_cal.fits`` MultiSlitModel files: --source-id picks the source in every file."""
+    from slitcombine.simulate import simulate_observation
+
+    sim = simulate_observation(tmp_path / "in", multi_slit_sources=2, nx=80, seed=3)
+    files = [str(f) for f in sim.files]
+    out = tmp_path / "out"
+    assert main(["extract", *files, "--output-dir", str(out), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert "2 slits match (source ids 1, 2)" in err and "--source-id" in err
+    assert not out.exists() or list(out.iterdir()) == []
+    args = ["extract", *files, "--source-id", "2", "--output-dir", str(out), "--no-figures"]
+    assert main(args) == 0
+    (product,) = out.glob("*.spec.fits")
+    assert "_2_" in product.name
+    from astropy.io import fits
+
+    with fits.open(product) as hdul:
+        assert set(hdul["SLITS"].data["source_id"].astype(str)) == {"2"}

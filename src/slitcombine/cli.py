@@ -103,7 +103,19 @@ def _add_extract(sub):
     p = sub.add_parser(
         "extract", help="combine the exposures of one source: 2D + optimal 1D spectrum"
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="per-slit files of one source")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="exposures of one source: per-slit *_phot.*.fits files, or MultiSlitModel "
+        "*_cal.fits files with --source-id",
+    )
+    p.add_argument(
+        "--source-id",
+        default=None,
+        metavar="ID",
+        help="the source to take from each file (needed for MultiSlitModel files)",
+    )
     p.add_argument("--name", default=None, help="output name (default: source_grating-filter)")
     p.add_argument("--output-dir", default=".", help="where to write (default %(default)s)")
     p.add_argument("--no-figures", action="store_true", help="do not write the PNG figures")
@@ -119,7 +131,12 @@ def _cmd_extract(args):
 
     check_output_dir(args.output_dir)  # fail before the work, not after
     config = _load_config(args)
-    result = combine(args.files, name=args.name, **config.combine_kwargs())
+    files = args.files
+    if args.source_id is not None:
+        sid = args.source_id.strip()
+        sid = int(sid) if sid.lstrip("+-").isdigit() else sid
+        files = [(f, sid) for f in files]
+    result = combine(files, name=args.name, **config.combine_kwargs())
     result.provenance["config_hash"] = config.hash
     paths = result.write(args.output_dir, figures=not args.no_figures)
     spec = result.spec

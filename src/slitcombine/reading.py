@@ -575,18 +575,21 @@ def _select_extver(path, hdul, source_id, slitlet_id, extver):
             continue
         if slitlet_id is not None and str(h.get("SLITID")) != str(slitlet_id):
             continue
-        candidates.append(h.get("EXTVER", 1))
+        candidates.append((h.get("EXTVER", 1), h.get("SOURCEID"), h.get("SLITID")))
     if not candidates:
         raise InputFileError(
             path,
             f"no slit with source_id={source_id} slitlet_id={slitlet_id} extver={extver}",
         )
     if len(candidates) > 1:
+        sources = ", ".join(str(c[1]) for c in candidates[:20])
+        more = ", ..." if len(candidates) > 20 else ""
         raise InputFileError(
             path,
-            f"{len(candidates)} slits match; give source_id/slitlet_id to choose one",
+            f"{len(candidates)} slits match (source ids {sources}{more}); choose one with "
+            "source_id or slitlet_id (command line: --source-id ID)",
         )
-    return candidates[0], len(sci_hdus)
+    return candidates[0][0], len(sci_hdus)
 
 
 def read_slit(path, *, source_id=None, slitlet_id=None, extver=None):
