@@ -479,3 +479,31 @@ def test_own_bar_model_falls_back_when_too_uncertain(tmp_path):
     ref = SlitGroup(sim.files, "ref", undo_barshadow=False)
     assert g.bar[ok] == pytest.approx(ref.bar[ok])  # the pipeline bar is kept
     assert g.sci[ok] == pytest.approx(ref.sci[ok])
+
+
+def test_extraction_without_differences_needs_a_sky_model(ceers_files, caplog):
+    """diffs=False: the extraction says which sky model was removed, and warns if none.
+
+    Without one the un-differenced CEERS spectrum is source plus sky: its median flux is
+    several times the nod-differenced one.
+    """
+    from slitcombine.combine import combine_group
+
+    with caplog.at_level(logging.WARNING, logger="slitcombine"):
+        bare = combine_group(SlitGroup(ceers_files, "bare", diffs=False), fit_traces=False)
+    assert bare.provenance["parameters"]["sky_model"] == "none"
+    assert "diffs=False without a sky model" in caplog.text
+    assert "--set estimate_sky.enabled=true" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="slitcombine"):
+        own = combine_group(
+            SlitGroup(ceers_files, "own", diffs=False, estimate_sky_kwargs={}), fit_traces=False
+        )
+        nods = combine_group(SlitGroup(ceers_files, "nods"), fit_traces=False)
+    assert "sky model" not in caplog.text
+    assert own.provenance["parameters"]["sky_model"] == "estimate_sky"
+    assert nods.provenance["parameters"]["sky_model"] == "nod differences"
+    median = {k: np.nanmedian(r.spec["flux"].value) for k, r in (("bare", bare), ("own", own))}
+    median["nods"] = np.nanmedian(nods.spec["flux"].value)
+    assert median["bare"] > 3 * median["nods"]
+    assert abs(median["own"] / median["nods"] - 1) < 0.15

@@ -348,7 +348,7 @@ class TraceMethods:
         if not differenced:
             log.warning(
                 "%s: position %r has no negative exposure: the profile is fitted to the "
-                "sky-subtracted data with a constant background per column",
+                "un-differenced data with a constant background per column",
                 self.name,
                 exp,
             )

@@ -273,6 +273,36 @@ def _scale_variances(group, factor):
 
 
 @compute_call
+def _check_sky_model(group):
+    """The sky model behind un-differenced data; a warning when there is none.
+
+    Nod differences remove the sky.  With ``diffs=False`` only a sky model does: the
+    group's own estimate (``estimate_sky``), background spectra
+    (``set_background_spectra``) or a tabulated global sky (``sky_file``).  Without one
+    the extracted spectrum is source plus sky.
+
+    Returns
+    -------
+    str
+        ``'nod differences'``, ``'estimate_sky'``, ``'background spectra'``,
+        ``'global sky table'`` or ``'none'``.
+    """
+    if group.meta["diffs"]:
+        return "nod differences"
+    sky_data = getattr(group, "sky_data", None)
+    if sky_data is not None and sky_data.get("use", True):
+        return str(sky_data.get("source", "estimate_sky"))
+    if getattr(group, "sky_arrays", None) is not None:
+        return "global sky table"
+    log.warning(
+        "%s: diffs=False without a sky model: the spectrum includes the sky.  Estimate it "
+        "from the group (estimate_sky_kwargs={}; command line --set estimate_sky.enabled="
+        "true) or give a sky table (sky_file)",
+        group.name,
+    )
+    return "none"
+
+
 def combine_group(group, **params):
     """Trace fit, pixel table, 2D resampling and 1D extraction of an existing group.
 
@@ -294,6 +324,7 @@ def combine_group(group, **params):
         raise ConfigurationError(f"unknown extraction option(s) {unknown}")
     p = dict(EXTRACT_DEFAULTS)
     p.update(params)
+    p["sky_model"] = _check_sky_model(group)
 
     noise = group.measure_noise_scale()
     p["error_scale"] = 1.0
