@@ -7,6 +7,7 @@ Accuracy is checked against simulations with a known sky and bar shadow
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -492,7 +493,7 @@ def test_extraction_without_differences_needs_a_sky_model(ceers_files, caplog):
     with caplog.at_level(logging.WARNING, logger="slitcombine"):
         bare = combine_group(SlitGroup(ceers_files, "bare", diffs=False), fit_traces=False)
     assert bare.provenance["parameters"]["sky_model"] == "none"
-    assert "diffs=False without a sky model" in caplog.text
+    assert "diffs=False and no sky model" in caplog.text
     assert "--set estimate_sky.enabled=true" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="slitcombine"):
@@ -507,3 +508,37 @@ def test_extraction_without_differences_needs_a_sky_model(ceers_files, caplog):
     median["nods"] = np.nanmedian(nods.spec["flux"].value)
     assert median["bare"] > 3 * median["nods"]
     assert abs(median["own"] / median["nods"] - 1) < 0.15
+
+
+def test_single_nod_position_needs_a_sky_model(tmp_path, caplog):
+    """One nod position: nothing to difference, so the same rule as diffs=False.
+
+    Without a sky model the spectrum is source plus sky (flux/truth ~1.7 here) and the
+    extraction warns; with the group's own sky estimate it matches the truth.  The
+    messages of the reading steps name the file (the source is not known yet).
+    """
+    from slitcombine.combine import combine
+
+    sim = simulate.simulate_observation(tmp_path, n_nods=1, nx=120, seed=4, n_crs=0)
+    files = [str(f) for f in sim.files]
+
+    def flux_over_truth(result):
+        spec = result.spec
+        truth = np.interp(spec["wave"].value, sim.truth["wave"], sim.truth["flux"])
+        ok = np.asarray(spec["valid"]) & (spec["flux"].value > 5 * spec["err"].value)
+        return float(np.median(spec["flux"].value[ok] / truth[ok]))
+
+    with caplog.at_level(logging.INFO, logger="slitcombine"):
+        bare = combine(files, fit_traces=False)
+    assert bare.provenance["parameters"]["sky_model"] == "none"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("a single nod position and no sky model" in m for m in warned)
+    assert flux_over_truth(bare) > 1.3
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="slitcombine"):
+        own = combine(files, fit_traces=True, estimate_sky_kwargs={})
+    assert own.provenance["parameters"]["sky_model"] == "estimate_sky"
+    assert abs(flux_over_truth(own) - 1) < 0.05
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert not any("sky model" in m or "is not a nod position" in m for m in warned)
+    assert any(Path(files[0]).name in r.getMessage() for r in caplog.records)

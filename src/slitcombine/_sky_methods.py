@@ -573,8 +573,10 @@ class SkyMethods:
                     "%s: own bar-shadow model failed (%s); keeping the pipeline's", self.name, exc
                 )
                 return None
-            reason = None
+            reason, level = None, logging.WARNING
             if model.info["bar_error"] > max_bar_error:
+                # the usual outcome for a faint sky (gratings): not worth a warning
+                level = logging.INFO
                 reason = (
                     f"own model too uncertain (median error {model.info['bar_error']:.3f} > "
                     f"max_bar_error {max_bar_error}: faint sky or few columns)"
@@ -591,7 +593,7 @@ class SkyMethods:
                 self._step(
                     "barshadow", "FALLBACK", reason=reason, kept="pipeline correction", **model.info
                 )
-                log.warning("%s: %s; keeping the pipeline bar shadow", self.name, reason)
+                log.log(level, "%s: %s; keeping the pipeline bar shadow", self.name, reason)
                 return None
             bar_new = model(ys, self.wave)
             uncovered = np.isfinite(bar_new) & ~model.is_covered(ys)

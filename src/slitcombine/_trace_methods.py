@@ -383,7 +383,8 @@ class TraceMethods:
             f"ref_exp={ref_exp!r} is not a nod position {self.unp.values}; "
             f"used the reference position {ref!r}"
         )
-        log.warning("%s: %s", self.name, note)
+        # with a single position there is no choice to make: not worth a warning
+        log.log(logging.INFO if self.unp.N == 1 else logging.WARNING, "%s: %s", self.name, note)
         return ref, note
 
     def fit_all_traces(self, niter=3, dchi_threshold=-25, ref_exp=2, **kwargs):

@@ -222,6 +222,19 @@ def _split_options(options):
     return group_kw, params
 
 
+def _provisional_name(files):
+    """Name of a group while it is read (its log messages), before its source is known.
+
+    The first member's file name (``path[source_id]`` for a slit of a MultiSlitModel).
+    """
+    from pathlib import Path
+
+    first = next(iter(files), None) if files is not None else None
+    if isinstance(first, (tuple, list)) and len(first) == 2:
+        return f"{Path(first[0]).name}[{first[1]}]"
+    return Path(first).name if first is not None else "slitcombine"
+
+
 def _default_name(group):
     src = str(group.info["source_name"][0] or group.info["source_id"][0] or "source")
     return f"{src}_{group.grating}-{group.filter}".lower().replace(" ", "_")
@@ -254,7 +267,7 @@ def combine(files, name=None, **options):
     from .slitgroup import SlitGroup
 
     group_kw, params = _split_options(options)
-    group = SlitGroup(files, name or "slitcombine", **group_kw)
+    group = SlitGroup(files, name or _provisional_name(files), **group_kw)
     if name is None:
         group.name = _default_name(group)
     return combine_group(group, **params)
@@ -276,7 +289,8 @@ def _scale_variances(group, factor):
 def _check_sky_model(group):
     """The sky model behind un-differenced data; a warning when there is none.
 
-    Nod differences remove the sky.  With ``diffs=False`` only a sky model does: the
+    Nod differences remove the sky.  With ``diffs=False`` (or a single nod position,
+    where there is nothing to difference) only a sky model does: the
     group's own estimate (``estimate_sky``), background spectra
     (``set_background_spectra``) or a tabulated global sky (``sky_file``).  Without one
     the extracted spectrum is source plus sky.
@@ -287,18 +301,20 @@ def _check_sky_model(group):
         ``'nod differences'``, ``'estimate_sky'``, ``'background spectra'``,
         ``'global sky table'`` or ``'none'``.
     """
-    if group.meta["diffs"]:
+    if group.meta["diffs"] and group.unp.N > 1:
         return "nod differences"
     sky_data = getattr(group, "sky_data", None)
     if sky_data is not None and sky_data.get("use", True):
         return str(sky_data.get("source", "estimate_sky"))
     if getattr(group, "sky_arrays", None) is not None:
         return "global sky table"
+    why = "diffs=False" if not group.meta["diffs"] else "a single nod position"
     log.warning(
-        "%s: diffs=False without a sky model: the spectrum includes the sky.  Estimate it "
-        "from the group (estimate_sky_kwargs={}; command line --set estimate_sky.enabled="
-        "true) or give a sky table (sky_file)",
+        "%s: %s and no sky model: the spectrum includes the sky.  Estimate it from the "
+        "group (estimate_sky_kwargs={}; command line --set estimate_sky.enabled=true) or "
+        "give a sky table (sky_file)",
         group.name,
+        why,
     )
     return "none"
 

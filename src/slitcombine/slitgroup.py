@@ -541,7 +541,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         """
         if self.reference_exposure != "auto":
             return self.reference_exposure
-        keys = self.info[self.position_key]
+        keys = list(np.asarray(self.info[self.position_key]).tolist())  # Python scalars
         if self.unp.N < 3:
             return keys[0]
         return keys[int(np.argmin(np.abs(self.relative_nod_offset)))]
