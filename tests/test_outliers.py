@@ -452,3 +452,51 @@ def test_stuck_shutter_combined_flux(tmp_path_factory):
 
     assert flux_ratio() == pytest.approx(1.0, abs=0.03)
     assert flux_ratio(stuck_threshold=0) == pytest.approx(2 / 3, abs=0.05)
+
+
+# ---------------------------------------------------------------- noisy pixels
+def test_noisy_pixels_follow_each_column():
+    """The reference is the column's median error: a 100x sensitivity gradient along the
+    spectrum flags nothing, a pixel 30x noisier than its column is flagged, 10x is not."""
+    from slitcombine.masks import noisy_pixels
+
+    rng = np.random.default_rng(1)
+    n, ny, nx = 3, 20, 50
+    gradient = np.logspace(0, 4, nx)[None, None, :]  # variance x1e4 = sigma x100 along x
+    var = gradient * rng.uniform(0.8, 1.2, (n, ny, nx))
+    valid = np.ones((n, ny, nx), bool)
+    valid[:, :, -1] = False  # a column without valid pixels: no warning, no flag
+    var[1, 5, 10] *= 30**2
+    var[2, 7, 40] *= 10**2
+    var[0, 3, 20] *= 1e6
+    valid[0, 3, 20] = False  # invalid: not flagged whatever its variance
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flag = noisy_pixels(var, valid, threshold=16.0)
+    assert np.argwhere(flag).tolist() == [[1, 5, 10]]
+
+
+def test_ceers_noisy_detector_pixel(ceers_files, caplog):
+    """CEERS: a detector pixel with a read-noise error ~1e4 times its column's, in all
+    three exposures, is rejected (bit NOISY) and leaves the boxcar spectrum."""
+    from slitcombine.combine import combine_group
+
+    g = SlitGroup(ceers_files, "noisy", slit_hotpix_kwargs={"rnoise_percentile": 90})
+    step = g.meta["steps"]["slit_hotpix"]
+    assert step["status"] == "COMPLETE" and step["ignored_kwargs"] == ["rnoise_percentile"]
+    ny, nx = g.sh
+    bad = 12 * nx + 34  # row 12, column 34 of the common slice
+    noisy = (g.reject[:, bad] & np.uint32(Reject.NOISY)) > 0
+    assert noisy.all() and not g.mask[:, bad].any()
+    assert sum(step["n_noisy_per_exposure"]) == 12 and step["n_rejected"] > 12
+    spec = combine_group(g, fit_traces=False).spec
+    off = SlitGroup(ceers_files, "kept", slit_hotpix_kwargs=None)
+    assert off.meta["steps"]["slit_hotpix"]["status"] == "SKIPPED" and off.mask[:, bad].all()
+    spec_off = combine_group(off, fit_traces=False).spec
+    assert np.nanmax(spec_off["err_boxcar"].value) > 10  # uJy: the pixel's error
+    assert np.nanmax(spec["err_boxcar"].value) < 1
+    # an implausible count of noisy pixels leaves the exposure alone, with a warning
+    with caplog.at_level(logging.WARNING, logger="slitcombine"):
+        few = SlitGroup(ceers_files, "few", slit_hotpix_kwargs={"max_allowed_flagged": 1})
+    assert few.meta["steps"]["slit_hotpix"]["skipped_exposures"] == [1, 2]
+    assert "noisy pixels in exposure(s) [1, 2]" in caplog.text

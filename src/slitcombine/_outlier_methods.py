@@ -151,6 +151,77 @@ class OutlierMethods:
     def _broadcast_pixels(self, per_pixel):
         return np.broadcast_to(np.asarray(per_pixel, bool)[None, :], self.mask.shape)
 
+    # ------------------------------------------------------------------ noisy pixels
+    def flag_slit_hot_pixels(
+        self, rnoise_threshold=16.0, dilate=True, max_allowed_flagged=128, **kwargs
+    ):
+        """Flag pixels whose read-noise error dwarfs their column's (bit NOISY).
+
+        The constructor step of ``slit_hotpix_kwargs`` (on by default, as in msaexp).
+        msaexp flags isolated pixels whose ``sqrt(VAR_RNOISE)`` exceeds 16 times the
+        90th percentile of the slit, grown by a plus; here the reference is the median
+        of the pixel's own column in the same exposure
+        (:func:`slitcombine.masks.noisy_pixels`), which does not change by a factor
+        ~100 along a PRISM spectrum as the slit-wide percentile does.  Such pixels
+        carry no information (the outlier steps, working in units of the error, cannot
+        see them) but dominate unweighted sums such as the boxcar.
+
+        Parameters
+        ----------
+        rnoise_threshold : float
+            Ratio of read-noise errors (pixel / column median) from which a pixel is
+            flagged.
+        dilate : bool or int
+            Also flag the neighbours (plus-shaped, this many pixels; True = 1): the
+            inter-pixel capacitance couples a bad pixel to them.
+        max_allowed_flagged : int
+            An exposure with more flagged pixels than this (before dilation) is left
+            alone, with a warning: the read-noise map itself is then suspect.
+        **kwargs
+            Other options of msaexp's hot-pixel function (``rnoise_percentile`` ...) are
+            accepted and ignored (recorded in ``meta``).
+
+        Returns
+        -------
+        int
+            Number of newly rejected pixels.
+        """
+        from .masks import dilate_stack, noisy_pixels
+
+        step = "slit_hotpix"
+        if kwargs:
+            log.info("%s: %s ignores %s", self.name, step, sorted(kwargs))
+        ny, nx = self.sh
+        shape = (self.N, ny, nx)
+        var_rnoise, valid = self.var_rnoise.reshape(shape), self.mask.reshape(shape)
+        flag = noisy_pixels(var_rnoise, valid, rnoise_threshold)
+        n_core = flag.sum(axis=(1, 2))
+        too_many = n_core > max_allowed_flagged
+        if too_many.any():
+            log.warning(
+                "%s: %s: more than %d noisy pixels in exposure(s) %s; those are not flagged",
+                self.name,
+                step,
+                max_allowed_flagged,
+                np.flatnonzero(too_many).tolist(),
+            )
+            flag[too_many] = False
+        if dilate:
+            flag = dilate_stack(flag, int(dilate))
+        n = self._reject_pixels(flag.reshape(self.N, -1), Reject.NOISY)
+        self._record(
+            step,
+            n_rejected=n,
+            n_noisy_per_exposure=n_core.tolist(),
+            rnoise_threshold=float(rnoise_threshold),
+            dilate=int(dilate),
+            skipped_exposures=np.flatnonzero(too_many).tolist(),
+            ignored_kwargs=sorted(kwargs),
+        )
+        if n:
+            log.info("%s: %s: %d pixels rejected (%s noisy)", self.name, step, n, n_core.tolist())
+        return n
+
     # ------------------------------------------------------------------ hot / cold
     def flag_hot_cold_pixels(
         self,

@@ -20,6 +20,7 @@ __all__ = [
     "dq_flags",
     "dq_value",
     "dilate_stack",
+    "noisy_pixels",
     "initial_rejections",
     "describe_rejections",
 ]
@@ -59,6 +60,8 @@ class Reject(enum.IntFlag):
     SKY = 1 << 12
     #: Outside the cutout overlap or otherwise excluded by the user.
     USER = 1 << 13
+    #: Read-noise error far above the rest of its column (``flag_slit_hot_pixels``).
+    NOISY = 1 << 14
 
 
 #: DQ flags that make a pixel unusable by default.
@@ -141,6 +144,42 @@ def dilate_stack(mask, iterations=1, structure=None):
     else:
         st = np.asarray(structure, bool)[None, :, :]
     return ndimage.binary_dilation(mask, structure=st, iterations=int(iterations))
+
+
+def noisy_pixels(var_rnoise, valid, threshold=16.0):
+    """Pixels whose read-noise error is ``threshold`` times that of their column or more.
+
+    The pipeline gives some detector pixels (noisy, unstable, not flagged in DQ) a
+    read-noise variance thousands of times that of their neighbours.  Weighted sums
+    ignore them, but unweighted ones (boxcar, ``flux_sum``) are ruined by them.  The
+    reference is the median error of the pixel's own column in the same exposure, so
+    it follows the sensitivity along the spectrum (a factor ~100 across the PRISM).
+
+    Parameters
+    ----------
+    var_rnoise : numpy.ndarray
+        ``(N, ny, nx)`` read-noise variance, uJy^2 per pixel.
+    valid : numpy.ndarray
+        ``(N, ny, nx)`` boolean, the pixels to consider (and to take the medians over).
+    threshold : float
+        Ratio of errors (not variances) above which a pixel is flagged.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, ny, nx)`` boolean.
+    """
+    var_rnoise = np.asarray(var_rnoise, float)
+    use = np.asarray(valid, bool) & np.isfinite(var_rnoise) & (var_rnoise > 0)
+    sigma = np.sqrt(np.where(use, var_rnoise, np.nan))
+    counts = use.sum(axis=1, keepdims=True)
+    filled = np.where(use, sigma, np.inf)  # invalid pixels sort last
+    # median over the valid rows of each column, without nanmedian's all-NaN warnings
+    ordered = np.sort(filled, axis=1)
+    lo = np.take_along_axis(ordered, np.clip((counts - 1) // 2, 0, None), axis=1)
+    hi = np.take_along_axis(ordered, np.clip(counts // 2, 0, None), axis=1)
+    reference = np.where(counts > 0, 0.5 * (lo + hi), np.nan)
+    return use & (sigma > threshold * reference)
 
 
 def initial_rejections(

@@ -380,10 +380,11 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     def _run_constructor_steps(self, **opt):
         """The optional constructor steps, in order (one-way: each sees the previous).
 
-        1. global sky table (``sky_file``); 2. PRISM normalisation (``fix_prism_norm``);
-        3. hot/cold pixels; 4. trace outliers; 5. percentile outliers; 6. sky estimate,
-        then 4-5 again on the sky-subtracted data; 7. profile outliers; 8. 2D outliers;
-        9. multiple-exposure mask; 10. background spectra; 11. shutter offset.
+        0. noisy pixels (``slit_hotpix_kwargs``); 1. global sky table (``sky_file``);
+        2. PRISM normalisation (``fix_prism_norm``); 3. hot/cold pixels; 4. trace
+        outliers; 5. percentile outliers; 6. sky estimate, then 4-5 again on the
+        sky-subtracted data; 7. profile outliers; 8. 2D outliers; 9. multiple-exposure
+        mask; 10. background spectra; 11. shutter offset.
         A step whose options are None is recorded as ``SKIPPED``.
         """
 
@@ -397,9 +398,6 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             entry("percentile_outliers", "flag_percentile_outliers", "flag_percentile_kwargs"),
         ]
         plan = [
-            # msaexp's isolated-hot-pixel pass with absolute thresholds has no
-            # counterpart method here: the outlier steps below judge every pixel against
-            # the other exposures and its neighbours in units of its error.
             entry("slit_hotpix", "flag_slit_hot_pixels", "slit_hotpix_kwargs"),
             (
                 "global_sky",
