@@ -500,3 +500,35 @@ def test_ceers_noisy_detector_pixel(ceers_files, caplog):
         few = SlitGroup(ceers_files, "few", slit_hotpix_kwargs={"max_allowed_flagged": 1})
     assert few.meta["steps"]["slit_hotpix"]["skipped_exposures"] == [1, 2]
     assert "noisy pixels in exposure(s) [1, 2]" in caplog.text
+
+
+def test_noisy_pixels_edge_shapes():
+    from slitcombine.masks import noisy_pixels
+
+    assert noisy_pixels(np.ones((2, 0, 5)), np.ones((2, 0, 5), bool)).shape == (2, 0, 5)
+    # a pixel exactly at the threshold is flagged ("from 16 times")
+    var = np.ones((1, 5, 1))
+    var[0, 2, 0] = 16.0**2
+    assert noisy_pixels(var, np.ones_like(var, bool), 16.0)[0, :, 0].tolist() == [
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_noisy_pixel_step_needs_the_read_noise_extension(tmp_path):
+    """Without VAR_RNOISE the reader's ERR**2 includes the source's Poisson noise: the
+    bright trace would look noisy, so the step is skipped and says why."""
+    from astropy.io import fits
+
+    sim = simulate_observation(tmp_path, snr=300, nx=120, seed=2, n_crs=0)
+    for f in sim.files:
+        with fits.open(f, mode="update") as hdul:
+            del hdul["VAR_RNOISE"]
+            del hdul["VAR_POISSON"]
+    g = SlitGroup(sim.files, "no_rnoise")
+    step = g.meta["steps"]["slit_hotpix"]
+    assert step["status"] == "SKIPPED" and "VAR_RNOISE" in step["reason"]
+    assert not (g.reject & np.uint32(Reject.NOISY)).any()

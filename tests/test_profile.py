@@ -606,3 +606,18 @@ def test_fit_at_a_bound_is_reported(tmp_path_factory, caplog):
     assert "at the fit bounds" in caplog.text
     # residuals at the bound scatter more than the variances: err_scale > 1
     assert fit["err_scale"] > free["err_scale"] >= 1.0
+
+
+def test_unconverged_trace_fit_is_a_warning(tmp_path_factory, caplog):
+    """A fit stopped by its evaluation budget is not applied and is reported as such."""
+    sim = _simulate(tmp_path_factory, grating="PRISM", snr=30, seed=5)
+    g = _group(sim)
+    with caplog.at_level(logging.INFO, logger="slitcombine"):
+        g.fit_all_traces(max_nfev=2)
+    step = g.meta["steps"]["trace_fit"]
+    assert step["status"] == "FALLBACK" and "did not converge" in step["fallback"]
+    assert any(
+        r.levelno == logging.WARNING and "did not converge" in r.getMessage()
+        for r in caplog.records
+    )
+    assert np.all(g.trace_coeffs == 0)

@@ -44,3 +44,27 @@ def test_slitgroup_leaves_the_collector_on(ceers_group):
     # ceers_group was built through the decorated constructor
     assert ceers_group.N == 3
     assert gc.isenabled()
+
+
+def test_combine_group_runs_as_a_compute_call(ceers_files, monkeypatch):
+    """combine_group (trace fit, resampling, extraction) runs on one BLAS thread with the
+    collector paused, like the constructor, and restores both afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from slitcombine import SlitGroup
+    from slitcombine.combine import combine_group
+
+    group = SlitGroup(ceers_files, "runtime")
+    seen = {}
+    measure = group.measure_noise_scale
+
+    def spy(*args, **kwargs):
+        seen["gc"] = gc.isenabled()
+        seen["blas"] = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(group, "measure_noise_scale", spy)
+    combine_group(group, fit_traces=False)
+    assert seen["gc"] is False
+    assert seen["blas"] and all(n == 1 for n in seen["blas"])
+    assert gc.isenabled()

@@ -531,6 +531,8 @@ def test_single_nod_position_needs_a_sky_model(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="slitcombine"):
         bare = combine(files, fit_traces=False)
     assert bare.provenance["parameters"]["sky_model"] == "none"
+    # the provisional (file) name is replaced everywhere by the product name
+    assert bare.group.meta["name"] == bare.name == bare.provenance["group_meta"]["name"]
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("a single nod position and no sky model" in m for m in warned)
     assert flux_over_truth(bare) > 1.3

@@ -170,7 +170,8 @@ class OutlierMethods:
         ----------
         rnoise_threshold : float
             Ratio of read-noise errors (pixel / column median) from which a pixel is
-            flagged.
+            flagged.  Skipped (``SKIPPED``, with the reason) when an exposure has no
+            VAR_RNOISE extension: the reader's ERR**2 stand-in includes Poisson noise.
         dilate : bool or int
             Also flag the neighbours (plus-shaped, this many pixels; True = 1): the
             inter-pixel capacitance couples a bad pixel to them.
@@ -191,6 +192,14 @@ class OutlierMethods:
         step = "slit_hotpix"
         if kwargs:
             log.info("%s: %s ignores %s", self.name, step, sorted(kwargs))
+        derived = [s.path.name for s in self.slits if "VAR_RNOISE" in s.fallbacks]
+        if derived:
+            # ERR**2 stands in for the read noise there: it holds the source's Poisson
+            # noise, so the brightest trace pixels would look "noisy".
+            reason = f"no VAR_RNOISE in {derived} (ERR**2 includes the source's noise)"
+            log.info("%s: %s skipped: %s", self.name, step, reason)
+            self._step(step, "SKIPPED", reason=reason)
+            return 0
         ny, nx = self.sh
         shape = (self.N, ny, nx)
         var_rnoise, valid = self.var_rnoise.reshape(shape), self.mask.reshape(shape)

@@ -537,7 +537,15 @@ class TraceMethods:
             details["ref_exp_fallback"] = ref_note
         if not any_ok:
             undetected = [p for p in fitted if fits[p]["status"] == "NO_SIGNAL"]
-            if undetected:
+            failed = {p: fits[p]["status"] for p in fitted if not fits[p]["success"]}
+            failed = {p: st for p, st in failed.items() if p not in undetected}
+            if failed:
+                details["fallback"] = (
+                    f"the fit did not converge (status {failed}): no fit applied, the "
+                    "nominal traces are kept"
+                )
+                log.warning("%s: trace fit: %s", self.name, details["fallback"])
+            elif undetected:
                 # Nothing to fit: worth a warning (the extraction profile is nominal).
                 details["fallback"] = (
                     f"source not detected at position(s) {undetected}: no fit applied, "

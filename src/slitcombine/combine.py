@@ -270,6 +270,7 @@ def combine(files, name=None, **options):
     group = SlitGroup(files, name or _provisional_name(files), **group_kw)
     if name is None:
         group.name = _default_name(group)
+        group.meta["name"] = group.name
     return combine_group(group, **params)
 
 
@@ -285,7 +286,6 @@ def _scale_variances(group, factor):
     )
 
 
-@compute_call
 def _check_sky_model(group):
     """The sky model behind un-differenced data; a warning when there is none.
 
@@ -319,6 +319,7 @@ def _check_sky_model(group):
     return "none"
 
 
+@compute_call
 def combine_group(group, **params):
     """Trace fit, pixel table, 2D resampling and 1D extraction of an existing group.
 

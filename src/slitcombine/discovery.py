@@ -189,7 +189,10 @@ def find_slit_files(inputs, patterns=None, recursive=False):
             if not hits:
                 where = "in this folder or below" if recursive else "in this folder"
                 hint = ""
-                if not recursive and any(any(path.rglob(pat)) for pat in patterns):
+                # up to three levels down (mastDownload/JWST/<observation>/ files), not
+                # the whole tree: this is only a hint
+                below = [f"{'*/' * depth}{pat}" for depth in (1, 2, 3) for pat in patterns]
+                if not recursive and any(next(path.glob(p), None) for p in below):
                     # e.g. MAST's mastDownload/JWST/<observation>/ layout
                     hint = (
                         "; its sub-folders have some: search them with "

@@ -171,6 +171,8 @@ def noisy_pixels(var_rnoise, valid, threshold=16.0):
     """
     var_rnoise = np.asarray(var_rnoise, float)
     use = np.asarray(valid, bool) & np.isfinite(var_rnoise) & (var_rnoise > 0)
+    if use.shape[1] == 0:  # no rows
+        return use
     sigma = np.sqrt(np.where(use, var_rnoise, np.nan))
     counts = use.sum(axis=1, keepdims=True)
     filled = np.where(use, sigma, np.inf)  # invalid pixels sort last
@@ -179,7 +181,7 @@ def noisy_pixels(var_rnoise, valid, threshold=16.0):
     lo = np.take_along_axis(ordered, np.clip((counts - 1) // 2, 0, None), axis=1)
     hi = np.take_along_axis(ordered, np.clip(counts // 2, 0, None), axis=1)
     reference = np.where(counts > 0, 0.5 * (lo + hi), np.nan)
-    return use & (sigma > threshold * reference)
+    return use & (sigma >= threshold * reference)
 
 
 def initial_rejections(

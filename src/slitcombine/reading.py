@@ -370,9 +370,16 @@ def _libyaml_manifests():
     manifest module is swapped, for the duration of the block.
     """
     import yaml
-    from asdf.extension import _manifest
 
-    if not getattr(yaml, "__with_libyaml__", False) or getattr(_manifest, "yaml", None) is not yaml:
+    try:
+        from asdf.extension import _manifest
+    except ImportError:  # a private module: another asdf version may not have it
+        _manifest = None
+    if (
+        _manifest is None
+        or not getattr(yaml, "__with_libyaml__", False)
+        or getattr(_manifest, "yaml", None) is not yaml
+    ):
         yield
         return
 
@@ -582,6 +589,13 @@ def _select_extver(path, hdul, source_id, slitlet_id, extver):
             f"no slit with source_id={source_id} slitlet_id={slitlet_id} extver={extver}",
         )
     if len(candidates) > 1:
+        if source_id is not None:
+            slitlets = ", ".join(str(c[2]) for c in candidates[:20])
+            raise InputFileError(
+                path,
+                f"{len(candidates)} slits have source_id {source_id} (slitlets {slitlets}); "
+                "choose one with slitlet_id or extver",
+            )
         sources = ", ".join(str(c[1]) for c in candidates[:20])
         more = ", ..." if len(candidates) > 20 else ""
         raise InputFileError(
@@ -625,7 +639,7 @@ def read_slit(path, *, source_id=None, slitlet_id=None, extver=None):
         # One pass over the HDUs (``(name, ver) in hdul`` scans them all, every time).
         by_key = {}
         for hdu in hdul:
-            by_key.setdefault((hdu.name, hdu.ver), hdu)
+            by_key.setdefault((hdu.name.upper(), hdu.ver), hdu)
         arrays = {}
         for name in REQUIRED_EXTENSIONS + OPTIONAL_EXTENSIONS:
             hdu = by_key.get((name, ver))
