@@ -603,7 +603,7 @@ def test_fit_at_a_bound_is_reported(tmp_path_factory, caplog):
         fit = g.fit_single_trace(x0=x0, exp=ref, degree=0, trace_bounds=(0.3, 1.0))
     assert fit["trace_coeffs"][0] == pytest.approx(0.3, abs=0.002)
     assert fit["at_bound"] == [False, True]  # sigma free, offset on its lower bound
-    assert "at the fit bounds" in caplog.text
+    assert "at the fit bounds" in caplog.text and "wider bounds" in caplog.text
     # residuals at the bound scatter more than the variances: err_scale > 1
     assert fit["err_scale"] > free["err_scale"] >= 1.0
 
@@ -621,3 +621,18 @@ def test_unconverged_trace_fit_is_a_warning(tmp_path_factory, caplog):
         for r in caplog.records
     )
     assert np.all(g.trace_coeffs == 0)
+
+
+def test_ceers_curvature_at_its_bound_suggests_a_lower_degree(ceers_files, caplog):
+    """CEERS: the degree-2 term runs to its bound for a chi2 gain of a few; the warning
+    says the data may not constrain it, and degree 0 fits as well."""
+    from slitcombine import SlitGroup
+
+    g = SlitGroup(ceers_files, "curv")
+    with caplog.at_level(logging.WARNING, logger="slitcombine"):
+        fit2 = g.fit_single_trace(exp=2, degree=2)
+    assert fit2["at_bound"][1] and "['c2'] at the fit bounds" in caplog.text
+    assert "try a lower degree" in caplog.text
+    fit0 = g.fit_single_trace(exp=2, degree=0)
+    assert not any(fit0["at_bound"])
+    assert fit0["chi2_fit"] - fit2["chi2_fit"] < 25  # what two more terms buy

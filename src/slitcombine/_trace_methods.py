@@ -287,14 +287,21 @@ class TraceMethods:
         if any(res["at_bound"]):
             names = (["sigma"] if not fixed else []) + [f"c{k}" for k in range(deg, -1, -1)]
             hit = [n for n, a in zip(names, res["at_bound"], strict=False) if a]
+            if all(n not in ("sigma", "c0") for n in hit):
+                # only curvature/slope terms: typically poorly constrained by the data
+                # (on CEERS c2 runs to any bound for a chi2 gain of a few)
+                hint = "a lower degree (the data may not constrain them) or wider trace_bounds"
+            else:
+                hint = "wider bounds if the source is really there"
             log.warning(
                 "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, "
-                "trace_bounds=%s px); widen them if the source is really there",
+                "trace_bounds=%s px); try %s",
                 self.name,
                 exp,
                 hit,
                 tuple(sigma_bounds),
                 tuple(trace_bounds),
+                hint,
             )
         ny, nx = self.sh
         sden = np.where(np.isfinite(res["flux_err"]), res["flux_err"] ** -2.0, 0.0)
