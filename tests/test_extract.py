@@ -295,6 +295,63 @@ def test_unknown_option_is_an_error(prism_bright):
         combine(sim.files, wave_smaple=1.0)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"profile_sigma": "0.3"},
+        {"profile_sigma": float("nan")},
+        {"profile_sigma": -1.0},
+        {"wave_grid": [1.0, 2.0, float("inf")]},
+        {"wave_grid": "abc"},
+        {"wave_grid": [1.0, 2.0], "wave_range": (1.0, 2.0)},
+        {"wave_range": 2.0},
+        {"wave_range": (2.0, 1.0)},
+        {"y_range": (1.0,)},
+        {"y_range": (-2.0, None)},
+        {"boxcar_halfwidth": None},
+        {"boxcar_halfwidth": -1.0},
+        {"ny": 2.5},
+        {"oversample": 0},
+        {"trace_kwargs": [1]},
+    ],
+)
+def test_bad_extraction_options_fail_before_reading(bad, tmp_path):
+    """Every malformed option is a ConfigurationError naming it, raised before any file
+    is read (the file here does not exist)."""
+    from slitcombine.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=list(bad)[-1]):
+        combine([tmp_path / "missing.fits"], **bad)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "spectre\u00e9"])
+def test_bad_output_names(name, tmp_path):
+    from slitcombine.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="name"):
+        combine([tmp_path / "missing.fits"], name=name)
+
+
+def test_given_width_still_fits_the_trace(tmp_path_factory):
+    """``profile_sigma`` fixes the width only: the source 0.15 shutter off the nominal
+    trace is still found (flux/truth 0.82 when the trace fit was skipped)."""
+    from astropy import units as u
+
+    sim = _simulate(tmp_path_factory, "width", noise=False, source_ypos=0.15, nx=150, seed=3)
+    result = combine(sim.files, profile_sigma=np.int64(1) * 0.3)
+    assert result.params["trace_fit_status"] == "fitted, width fixed"
+    np.testing.assert_allclose(result.sigma, 0.3)
+    assert np.any(result.group.trace_coeffs != 0)
+    ratio = _accuracy(result, sim.truth)[0]
+    assert abs(ratio - 1) < 0.01, ratio
+    # open-ended range and a grid with units
+    lo = combine(sim.files, wave_range=(None, 2.0), fit_traces=False)
+    assert np.nanmax(lo.spec["wave"].value) <= 2.0
+    grid = np.linspace(10000.0, 30000.0, 50) * u.AA
+    ang = combine(sim.files, wave_grid=grid, fit_traces=False)
+    np.testing.assert_allclose(ang.spec["wave"].value[[0, -1]], [1.0, 3.0])
+
+
 # ----------------------------------------------------------------------------- real data
 def test_ceers_lines_stand_out(ceers_files):
     """[OIII] 5008 (2.62 um) and H-alpha (3.43 um) of CEERS 1345_933.

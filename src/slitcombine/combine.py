@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -266,7 +267,9 @@ def combine(files, name=None, **options):
     """
     from .slitgroup import SlitGroup
 
+    name = _check_name(name)
     group_kw, params = _split_options(options)
+    _validate_params({**EXTRACT_DEFAULTS, **params})  # before the (slow) reading
     group = SlitGroup(files, name or _provisional_name(files), **group_kw)
     if name is None:
         group.name = _default_name(group)
@@ -284,6 +287,98 @@ def _scale_variances(group, factor):
     log.info(
         "%s: variances multiplied by %.3f (errors by %.3f)", group.name, factor, np.sqrt(factor)
     )
+
+
+def _number(params, key, *, integer=False, minimum=None, positive=False, allow_none=False):
+    """``params[key]`` as a finite float (or int), or a ConfigurationError naming it."""
+    value = params[key]
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        value = int(value) if integer else float(value)
+        ok = np.isfinite(value) and (not integer or float(params[key]) == value)
+        ok = ok and (minimum is None or value >= minimum) and (not positive or value > 0)
+    if not ok:
+        need = "an integer" if integer else "a finite number"
+        if positive:
+            need += " > 0"
+        elif minimum is not None:
+            need += f" >= {minimum}"
+        raise ConfigurationError(f"{key} must be {need}, got {params[key]!r}")
+    return value
+
+
+def _range(params, key, open_ends=False):
+    """``params[key]`` as ``(lo, hi)`` floats with lo < hi (None: open end if allowed)."""
+    value = params[key]
+    if value is None:
+        return None
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{key} must be (min, max), got {value!r}") from None
+    ends = []
+    for v, fill in ((lo, -np.inf), (hi, np.inf)):
+        if v is None and open_ends:
+            ends.append(fill)
+        elif isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v):
+            ends.append(float(v))
+        else:
+            raise ConfigurationError(f"{key} must be (min, max) of finite numbers, got {value!r}")
+    if not ends[0] < ends[1]:
+        raise ConfigurationError(f"{key} must have min < max, got {value!r}")
+    return tuple(ends)
+
+
+def _wave_grid(value):
+    """An explicit wavelength grid as finite um values (a Quantity is converted)."""
+    from astropy import units as u
+
+    try:
+        grid = u.Quantity(value).to_value(u.um) if hasattr(value, "unit") else value
+        grid = np.atleast_1d(np.asarray(grid, float))
+    except (TypeError, ValueError, u.UnitsError) as exc:
+        raise ConfigurationError(f"wave_grid must be wavelengths in um ({exc})") from exc
+    if grid.ndim != 1 or grid.size < 2 or not np.all(np.isfinite(grid)):
+        raise ConfigurationError(
+            f"wave_grid must be >= 2 finite wavelengths (um), got {grid.size} values"
+        )
+    return grid
+
+
+def _validate_params(p):
+    """Check and normalise the extraction options (ConfigurationError on bad values)."""
+    p["wave_sample"] = _number(p, "wave_sample", positive=True)
+    p["ny"] = _number(p, "ny", integer=True, minimum=0)
+    p["step"] = _number(p, "step", positive=True)
+    p["oversample"] = _number(p, "oversample", integer=True, minimum=1)
+    p["pixfrac"] = _number(p, "pixfrac", positive=True)
+    p["boxcar_halfwidth"] = _number(p, "boxcar_halfwidth", positive=True)
+    p["profile_sigma"] = _number(p, "profile_sigma", positive=True, allow_none=True)
+    p["wave_range"] = _range(p, "wave_range", open_ends=True)
+    p["y_range"] = _range(p, "y_range")
+    if p["wave_grid"] is not None:
+        if p["wave_range"] is not None:
+            raise ConfigurationError("give wave_grid or wave_range, not both")
+        p["wave_grid"] = _wave_grid(p["wave_grid"])
+    if p["trace_kwargs"] is not None and not isinstance(p["trace_kwargs"], dict):
+        raise ConfigurationError(f"trace_kwargs must be a dict, got {p['trace_kwargs']!r}")
+    return p
+
+
+def _check_name(name):
+    """An output name: printable ASCII (it goes into FITS headers), no path separator."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
+    if not (name.isascii() and name.isprintable()) or "/" in name or "\\" in name:
+        raise ConfigurationError(
+            f"name {name!r}: use printable ASCII without '/' or '\\' (it becomes a file "
+            "name and a FITS header value)"
+        )
+    return name
 
 
 def _check_sky_model(group):
@@ -339,8 +434,7 @@ def combine_group(group, **params):
     unknown = sorted(set(params) - set(EXTRACT_DEFAULTS))
     if unknown:
         raise ConfigurationError(f"unknown extraction option(s) {unknown}")
-    p = dict(EXTRACT_DEFAULTS)
-    p.update(params)
+    p = _validate_params({**EXTRACT_DEFAULTS, **params})
     p["sky_model"] = _check_sky_model(group)
 
     noise = group.measure_noise_scale()
@@ -353,11 +447,17 @@ def combine_group(group, **params):
             log.info("%s: noise scale %.3f: variances not rescaled", group.name, noise["scale"])
 
     trace_status = "not requested"
-    if p["fit_traces"] and p["profile_sigma"] is None:
+    if p["fit_traces"]:
         if hasattr(group, "fit_all_traces"):
+            trace_kw = dict(p["trace_kwargs"] or {})
+            if p["profile_sigma"] is not None:
+                # the given width is held fixed; the trace offsets are still fitted
+                from ._trace_methods import SIGMA_UNIT
+
+                trace_kw.setdefault("fix_sigma", p["profile_sigma"] * SIGMA_UNIT)
             try:
-                group.fit_all_traces(**(p["trace_kwargs"] or {}))
-                trace_status = "fitted"
+                group.fit_all_traces(**trace_kw)
+                trace_status = "fitted" if p["profile_sigma"] is None else "fitted, width fixed"
             except FitError as exc:
                 trace_status = f"failed ({exc}); default profile width used"
                 log.warning("%s: trace fit failed: %s; using the default width", group.name, exc)
@@ -374,7 +474,7 @@ def combine_group(group, **params):
     used = pixtab.meta.get("PATHSRC", "none")
 
     if p["wave_grid"] is not None:
-        grid = np.asarray(p["wave_grid"], float)
+        grid = p["wave_grid"]
     else:
         ny, nx = group.sh
         grid = resample.wavelength_grid(
