@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 #: * ``rescale_variance`` - multiply every variance by the square of the measured noise
 #:   scale (:meth:`SlitGroup.measure_noise_scale`, always measured and written as
 #:   ``NOISESCL``) when it exceeds 1: errors that match the scatter of real data, whose
-#:   pipeline variances are ~1.25x too small in rms.  Off by default (as msaexp).
+#:   pipeline variances are ~1.25x too small in rms.  Off by default (as msaexp).  For
+#:   faint sources only: the wings of a bright source (S/N >~ 50 per column) inflate the
+#:   measured scale (docs/guide/resampling.rst).
 EXTRACT_DEFAULTS = {
     "wave_sample": resample.DEFAULT_WAVE_SAMPLE,
     "wave_grid": None,
