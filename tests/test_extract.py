@@ -313,6 +313,7 @@ def test_unknown_option_is_an_error(prism_bright):
         {"ny": 2.5},
         {"oversample": 0},
         {"trace_kwargs": [1]},
+        {"trace_kwargs": {"degre": 1}},
     ],
 )
 def test_bad_extraction_options_fail_before_reading(bad, tmp_path):

@@ -79,6 +79,16 @@ def test_wcs_of_the_2d_images(product):
         assert off1[0] == pytest.approx(hdul["SCI"].header["YPIXSCL"], rel=1e-6)
 
 
+def test_single_row_grid_keeps_its_step(product, tmp_path):
+    """ny=0: one row; its header still says the row height that was asked for."""
+    sim, _, _ = product
+    result = combine(sim.files, ny=0, step=0.5, fit_traces=False)
+    with fits.open(result.write(tmp_path, figures=False)["spec"]) as hdul:
+        h = hdul["SCI"].header
+        assert h["NAXIS2"] == 1 and h["YSTEP"] == 0.5
+        assert h["CDELT2"] == pytest.approx(0.5 * h["YPIXSCL"])
+
+
 def test_provenance(product):
     sim, result, paths = product
     with fits.open(paths["spec"]) as hdul:

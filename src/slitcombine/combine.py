@@ -364,8 +364,17 @@ def _validate_params(p):
         if p["wave_range"] is not None:
             raise ConfigurationError("give wave_grid or wave_range, not both")
         p["wave_grid"] = _wave_grid(p["wave_grid"])
-    if p["trace_kwargs"] is not None and not isinstance(p["trace_kwargs"], dict):
-        raise ConfigurationError(f"trace_kwargs must be a dict, got {p['trace_kwargs']!r}")
+    if p["trace_kwargs"] is not None:
+        if not isinstance(p["trace_kwargs"], dict):
+            raise ConfigurationError(f"trace_kwargs must be a dict, got {p['trace_kwargs']!r}")
+        from .slitgroup import SlitGroup
+
+        known = set(inspect.signature(SlitGroup.fit_all_traces).parameters)
+        known |= set(inspect.signature(SlitGroup.fit_single_trace).parameters)
+        known -= {"self", "kwargs", "exp", "evaluate"}
+        unknown = sorted(set(p["trace_kwargs"]) - known)
+        if unknown:
+            raise ConfigurationError(f"unknown trace_kwargs {unknown}; valid: {sorted(known)}")
     return p
 
 

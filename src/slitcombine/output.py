@@ -17,7 +17,8 @@ Layout (HDU order; compatible with msaexp's ``slit_combine`` product so that
 3   WHT           inverse variance of SCI, uJy-2
 4   PROFILE       unit-flux model of SCI (the nod-difference profile)
 5   PROF1D        ``pix`` [pix], ``profile`` (data), ``pfit`` (model): fraction of the
-                  flux per row, collapsed over the columns with S/N > 3
+                  flux per detector pixel at each row (it sums to 1/step over the rows),
+                  collapsed over the columns with S/N > 3
 6   BACKGROUND    background subtracted from each pixel (sky + negative nods), uJy
 7   SLITS         one row per input exposure (``SlitGroup.slit_metadata``)
 8   REJECT        (new) rejection bits: ``bit``, ``name``, pixels per exposure
@@ -373,7 +374,7 @@ def _wcs_tab_hdu(wave, columns=False):
     return hdu
 
 
-def _image_header(wave, y, pixel_scale, bunit, extname):
+def _image_header(wave, y, pixel_scale, bunit, extname, step=None):
     h = fits.Header()
     h["EXTNAME"] = extname
     h["WCSAXES"] = 2
@@ -384,7 +385,8 @@ def _image_header(wave, y, pixel_scale, bunit, extname):
     h["CDELT1"] = 1.0
     h["PS1_0"] = ("WCS-TAB", "extension of the wavelength table")
     h["PS1_1"] = ("WAVELENGTH", "column of the wavelength table")
-    step = float(y[1] - y[0]) if len(y) > 1 else 1.0
+    if step is None:  # from the rows (a single row: one detector pixel)
+        step = float(y[1] - y[0]) if len(y) > 1 else 1.0
     ny = (len(y) - 1) // 2
     scale = pixel_scale if (pixel_scale is not None and np.isfinite(pixel_scale)) else 0.1
     h["CTYPE2"] = ("OFFSET", "cross-dispersion offset from the trace")
@@ -474,6 +476,7 @@ def build_hdulist(result, columns=False):
 
     d = result.drizzled
     scale = group.slit_pixel_scale
+    step = result.params.get("step") if isinstance(result.params, dict) else None
     spec1d = table_hdu(result.spec, "SPEC1D", SPEC1D_DESCRIPTIONS, cards, columns=columns)
     hdus = [primary, spec1d]
     for extname, data, bunit in (
@@ -481,7 +484,7 @@ def build_hdulist(result, columns=False):
         ("WHT", d["wht"], "uJy-2"),
         ("PROFILE", d["profile"], ""),
     ):
-        h = _image_header(d["wave"], d["y"], scale, bunit, extname)
+        h = _image_header(d["wave"], d["y"], scale, bunit, extname, step)
         hdus.append(fits.ImageHDU(np.asarray(data, np.float64), header=h, name=extname))
     p1 = Table()
     p1["pix"] = d["y"] * u.pix
@@ -489,7 +492,7 @@ def build_hdulist(result, columns=False):
     p1["pfit"] = result.prof1d["pfit"]
     width = [("PROFSIG", float(np.median(result.sigma)), "[pix] intrinsic width")]
     hdus.append(table_hdu(p1, "PROF1D", cards=width, columns=columns))
-    h = _image_header(d["wave"], d["y"], scale, "uJy", "BACKGROUND")
+    h = _image_header(d["wave"], d["y"], scale, "uJy", "BACKGROUND", step)
     hdus.append(fits.ImageHDU(np.asarray(d["sky"], np.float64), header=h, name="BACKGROUND"))
     hdus.append(table_hdu(result.slits, "SLITS", columns=columns))
     hdus.append(_reject_hdu(group.reject, columns=columns))
