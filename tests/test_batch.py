@@ -461,3 +461,62 @@ def test_external_scheduler_and_manifest_with_missing_file(data, tmp_path):
                 proc.wait()
         for fh in logs:
             fh.close()
+
+
+def test_each_exposure_is_used_once(tmp_path, caplog):
+    """A MultiSlitModel file and the per-slit file cut from it hold the same exposure;
+    a file reached through two paths (folder + file, symbolic link) is one file."""
+    import logging
+
+    from slitcombine import SlitGroup
+    from slitcombine.discovery import discover, read_manifest, write_manifest
+    from slitcombine.errors import IncompatibleExposuresError
+    from slitcombine.simulate import simulate_observation
+
+    opts = dict(seed=6, nx=100, snr=20, n_crs=0)
+    multi = simulate_observation(tmp_path / "ms", multi_slit_sources=2, **opts)
+    single = simulate_observation(tmp_path / "msp", source_id=1, slitlet_id=42, **opts)
+    with caplog.at_level(logging.WARNING, logger="slitcombine"):
+        groups, _ = discover([tmp_path / "ms", tmp_path / "msp"])
+    by_source = {g.info["source_id"]: g for g in groups}
+    assert by_source[1].info["n_exposures"] == 3  # not 6
+    assert all(isinstance(m, str) for m in by_source[1].members)  # the per-slit files
+    assert "repeats the exposure of" in caplog.text
+    with pytest.raises(IncompatibleExposuresError, match="the same exposure as"):
+        SlitGroup([(str(multi.files[0]), 1), str(single.files[0])], "twice")
+    # one file, three paths
+    (tmp_path / "link").symlink_to(tmp_path / "msp")
+    paths = [tmp_path / "msp", tmp_path / "link", single.files[0].resolve()]
+    (group,) = discover(paths)[0]
+    assert group.info["n_exposures"] == 3
+    # unknown ids stay unknown through a manifest
+    group.info["slitlet_id"] = None
+    back = read_manifest(write_manifest([group], tmp_path / "m.ecsv"))
+    assert back[0].info["slitlet_id"] is None
+
+
+def test_failed_rerun_removes_stale_products_and_odd_names_are_skipped(tmp_path, capsys):
+    """A group that fails on a rerun leaves no product of the earlier run behind; a file
+    whose name holds the manifest separator is skipped, not fatal; -q works after the
+    command."""
+    from astropy.table import Table
+
+    from slitcombine.simulate import simulate_observation
+
+    sim = simulate_observation(tmp_path / "in", seed=4, nx=80, snr=20, n_crs=0)
+    odd = tmp_path / "in" / "jw09999001001_03101_00009_nrs1_phot.042.a;b.fits"
+    odd.write_bytes(sim.files[0].read_bytes())
+    out = tmp_path / "out"
+    args = ["batch", str(tmp_path / "in"), "--output-dir", str(out), "--workers", "1", "-q"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "a;b.fits" in err and "manifest separator" in err
+    (spec,) = out.glob("*.spec.fits")
+    manifest = Table.read(out / "manifest.ecsv")
+    manifest["files"] = [str(tmp_path / "missing_phot.fits")]
+    manifest.write(tmp_path / "broken.ecsv", overwrite=True)
+    rerun = ["batch", str(tmp_path / "broken.ecsv"), "--output-dir", str(out), "--workers", "1"]
+    assert main([*rerun, "-q"]) == 1
+    assert not spec.exists() and not list(out.glob("*.png"))
+    summary = Table.read(out / "summary.ecsv")
+    assert list(summary["status"]) == ["failed"]

@@ -369,6 +369,8 @@ def process_group(group_row, config, output_dir):
                 type(exc).__name__,
                 traceback.format_exc(),
             )
+        if record["status"] != "ok":
+            _remove_stale_products(output_dir, name)
         for w in caught:
             log.warning("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
         record["n_warnings"] = len(caught)
@@ -381,6 +383,28 @@ def process_group(group_row, config, output_dir):
             log.error("group %s: cannot write the sidecar: %s", name, exc)
             record.update(status="failed", error_type="OutputError", error=str(exc))
     return record
+
+
+#: Products a group writes (``combine`` and ``prepare`` modes).
+PRODUCT_SUFFIXES = (".spec.fits", ".fnu.png", ".d2d.png", ".group.json")
+
+
+def _remove_stale_products(output_dir, name):
+    """Remove the products of an earlier run of a group whose new attempt failed.
+
+    They no longer match the group's inputs or configuration (a ``*.spec.fits`` glob
+    would pick them up); the failed attempt's log and sidecar say what happened.
+    """
+    for suffix in PRODUCT_SUFFIXES:
+        path = Path(output_dir) / f"{name}{suffix}"
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.error("group %s: cannot remove the stale %s: %s", name, path.name, exc)
+            continue
+        log.warning("group %s: removed %s of an earlier run (this attempt failed)", name, path.name)
 
 
 # ============================================================================ workers

@@ -263,6 +263,13 @@ def build_parser():
     _add_simulate(sub)
     _add_extract(sub)
     _add_batch(sub)
+    # -v/-q also after the command (``slitcombine batch ... -q``); given there they
+    # replace the count given before it
+    for command in sub.choices.values():
+        for flag, name, text in (("-v", "--verbose", "more"), ("-q", "--quiet", "fewer")):
+            command.add_argument(
+                flag, name, action="count", default=argparse.SUPPRESS, help=f"{text} messages"
+            )
     return parser
 
 

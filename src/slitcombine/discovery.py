@@ -30,6 +30,7 @@ output names; then run ``slitcombine batch manifest.ecsv --output-dir ...``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class SlitEntry:
         Upper-case keyword values.
     exposure : int
         ``EXPOSURE`` number (0 when absent), for ordering.
+    expstart : float or None
+        ``EXPSTART`` (MJD): with the detector and slitlet it identifies the exposure,
+        whichever file (per-slit or MultiSlitModel) holds it.
     """
 
     path: str
@@ -118,6 +122,7 @@ class SlitEntry:
     detector: str
     exp_type: str
     exposure: int
+    expstart: float | None = None
 
     @property
     def member(self):
@@ -204,13 +209,25 @@ def find_slit_files(inputs, patterns=None, recursive=False):
             found.append(str(path))
         else:
             raise InputFileError(path, "no such file or folder")
-    # keep the first occurrence of each file
-    return list(dict.fromkeys(found))
+    # keep the first occurrence of each file, however it was reached (a folder and a
+    # path into it, a symbolic link, a relative and an absolute path)
+    unique = {}
+    for f in found:
+        unique.setdefault(os.path.realpath(f), f)
+    return list(unique.values())
 
 
 def _text(header, key):
     value = header.get(key)
     return "" if value is None else str(value).strip()
+
+
+def _float_or_none(value):
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
 
 
 def _int_or_none(value):
@@ -276,6 +293,7 @@ def scan_file(path):
                 detector=_text(primary, "DETECTOR").upper(),
                 exp_type=exp_type,
                 exposure=_int_or_none(primary.get("EXPOSURE")) or 0,
+                expstart=_float_or_none(primary.get("EXPSTART")),
             )
         )
     return entries
@@ -311,6 +329,33 @@ def _safe(text):
     return _UNSAFE.sub("_", str(text)).strip("_") or "x"
 
 
+def _one_per_exposure(entries):
+    """Drop a slit that repeats an exposure already in the group (warning).
+
+    The same exposure can come twice: as a per-slit ``*_phot.*.fits`` file and as a
+    slit of the ``MultiSlitModel`` ``*_cal.fits`` it was cut from.  Combining both
+    would count its photons twice.  The identity is (EXPSTART, detector, slitlet); the
+    per-slit file is kept.  Entries without EXPSTART are all kept.
+    """
+    kept, seen = [], {}
+    for e in sorted(entries, key=lambda e: (e.multi, e.path)):  # per-slit files first
+        ident = (e.expstart, e.detector, e.slitlet_id)
+        if e.expstart is not None and ident in seen:
+            log.warning(
+                "%s%s repeats the exposure of %s (EXPSTART %s, %s, slitlet %s): used once",
+                e.path,
+                f"[{e.source_id}]" if e.multi else "",
+                seen[ident].path,
+                e.expstart,
+                e.detector,
+                e.slitlet_id,
+            )
+            continue
+        seen[ident] = e
+        kept.append(e)
+    return kept
+
+
 def group_entries(entries, join=None):
     """Group slit entries by source, grating/filter and visit key.
 
@@ -334,7 +379,7 @@ def group_entries(entries, join=None):
     used = set()
     for key in sorted(groups):
         visit, grating, filt, _ = key
-        members = sorted(groups[key], key=lambda e: (e.exposure, e.path))
+        members = sorted(_one_per_exposure(groups[key]), key=lambda e: (e.exposure, e.path))
         first = members[0]
         source = first.source_name or (
             str(first.source_id) if first.source_id is not None else first.slit_name
@@ -386,6 +431,12 @@ def discover(inputs, join=None, patterns=None, recursive=False):
     files = find_slit_files(inputs, patterns=patterns, recursive=recursive)
     entries, skipped = [], []
     for path in files:
+        if MEMBER_SEPARATOR in str(path):
+            # the manifest separates members with it: such a file cannot be listed
+            reason = f"{path}: file name contains {MEMBER_SEPARATOR!r} (the manifest separator)"
+            log.warning("skipping %s", reason)
+            skipped.append((path, reason))
+            continue
         try:
             entries.extend(scan_file(path))
         except SlitCombineError as exc:
@@ -594,9 +645,10 @@ def read_manifest(path):
             if col in ("group", "files"):
                 continue
             value = row[col]
-            value = value.item() if hasattr(value, "item") else value
-            if value is np.ma.masked:
-                value = None
+            if value is np.ma.masked or np.ma.is_masked(value):
+                value = None  # an empty cell (unknown source or slitlet id)
+            elif hasattr(value, "item"):
+                value = value.item()
             info[col] = value
         info["n_exposures"] = len(members)
         groups.append(GroupSpec(name=name, members=members, info=info))

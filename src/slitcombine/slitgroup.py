@@ -1189,7 +1189,7 @@ def _read_group(files):
             items.append(read_slit(f[0], source_id=f[1]))
         else:
             items.append(read_slit(f))
-    seen = {}
+    seen, taken = {}, {}
     for s in items:
         key = (s.checksum, s.extver)
         if key in seen:
@@ -1197,6 +1197,16 @@ def _read_group(files):
                 f"{s.path}: the same exposure is given twice (identical to {seen[key]})"
             )
         seen[key] = s.path
+        # the same exposure in another file (a per-slit file and the MultiSlitModel it
+        # was cut from): its photons would count twice
+        start = s.meta["exposure"].get("start_time")
+        ident = (start, s.meta["instrument"].get("detector"), s.slit.get("slitlet_id"))
+        if start is not None and ident in taken:
+            raise IncompatibleExposuresError(
+                f"{s.path}: the same exposure as {taken[ident]} (EXPSTART {start}, "
+                f"{ident[1]}, slitlet {ident[2]}) is given twice"
+            )
+        taken[ident] = s.path
     ref = items[0]
     for s in items[1:]:
         for label, a, b in (
