@@ -264,7 +264,10 @@ class ExtractMethods:
         clip_sigma : float
             The colour scale spans +-``clip_sigma`` times the median pixel error.
         kws : dict, optional
-            Extra keywords of ``imshow``.
+            Extra keywords of ``imshow``.  None: a diverging colour map (``RdBu_r``,
+            positive and negative traces in red and blue) and ``nearest`` pixels.
+            msaexp's default, ``{'cmap': 'bone_r', 'interpolation': 'hanning'}``, gives
+            its look (drawn through matplotlib's slower image path).
         figsize : (float, float)
             Size of one block (one nod position, one image kind), inches.
 
