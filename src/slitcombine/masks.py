@@ -14,6 +14,8 @@ from functools import cache
 import numpy as np
 from scipy import ndimage
 
+from .outliers import masked_median
+
 __all__ = [
     "Reject",
     "DEFAULT_BAD_DQ_FLAGS",
@@ -174,14 +176,9 @@ def noisy_pixels(var_rnoise, valid, threshold=16.0):
     if use.shape[1] == 0:  # no rows
         return use
     sigma = np.sqrt(np.where(use, var_rnoise, np.nan))
-    counts = use.sum(axis=1, keepdims=True)
-    filled = np.where(use, sigma, np.inf)  # invalid pixels sort last
-    # median over the valid rows of each column, without nanmedian's all-NaN warnings
-    ordered = np.sort(filled, axis=1)
-    lo = np.take_along_axis(ordered, np.clip((counts - 1) // 2, 0, None), axis=1)
-    hi = np.take_along_axis(ordered, np.clip(counts // 2, 0, None), axis=1)
-    reference = np.where(counts > 0, 0.5 * (lo + hi), np.nan)
-    return use & (sigma >= threshold * reference)
+    reference = masked_median(sigma, use, axis=1)[0][:, None, :]  # NaN: no valid row
+    with np.errstate(invalid="ignore"):
+        return use & (sigma >= threshold * reference)
 
 
 def initial_rejections(
