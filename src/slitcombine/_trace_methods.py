@@ -544,8 +544,11 @@ class TraceMethods:
             details["ref_exp_fallback"] = ref_note
         if not any_ok:
             undetected = [p for p in fitted if fits[p]["status"] == "NO_SIGNAL"]
-            failed = {p: fits[p]["status"] for p in fitted if not fits[p]["success"]}
-            failed = {p: st for p, st in failed.items() if p not in undetected}
+            failed = {
+                p: fits[p]["status"]
+                for p in fitted
+                if not fits[p]["success"] and p not in undetected
+            }
             if failed:
                 details["fallback"] = (
                     f"the fit did not converge (status {failed}): no fit applied, the "
