@@ -143,9 +143,16 @@ def main():
     print(f"  in-process extract_spectra first {t['first_s']:.3f} s  warm median {med:.3f} s")
     print(f"  whole process (peer, 1 extraction): {wall_peer:.2f} s")
     print(f"  peak RSS: {single['peak_rss_mb']:.0f} MB")
-    spec = peer.get("spec", {})
-    if spec.get("lines"):
-        print("  lines: " + json.dumps(spec["lines"]))
+    lines = peer.get("spec1d", {}).get("lines", {})
+    if lines:
+        print(
+            "  lines: "
+            + ", ".join(
+                f"{k} S/N {v['peak_sn']['sn']:.1f} at {v['peak_sn']['wave']:.4f} um"
+                for k, v in lines.items()
+                if "peak_sn" in v
+            )
+        )
     ow = ours["runs"]["with_figures"]
     print(
         "ratios (msaexp / slitcombine, both with figures): "

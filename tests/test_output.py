@@ -478,3 +478,19 @@ def test_opaque_figures_are_saved_as_rgb(product, tmp_path):
     fig.add_axes((0.1, 0.1, 0.8, 0.8)).plot([0, 1])
     with Image.open(save_figure(fig, tmp_path / "clear.png", dpi=50)) as im:
         assert im.mode == "RGBA" and np.asarray(im)[..., 3].min() == 0
+
+
+def test_raw_sink_keeps_one_write_without_copying():
+    """savefig's raw bytes are kept as a view (no 3 MB copy); several writes still join."""
+    from slitcombine.plots import _RawSink
+
+    buffer = bytearray(b"abcd" * 4)
+    sink = _RawSink()
+    assert sink.write(buffer) == 16
+    view = sink.data()
+    buffer[0:1] = b"z"  # a view sees the change, a copy would not
+    assert bytes(view[:4]) == b"zbcd"
+    sink = _RawSink()
+    sink.write(b"ab")
+    sink.write(memoryview(np.arange(2, dtype="<u2")))
+    assert bytes(sink.data()) == b"ab\x00\x00\x01\x00"

@@ -348,6 +348,35 @@ def summary_figure(spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.
     return fig
 
 
+class _RawSink(io.RawIOBase):
+    """A write-only binary stream that keeps what is written without copying it.
+
+    ``savefig(format='raw')`` writes the Agg renderer's RGBA buffer in one ``write``
+    call; a ``BytesIO`` would copy those 4 bytes per pixel (3 MB for the
+    nod-difference figure) while the renderer and the PNG image are alive.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._chunks = []
+
+    def writable(self):
+        """True: a sink is written to."""
+        return True
+
+    def write(self, data):
+        """Keep a view of ``data`` (bytes-like); returns its length in bytes."""
+        view = memoryview(data).cast("B")
+        self._chunks.append(view)
+        return view.nbytes
+
+    def data(self):
+        """Everything written, as one bytes-like object (a view if written at once)."""
+        if len(self._chunks) == 1:
+            return self._chunks[0]
+        return memoryview(b"".join(self._chunks))
+
+
 def _render(fig, dpi):
     """The figure as ``savefig`` draws it, RGB if it is opaque, else RGBA.
 
@@ -366,11 +395,11 @@ def _render(fig, dpi):
     """
     from PIL import Image
 
-    buffer = io.BytesIO()
+    sink = _RawSink()
     # through savefig (its facecolor, transparency and dpi handling): raw RGBA bytes
-    fig.savefig(buffer, format="raw", dpi=dpi)
+    fig.savefig(sink, format="raw", dpi=dpi)
     width, height = (int(v) for v in fig.bbox_inches.size * dpi)
-    raw = buffer.getbuffer()
+    raw = sink.data()
     if raw.nbytes != 4 * width * height:
         return None
     image = Image.frombuffer("RGBA", (width, height), raw, "raw", "RGBA", 0, 1)
