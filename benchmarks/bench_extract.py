@@ -85,7 +85,7 @@ def _child(files, repeat):
 
 
 def _whole_process_ours(files):
-    """Wall time and peak RSS (MB) of one ``slitcombine extract`` process.
+    """Wall time and peak RSS (MiB, ``ru_maxrss`` / 1024) of one ``slitcombine extract`` process.
 
     ``os.wait4`` gives the rusage of that child alone (``RUSAGE_CHILDREN`` would report
     the largest of every earlier child, e.g. the in-process run).
@@ -123,7 +123,10 @@ def main():
             + ", ".join(f"{k} {v:.3f}" for k, v in r["last_breakdown"].items())
         )
     print(f"  whole process (CLI extract, with figures): {wall_ours:.2f} s")
-    print(f"  peak RSS: in-process child {ours['peak_rss_mb']:.0f} MB, CLI {rss_cli:.0f} MB")
+    print(
+        f"  peak RSS: in-process child {ours['peak_rss_mb']:.0f} MiB, "
+        f"CLI {rss_cli:.1f} MiB ({rss_cli * 1.048576:.1f} MB)"
+    )
     print(
         "  lines: "
         + ", ".join(
@@ -142,7 +145,7 @@ def main():
     print(f"msaexp {peer['versions']['msaexp']} (import {peer['import_s']:.2f} s, not included)")
     print(f"  in-process extract_spectra first {t['first_s']:.3f} s  warm median {med:.3f} s")
     print(f"  whole process (peer, 1 extraction): {wall_peer:.2f} s")
-    print(f"  peak RSS: {single['peak_rss_mb']:.0f} MB")
+    print(f"  peak RSS: {single['peak_rss_mb']:.0f} MiB")
     lines = peer.get("spec1d", {}).get("lines", {})
     if lines:
         print(
