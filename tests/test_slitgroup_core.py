@@ -13,6 +13,7 @@ from slitcombine import (
     IncompatibleExposuresError,
     InputFileError,
     SlitGroup,
+    geometry,
     read_slit,
 )
 from slitcombine.masks import Reject, dq_value
@@ -56,6 +57,15 @@ def test_geometry_scales_and_nods(ceers_group):
     assert 0.3 < g.source_ypixel_position < 0.7
     ys = g.fixed_yshutter
     assert np.nanmin(ys) < -1.3 and np.nanmax(ys) > 1.3
+
+
+def test_parsed_wcs_released_after_construction_and_rebuilt_on_access(ceers_group):
+    """The group frees the converted WCS / ASDF trees (memory) but they stay usable."""
+    s0 = ceers_group.slits[0]
+    assert not {"wcs", "_slit_node", "_asdf_file"} & set(vars(s0))
+    sy = geometry.slit_frame_grid(s0.wcs, s0.shape)[1]  # parsed again from the bytes
+    np.testing.assert_array_equal(sy, ceers_group._slit_y0_full)
+    assert s0.asdf_slit_attribute("quadrant") is not None
 
 
 def test_traces_from_offsets_match_each_wcs(ceers_files):
@@ -348,3 +358,22 @@ def test_noise_scale_pure_function():
     assert scale == pytest.approx(1.3, rel=0.06)
     assert n == int(np.count_nonzero(np.all(np.abs(yslit) > 2.0, axis=0)))
     assert np.isnan(nods.noise_scale(diff[:10], np.ones(10), yslit[:, :10])[0])
+
+
+def test_dq_flags_are_stdatamodels_definitions_without_the_datamodel_package():
+    """The JWST DQ flags come from stdatamodels' module, run without importing every
+    JWST datamodel (a fresh interpreter: the test session has imported them)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from slitcombine.masks import dq_flags; f = dq_flags(); "
+        "print(json.dumps([f, 'stdatamodels.jwst.datamodels' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    flags, imported = json.loads(out.stdout)
+    from stdatamodels.jwst.datamodels.dqflags import pixel
+
+    assert flags == dict(pixel) and not imported
+    assert flags["DO_NOT_USE"] == 1 and flags["MSA_FAILED_OPEN"] == 2**29

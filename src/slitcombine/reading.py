@@ -281,6 +281,17 @@ class SlitExposure:
             )
         return wcs
 
+    def release_asdf(self):
+        """Forget the parsed ASDF tree and the converted WCS (kept bytes stay).
+
+        They are caches: the next access to :attr:`wcs`, :attr:`asdf_tree` or
+        :meth:`asdf_slit_attribute` parses the ASDF extension again (~0.1 s for a
+        NIRSpec slit WCS).  A converted NIRSpec WCS and its file's tree hold ~4-6 MiB;
+        :class:`slitcombine.SlitGroup` releases them once it has built its geometry.
+        """
+        for name in ("wcs", "_slit_node", "_asdf_file"):
+            self.__dict__.pop(name, None)
+
     def asdf_slit_attribute(self, name, default=None):
         """A slit attribute stored only in the ASDF tree (``quadrant``, ``xcen`` ...).
 

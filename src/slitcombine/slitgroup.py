@@ -350,6 +350,10 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             slit_hotpix_kwargs=slit_hotpix_kwargs,
         )
         self.meta["rejected"] = masks.describe_rejections(self.reject)
+        # the geometry is built: the parsed ASDF trees and WCS objects (~5 MiB per
+        # converted WCS) are caches that are rebuilt if a user asks for them
+        for slit in self.slits:
+            slit.release_asdf()
 
     # ================================================================ bookkeeping
     def _step(self, name, status, **details):
