@@ -377,3 +377,19 @@ def test_dq_flags_are_stdatamodels_definitions_without_the_datamodel_package():
 
     assert flags == dict(pixel) and not imported
     assert flags["DO_NOT_USE"] == 1 and flags["MSA_FAILED_OPEN"] == 2**29
+
+
+def test_evaluate_steps_equals_gwcs_get_transform(ceers_files):
+    """Step-by-step evaluation gives gwcs's composed transform's numbers exactly."""
+    wcs = read_slit(ceers_files[0]).wcs
+    x, y = np.array([10.0, 200.0, 300.0]), np.array([12.0, 14.5, 16.0])
+    for a, b in (("detector", "world"), ("detector", "slit_frame"), ("slit_frame", "world")):
+        inputs = (x, y) if a == "detector" else wcs.get_transform("detector", a)(x, y)
+        ours = geometry.evaluate_steps(wcs, a, b, *inputs)
+        ref = wcs.get_transform(a, b)(*inputs)
+        for u, v in zip(ours, ref, strict=True):
+            np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="does not come after"):
+        geometry.evaluate_steps(wcs, "world", "detector", x, y)
+    with pytest.raises(ValueError, match="not in the WCS pipeline"):
+        geometry.evaluate_steps(wcs, "detector", "nowhere", x, y)
