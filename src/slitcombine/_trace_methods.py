@@ -133,6 +133,7 @@ class TraceMethods:
         max_nfev=None,
         signal_threshold=5.0,
         shift_negatives=True,
+        warn_at_bound=True,
         **kwargs,
     ):
         """Fit the profile width and trace-offset polynomial of one nod position.
@@ -169,8 +170,9 @@ class TraceMethods:
             Degree of the offset polynomial (when ``x0`` is None).
         sigma_bounds : (float, float)
             Bounds on sigma, **pixels x 10** ((1, 20) = 0.1-2 px).
-        trace_bounds : (float, float)
-            Bounds on every offset coefficient, pixels.
+        trace_bounds : (float, float) or array-like of shape (degree + 1, 2)
+            Bounds on every offset coefficient, pixels; or one ``(low, high)`` pair
+            per coefficient (``numpy.polyval`` order, the constant term last).
         fix_sigma : float
             If > 0, sigma is fixed to this value (**pixels x 10**) and not fitted.
         with_bounds : bool
@@ -197,6 +199,9 @@ class TraceMethods:
             is offset from its nominal trace like the positive one's).  False is
             msaexp's behaviour: the negatives stay at their current trace (which
             :meth:`fit_all_traces` updates between passes).
+        warn_at_bound : bool
+            Log a warning when a fitted parameter stops at its bound (the parameters
+            are listed in ``at_bound`` either way).
         **kwargs
             Ignored (recorded in the result as ``ignored_kwargs``).
 
@@ -273,7 +278,7 @@ class TraceMethods:
             coeffs0,
             fix_sigma=fixed,
             sigma_bounds=tuple(v / SIGMA_UNIT for v in sigma_bounds),
-            coeff_bounds=tuple(trace_bounds),
+            coeff_bounds=np.asarray(trace_bounds, float),
             with_bounds=with_bounds,
             sigma_prior=sigma_prior,
             offset_prior=offset_prior,
@@ -284,25 +289,8 @@ class TraceMethods:
             evaluate=evaluate,
             signal_threshold=signal_threshold,
         )
-        if any(res["at_bound"]):
-            names = (["sigma"] if not fixed else []) + [f"c{k}" for k in range(deg, -1, -1)]
-            hit = [n for n, a in zip(names, res["at_bound"], strict=False) if a]
-            if all(n not in ("sigma", "c0") for n in hit):
-                # only curvature/slope terms: typically poorly constrained by the data
-                # (on CEERS c2 runs to any bound for a chi2 gain of a few)
-                hint = "a lower degree (the data may not constrain them) or wider trace_bounds"
-            else:
-                hint = "wider bounds if the source is really there"
-            log.warning(
-                "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, "
-                "trace_bounds=%s px); try %s",
-                self.name,
-                exp,
-                hit,
-                tuple(sigma_bounds),
-                tuple(trace_bounds),
-                hint,
-            )
+        if warn_at_bound and any(res["at_bound"]):
+            self._warn_at_bound(exp, res["at_bound"], fixed, deg, sigma_bounds, trace_bounds)
         ny, nx = self.sh
         sden = np.where(np.isfinite(res["flux_err"]), res["flux_err"] ** -2.0, 0.0)
         xn = inp["xn"]
@@ -332,7 +320,7 @@ class TraceMethods:
             "tol": tol,
             "with_bounds": bool(with_bounds),
             "sigma_bounds_px": tuple(v / SIGMA_UNIT for v in sigma_bounds),
-            "trace_bounds_px": tuple(trace_bounds),
+            "trace_bounds_px": np.asarray(trace_bounds, float).tolist(),
             "sigma_prior": sigma_prior,
             "offset_prior": offset_prior,
             "psf_model": repr(model.prf),
@@ -377,6 +365,67 @@ class TraceMethods:
         )
         return fit
 
+    def _warn_at_bound(self, exp, at_bound, fixed, deg, sigma_bounds, trace_bounds):
+        """Log which fitted parameters stopped at their bounds, with advice."""
+        names = (["sigma"] if not fixed else []) + [f"c{k}" for k in range(deg, -1, -1)]
+        hit = [n for n, a in zip(names, at_bound, strict=False) if a]
+        if all(n not in ("sigma", "c0") for n in hit):
+            # only curvature/slope terms: typically poorly constrained by the data
+            # (on CEERS c2 runs to any bound for a chi2 gain of a few)
+            hint = "a lower degree (the data may not constrain them) or wider trace_bounds"
+        else:
+            hint = "wider bounds if the source is really there"
+        log.warning(
+            "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, "
+            "trace_bounds=%s px); try %s",
+            self.name,
+            exp,
+            hit,
+            tuple(sigma_bounds),
+            np.asarray(trace_bounds, float).tolist(),
+            hint,
+        )
+
+    def _widened_bounds(self, fit, kw):
+        """Bounds for a refit when the width or the constant offset stopped at a bound.
+
+        Returns ``(sigma_bounds, trace_bounds, widened)`` (msaexp units: sigma in
+        pixels x 10, ``trace_bounds`` one pair per coefficient) or None when neither
+        the upper width bound nor a bound of the constant offset ``c0`` was hit, or
+        the physical limits are already reached.  Limits: sigma up to one nod step
+        (a wider source fills the slitlet), ``|c0|`` up to half a nod step (the next
+        shutter); the slope and curvature bounds are kept.
+        """
+        names = (["sigma"] if not fit["fix_sigma"] else []) + [
+            f"c{k}" for k in range(fit["degree"], -1, -1)
+        ]
+        hit = {n for n, a in zip(names, fit["at_bound"], strict=False) if a}
+        step = self.meta.get("nod_offset")
+        if not (step and np.isfinite(step)):
+            step = geometry.MSA_NOD_ARCSEC / self.slit_pixel_scale
+        slo, shi = (float(v) for v in kw.get("sigma_bounds", (1, 20)))
+        ncoeff = fit["degree"] + 1
+        cb = np.array(
+            np.broadcast_to(np.asarray(kw.get("trace_bounds", (-1, 1)), float), (ncoeff, 2))
+        )
+        widened = []
+        sigma_max = step * SIGMA_UNIT
+        if (
+            "sigma" in hit
+            and fit["sigma"] * SIGMA_UNIT >= shi - 1e-3 * (shi - slo)
+            and shi < sigma_max
+        ):
+            shi = sigma_max
+            widened.append(f"sigma <= {step:.2f} px")
+        c0 = float(fit["trace_coeffs"][-1])
+        if "c0" in hit and max(abs(cb[-1, 0]), abs(cb[-1, 1])) < 0.5 * step:
+            cb[-1] = (min(cb[-1, 0], -0.5 * step), max(cb[-1, 1], 0.5 * step))
+            widened.append(f"|c0| <= {0.5 * step:.2f} px")
+        if not widened:
+            return None
+        log.debug("%s: widened bounds from c0=%.3f px: %s", self.name, c0, widened)
+        return (slo, shi), cb, widened
+
     # ------------------------------------------------------------ fit_all_traces
     def _resolve_ref_exp(self, ref_exp):
         if ref_exp is None:
@@ -394,7 +443,53 @@ class TraceMethods:
         log.log(logging.INFO if self.unp.N == 1 else logging.WARNING, "%s: %s", self.name, note)
         return ref, note
 
-    def fit_all_traces(self, niter=3, dchi_threshold=-25, ref_exp=2, **kwargs):
+    def _refit_widened(self, p, fit, kw, chi2_nominal, dchi_threshold):
+        """Refit position ``p`` with wider bounds while a significant fit stops at one.
+
+        Returns the best fit and the keyword arguments (bounds) that gave it.
+        """
+        best, best_kw = fit, kw
+        for _ in range(2):  # the width and the offset may each need one widening
+            significant = (
+                best["status"] == "OK" and best["chi2_fit"] - chi2_nominal < dchi_threshold
+            )
+            wide = self._widened_bounds(best, best_kw) if significant else None
+            if wide is None:
+                break
+            sigma_bounds, trace_bounds, what = wide
+            trial_kw = dict(
+                best_kw, sigma_bounds=sigma_bounds, trace_bounds=trace_bounds, x0=best["theta"]
+            )
+            trial = self.fit_single_trace(exp=p, warn_at_bound=False, **trial_kw)
+            if not (trial["success"] and trial["chi2_fit"] < best["chi2_fit"]):
+                break
+            log.info(
+                "%s: position %s: the fit stopped at a bound; refitted with %s: sigma "
+                "%.3f -> %.3f px, offset %.3f -> %.3f px, chi2 %.1f -> %.1f",
+                self.name,
+                p,
+                ", ".join(what),
+                best["sigma"],
+                trial["sigma"],
+                best["trace_coeffs"][-1],
+                trial["trace_coeffs"][-1],
+                best["chi2_fit"],
+                trial["chi2_fit"],
+            )
+            trial["widened_bounds"] = list(best.get("widened_bounds", [])) + what
+            best, best_kw = trial, {k: v for k, v in trial_kw.items() if k != "x0"}
+        if any(best["at_bound"]):
+            self._warn_at_bound(
+                p,
+                best["at_bound"],
+                best["fix_sigma"],
+                best["degree"],
+                best_kw.get("sigma_bounds", (1, 20)),
+                best_kw.get("trace_bounds", (-1, 1)),
+            )
+        return best, best_kw
+
+    def fit_all_traces(self, niter=3, dchi_threshold=-25, ref_exp=2, widen_bounds=False, **kwargs):
         """Fit the traces of all nod positions and apply the offsets to the group.
 
         With ``ref_exp`` (a position value, or 'auto' for
@@ -422,6 +517,16 @@ class TraceMethods:
             Reference position (2, msaexp's default, is the middle nod of a 3-nod
             pattern); a value that is not a position falls back to
             :attr:`calc_reference_exposure` (recorded in ``meta``).
+        widen_bounds : bool
+            When a fit that beats the nominal traces by more than ``-dchi_threshold``
+            stops at the upper bound of the width or at a bound of the constant offset
+            ``c0``, refit it from there with that bound moved to its physical limit
+            (width: one nod step; ``|c0|``: half a nod step; the slope and curvature
+            bounds are kept) and keep the refit if it lowers chi2 (recorded as
+            ``widened_bounds``).  False (msaexp's behaviour): the bounds are final.
+            :func:`slitcombine.combine.combine` sets it: with the default bounds (0.1-2
+            px width, +-1 px offsets) a source 0.3 shutter off centre lost 9% of its
+            flux and a 3 px wide one 35%.
         **kwargs
             Passed to :meth:`fit_single_trace` (``degree``, ``fix_sigma``,
             ``initial_sigma``, priors ...).
@@ -472,18 +577,25 @@ class TraceMethods:
                 }
             )
 
+        bounds_kw = {}  # per position: bounds widened in an earlier pass
         for k in range(npass):
             passes = k + 1
             change = 0.0
             for p in fitted:
-                kw = dict(kwargs)
+                kw = dict(kwargs, **bounds_kw.get(p, {}))
                 if p in fits:
                     kw["x0"] = fits[p]["theta"]
                 elif kw_x0 is not None:
                     kw["x0"] = kw_x0
-                fit = self.fit_single_trace(exp=p, **kw)
+                fit = self.fit_single_trace(exp=p, warn_at_bound=not widen_bounds, **kw)
                 if k == 0:
                     chi2_nominal[p] = fit["chi2_init"]
+                if widen_bounds and not fit["evaluate"]:
+                    fit, used_kw = self._refit_widened(p, fit, kw, chi2_nominal[p], dchi_threshold)
+                    if "widened_bounds" in fit:
+                        bounds_kw[p] = {
+                            key: used_kw[key] for key in ("sigma_bounds", "trace_bounds")
+                        }
                 if p in fits:
                     dc = np.abs(fit["trace_coeffs"] - fits[p]["trace_coeffs"])
                     ds = abs(fit["sigma"] - fits[p]["sigma"])
@@ -506,7 +618,7 @@ class TraceMethods:
             for p in positions:
                 if p == ref:
                     continue
-                kw = dict(kwargs, x0=fits[ref]["theta"], evaluate=True)
+                kw = dict(kwargs, **bounds_kw.get(ref, {}), x0=fits[ref]["theta"], evaluate=True)
                 fit = self.fit_single_trace(exp=p, **kw)
                 chi2_nominal[p] = np.nan
                 record(p, passes - 1, fit)
@@ -538,6 +650,9 @@ class TraceMethods:
             "differenced": {p: fits[p]["differenced"] for p in positions},
             "nfev": sum(h["nfev"] for p in positions for h in history[p]),
             "psf_model": fits[order[0]]["psf_model"],
+            "widened_bounds": {
+                p: fits[p]["widened_bounds"] for p in fitted if "widened_bounds" in fits[p]
+            },
             "fit_kwargs": {k: v for k, v in kwargs.items() if np.isscalar(v) or v is None},
         }
         if ref_note:

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 #: * ``boxcar_halfwidth`` - half-width (px) of the boxcar extraction;
 #: * ``y_range`` - restrict the optimal extraction to this yslit range (px), None = all;
 #: * ``fit_traces`` - run ``SlitGroup.fit_all_traces`` (if available) before extracting;
-#: * ``trace_kwargs`` - keywords of ``fit_all_traces``;
+#: * ``trace_kwargs`` - keywords of ``fit_all_traces`` (``widen_bounds`` defaults to True
+#:   here: a fit stopped at the width or offset bound is refitted with wider bounds);
 #: * ``profile_sigma`` - intrinsic width (px) to use instead of the trace fit's;
 #: * ``include_pixtab`` - also write the pixel table (PIXTAB extension);
 #: * ``rescale_variance`` - multiply every variance by the square of the measured noise
@@ -461,14 +462,20 @@ def combine_group(group, **params):
     if p["fit_traces"]:
         if hasattr(group, "fit_all_traces"):
             trace_kw = dict(p["trace_kwargs"] or {})
+            # a bright source off the shutter centre or wider than 2 px is not held
+            # at the default bounds (see SlitGroup.fit_all_traces)
+            trace_kw.setdefault("widen_bounds", True)
             if p["profile_sigma"] is not None:
                 # the given width is held fixed; the trace offsets are still fitted
                 from ._trace_methods import SIGMA_UNIT
 
                 trace_kw.setdefault("fix_sigma", p["profile_sigma"] * SIGMA_UNIT)
             try:
-                group.fit_all_traces(**trace_kw)
+                fits = group.fit_all_traces(**trace_kw)
                 trace_status = "fitted" if p["profile_sigma"] is None else "fitted, width fixed"
+                widened = sorted({w for f in fits.values() for w in f.get("widened_bounds", [])})
+                if widened:
+                    trace_status += f", bounds widened ({'; '.join(widened)})"
             except FitError as exc:
                 trace_status = f"failed ({exc}); default profile width used"
                 log.warning("%s: trace fit failed: %s; using the default width", group.name, exc)

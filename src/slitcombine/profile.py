@@ -969,8 +969,9 @@ def fit_difference_profile(
         Keep ``sigma = sigma0``.
     sigma_bounds : (float, float)
         Bounds on sigma, pixels.
-    coeff_bounds : (float, float)
-        Bounds on every offset coefficient, pixels.
+    coeff_bounds : (float, float) or array-like of shape (degree + 1, 2)
+        Bounds on every offset coefficient, pixels; or one ``(low, high)`` pair per
+        coefficient (``numpy.polyval`` order, the constant term last).
     with_bounds : bool
         Apply the bounds (otherwise unbounded; sigma is then taken as ``|sigma|``).
     sigma_prior : (float, float) or None
@@ -1023,12 +1024,18 @@ def fit_difference_profile(
     if not np.isfinite(sigma0) or not np.all(np.isfinite(coeffs0)):
         raise FitError(f"non-finite start values: sigma={sigma0}, coeffs={coeffs0}")
     slo, shi = (float(v) for v in sigma_bounds)
-    clo, chi = (float(v) for v in coeff_bounds)
+    cb = np.asarray(coeff_bounds, float)
+    if cb.shape not in ((2,), (coeffs0.size, 2)):
+        raise FitError(
+            f"trace_bounds must be (low, high) or {coeffs0.size} (low, high) pairs, "
+            f"got shape {cb.shape}"
+        )
+    clo, chi = np.broadcast_to(cb, (coeffs0.size, 2)).T
     if with_bounds:
-        if not (0 <= slo < shi) or not (clo < chi):
+        if not (0 <= slo < shi) or not np.all(clo < chi):
             raise FitError(
                 f"inconsistent bounds: sigma_bounds=({slo}, {shi}) px, "
-                f"trace_bounds=({clo}, {chi}) px"
+                f"trace_bounds={cb.tolist()} px"
             )
         if not fix_sigma and not (slo <= sigma0 <= shi):
             raise FitError(
@@ -1036,7 +1043,7 @@ def fit_difference_profile(
             )
         if np.any(coeffs0 < clo) or np.any(coeffs0 > chi):
             raise FitError(
-                f"start offset coefficients {coeffs0} are outside trace_bounds ({clo}, {chi}) px"
+                f"start offset coefficients {coeffs0} are outside trace_bounds {cb.tolist()} px"
             )
     free_sigma = not fix_sigma
     priors = []
@@ -1104,10 +1111,8 @@ def fit_difference_profile(
         )
     elif not evaluate:
         if with_bounds:
-            lb = np.full(nparam, clo)
-            ub = np.full(nparam, chi)
-            if free_sigma:
-                lb[0], ub[0] = slo, shi
+            lb = np.concatenate([[slo], clo]) if free_sigma else clo.copy()
+            ub = np.concatenate([[shi], chi]) if free_sigma else chi.copy()
         else:
             lb, ub = np.full(nparam, -np.inf), np.full(nparam, np.inf)
         res = least_squares(
