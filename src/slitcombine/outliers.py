@@ -574,6 +574,26 @@ def _column_reference(excess, var_r, sh, gap=1, half=3):
     return out[0], out[1], out[2] * var_r, out[3] * var_r
 
 
+def _column_surplus(excess, var_r, used, w, var_ref, yslit, valid, sh, radius=2.5, rel=0.1):
+    """S/N of each exposure's column excess over its reference, near the trace.
+
+    ``(sum r - sum w S) / sqrt(sum var_r + sum w^2 var_S + (rel sum w S)^2)`` over the
+    pixels of the column with ``|yslit| <= radius`` that have a reference; ``(N, nx)``,
+    0 where the column has no such pixel.
+    """
+    with np.errstate(invalid="ignore"):
+        sel = valid & (np.abs(np.nan_to_num(yslit, nan=np.inf)) <= radius)
+
+    def colsum(a):
+        return _cube(np.where(sel, a, 0.0), sh).sum(axis=1)
+
+    total, ref = colsum(excess), colsum(used)
+    var = colsum(var_r) + colsum(w**2 * np.nan_to_num(var_ref)) + (rel * ref) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = (total - ref) / np.sqrt(var)
+    return np.where(np.isfinite(g), g, 0.0)
+
+
 def _neighbour_excess(excess, data, model, sh):
     """Smaller over the two directions of the larger excess of the 2 neighbours.
 
@@ -677,6 +697,9 @@ def consensus_residuals(
     sky_radius=3.0,
     envelope_margin=0.2,
     env_sigma=3.0,
+    column_radius=2.5,
+    column_error=0.1,
+    column_sigma=5.0,
 ):
     """Residual S/N of every pixel against its own row and the other exposures.
 
@@ -733,6 +756,16 @@ def consensus_residuals(
         continuum, so that cosmic rays on a bright continuum trace stay detectable).
     env_sigma : float
         See ``envelope_margin``.
+    column_radius, column_error, column_sigma : float
+        The interpolation allowance (``interp_error``) is dropped in the columns of an
+        exposure whose excess summed over ``|yslit| <= column_radius`` (pixels) exceeds
+        the reference summed there by more than ``column_sigma`` times its error, with
+        a fractional error ``column_error`` (throughput differences) on the reference
+        sum.  Summed over the column, the error of the interpolation of a peaked profile
+        cancels (high at the peak, low in the wings), so such a column holds more light
+        than the source gives it: a cosmic ray on the core of a bright line, which the
+        allowance would otherwise hide (simulated: 3-pixel hits of 50-180 sigma on a
+        PRISM [OIII] peak, line flux 7% high).
 
     Returns
     -------
@@ -813,11 +846,11 @@ def consensus_residuals(
     if near_trace.any():
         veto = sharpness * neigh
 
-    def z_of(layer, lvar, ref, vref, spr, use_veto):
+    def z_of(layer, lvar, ref, vref, spr, use_veto, eta=interp_error):
         w = _gated(ref, vref, gate)
         used = np.where(w > 0, w * ref, 0.0)
         sig2 = lvar + np.where(w > 0, w**2 * vref, 0.0) + (rel_error * used) ** 2
-        sig = np.sqrt(sig2 + (interp_error * w * spr) ** 2)
+        sig = np.sqrt(sig2 + (eta * w * spr) ** 2)
         num = layer - used
         if use_veto and veto is not None:
             num = np.where(near_trace, layer - veto, num)
@@ -826,6 +859,26 @@ def consensus_residuals(
         return np.where(ok & np.isfinite(z), z, np.nan), used, sig, w
 
     z, used, sigma, w = z_of(excess, var_r, ref_hi[0], var_hi[0], spread[0], True)
+    crowded = (
+        _column_surplus(
+            excess,
+            var_r,
+            used,
+            w,
+            var_hi[0],
+            yslit,
+            ok & (n_ref > 0),
+            sh,
+            radius=column_radius,
+            rel=column_error,
+        )
+        > column_sigma
+    )
+    if crowded.any():
+        strict = ok & (n_ref > 0) & np.repeat(crowded[:, None, :], sh[0], axis=1).reshape(ok.shape)
+        z0, _, sigma0, _ = z_of(excess, var_r, ref_hi[0], var_hi[0], spread[0], True, eta=0.0)
+        z = np.where(strict, z0, z)
+        sigma = np.where(strict, sigma0, sigma)
     z_low, _, _, _ = z_of(excess, var_r, ref_lo[0], var_lo[0], spread[0], False)
     # Where the other exposures show a feature (w > 0), the pixel is also compared, at
     # the data level, with the brightest pixel they show around its source position:
