@@ -264,3 +264,22 @@ def test_slit_plugins_parse_manifests_like_pyyaml():
         for ext in manifests:
             text = config.resource_manager[ext._manifest["id"]]
             assert yaml.load(text, Loader=yaml.SafeLoader) == ext._manifest
+
+
+def test_slit_entry_points_are_those_of_the_slit_distributions():
+    """Looking the slit plugins up by distribution name finds what a full scan finds."""
+    from importlib.metadata import entry_points
+
+    from slitcombine.reading import SLIT_ASDF_PLUGINS, _dist_key, _slit_entry_points
+
+    wanted = {_dist_key(n) for n in SLIT_ASDF_PLUGINS}
+    for group in ("asdf.extensions", "asdf.resource_mappings"):
+        full = {
+            (_dist_key(ep.dist.name), ep.value)
+            for ep in entry_points(group=group)
+            if _dist_key(ep.dist.name) in wanted
+        }
+        ours = {
+            (_dist_key(ep.dist.name), ep.value) for ep in _slit_entry_points().select(group=group)
+        }
+        assert ours == full and len(full) > 0
