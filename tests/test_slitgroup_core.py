@@ -389,7 +389,21 @@ def test_evaluate_steps_equals_gwcs_get_transform(ceers_files):
         ref = wcs.get_transform(a, b)(*inputs)
         for u, v in zip(ours, ref, strict=True):
             np.testing.assert_array_equal(u, v)
-    with pytest.raises(ValueError, match="does not come after"):
+    with pytest.raises(ConfigurationError, match="does not come after"):
         geometry.evaluate_steps(wcs, "world", "detector", x, y)
-    with pytest.raises(ValueError, match="not in the WCS pipeline"):
+    with pytest.raises(ConfigurationError, match="not in the WCS pipeline"):
         geometry.evaluate_steps(wcs, "detector", "nowhere", x, y)
+
+
+def test_evaluate_steps_with_a_one_output_step():
+    """A step with one output (a bare array from astropy) still gives a tuple."""
+    import astropy.units as u
+    from astropy.modeling.models import Scale
+    from gwcs import WCS
+    from gwcs import coordinate_frames as cf
+
+    a = cf.SpectralFrame(name="a", unit=u.um)
+    b = cf.SpectralFrame(name="b", unit=u.um)
+    wcs = WCS([(a, Scale(2)), (b, None)])
+    (out,) = geometry.evaluate_steps(wcs, "a", "b", np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(out, wcs.get_transform("a", "b")(np.array([1.0, 2.0, 3.0])))

@@ -55,6 +55,9 @@ _CONSENSUS_KEYS = (
     "source_radius",
     "sharpness",
     "sharp_sigma",
+    "column_radius",
+    "column_error",
+    "column_sigma",
 )
 #: Rejection bits set by this module (a consensus computed before them stays usable).
 _OWN_BITS = (

@@ -392,18 +392,24 @@ class TraceMethods:
         Returns ``(sigma_bounds, trace_bounds, widened)`` (msaexp units: sigma in
         pixels x 10, ``trace_bounds`` one pair per coefficient) or None when neither
         the upper width bound nor a bound of the constant offset ``c0`` was hit, or
-        the physical limits are already reached.  Limits: sigma up to one nod step
-        (a wider source fills the slitlet), ``|c0|`` up to half a nod step (the next
-        shutter); the slope and curvature bounds are kept.
+        the physical limits are already reached, or the width sits at its *lower*
+        bound (a degenerate fit).  Limits, with the nod step ``|meta['nod_offset']|``
+        (pixels; one shutter pitch unless given): sigma up to one nod step (a wider
+        source fills the slitlet), ``|c0|`` up to half a nod step (the next shutter);
+        the slope and curvature bounds are kept.
         """
         names = (["sigma"] if not fit["fix_sigma"] else []) + [
             f"c{k}" for k in range(fit["degree"], -1, -1)
         ]
         hit = {n for n, a in zip(names, fit["at_bound"], strict=False) if a}
-        step = self.meta.get("nod_offset")
-        if not (step and np.isfinite(step)):
-            step = geometry.MSA_NOD_ARCSEC / self.slit_pixel_scale
         slo, shi = (float(v) for v in kw.get("sigma_bounds", (1, 20)))
+        if "sigma" in hit and fit["sigma"] * SIGMA_UNIT <= slo + 1e-3 * (shi - slo):
+            # a width at its lower bound: a degenerate fit (a cosmic ray, no source
+            # profile), not a source beyond the bounds
+            return None
+        step = abs(self.meta.get("nod_offset") or np.nan)
+        if not np.isfinite(step) or step == 0:
+            step = geometry.MSA_NOD_ARCSEC / self.slit_pixel_scale
         ncoeff = fit["degree"] + 1
         cb = np.array(
             np.broadcast_to(np.asarray(kw.get("trace_bounds", (-1, 1)), float), (ncoeff, 2))
@@ -443,10 +449,14 @@ class TraceMethods:
         log.log(logging.INFO if self.unp.N == 1 else logging.WARNING, "%s: %s", self.name, note)
         return ref, note
 
-    def _refit_widened(self, p, fit, kw, chi2_nominal, dchi_threshold):
+    def _refit_widened(self, p, fit, kw, chi2_nominal, dchi_threshold, warn=True):
         """Refit position ``p`` with wider bounds while a significant fit stops at one.
 
-        Returns the best fit and the keyword arguments (bounds) that gave it.
+        A refit is kept only if it lowers chi2 by more than ``-dchi_threshold`` (the
+        gain asked of any fit over the nominal traces).  Returns the best fit and the
+        keyword arguments (bounds) that gave it; the fit records what was widened
+        (``widened_bounds``) and the evaluations of the fits it replaced
+        (``nfev_replaced``).
         """
         best, best_kw = fit, kw
         for _ in range(2):  # the width and the offset may each need one widening
@@ -461,7 +471,16 @@ class TraceMethods:
                 best_kw, sigma_bounds=sigma_bounds, trace_bounds=trace_bounds, x0=best["theta"]
             )
             trial = self.fit_single_trace(exp=p, warn_at_bound=False, **trial_kw)
-            if not (trial["success"] and trial["chi2_fit"] < best["chi2_fit"]):
+            gain = best["chi2_fit"] - trial["chi2_fit"]
+            if not (trial["success"] and gain > -dchi_threshold):
+                log.info(
+                    "%s: position %s: refit with %s not kept (chi2 gain %.1f, needs > %.1f)",
+                    self.name,
+                    p,
+                    ", ".join(what),
+                    gain,
+                    -dchi_threshold,
+                )
                 break
             log.info(
                 "%s: position %s: the fit stopped at a bound; refitted with %s: sigma "
@@ -477,8 +496,9 @@ class TraceMethods:
                 trial["chi2_fit"],
             )
             trial["widened_bounds"] = list(best.get("widened_bounds", [])) + what
+            trial["nfev_replaced"] = best.get("nfev_replaced", 0) + best["nfev"]
             best, best_kw = trial, {k: v for k, v in trial_kw.items() if k != "x0"}
-        if any(best["at_bound"]):
+        if warn and any(best["at_bound"]):
             self._warn_at_bound(
                 p,
                 best["at_bound"],
@@ -521,12 +541,15 @@ class TraceMethods:
             When a fit that beats the nominal traces by more than ``-dchi_threshold``
             stops at the upper bound of the width or at a bound of the constant offset
             ``c0``, refit it from there with that bound moved to its physical limit
-            (width: one nod step; ``|c0|``: half a nod step; the slope and curvature
-            bounds are kept) and keep the refit if it lowers chi2 (recorded as
-            ``widened_bounds``).  False (msaexp's behaviour): the bounds are final.
-            :func:`slitcombine.combine.combine` sets it: with the default bounds (0.1-2
-            px width, +-1 px offsets) a source 0.3 shutter off centre lost 9% of its
-            flux and a 3 px wide one 35%.
+            (width: one nod step, ``|meta['nod_offset']|``; ``|c0|``: half a nod step;
+            the slope and curvature bounds are kept) and keep the refit if it lowers
+            chi2 by more than ``-dchi_threshold`` too (recorded as ``widened_bounds``
+            in the fit and in ``meta``).  Not done when the width sits at its lower
+            bound (a degenerate fit).  False (msaexp's behaviour): the bounds are
+            final.  :func:`slitcombine.combine.combine` sets it unless ``sigma_bounds``
+            or ``trace_bounds`` are given: with the default bounds (0.1-2 px width, +-1
+            px offsets) a simulated PRISM source 0.3 open-shutter heights (1.3 px) off
+            centre lost 9% of its flux and a 2.5 px wide one 20%.
         **kwargs
             Passed to :meth:`fit_single_trace` (``degree``, ``fix_sigma``,
             ``initial_sigma``, priors ...).
@@ -551,6 +574,7 @@ class TraceMethods:
         positions = list(self.unp.values)
         order = positions if ref is None else [ref] + [p for p in positions if p != ref]
         kw_x0 = kwargs.pop("x0", None)
+        warn = bool(kwargs.pop("warn_at_bound", True))
         kwargs.pop("evaluate", None)
         kwargs.pop("exp", None)
         fits, history, chi2_nominal, accepted = {}, {p: [] for p in positions}, {}, {}
@@ -572,12 +596,13 @@ class TraceMethods:
                     "chi2_init": fit["chi2_init"],
                     "chi2_fit": fit["chi2_fit"],
                     "dchi2": fit["dchi2"],
-                    "nfev": fit["nfev"],
+                    "nfev": fit["nfev"] + fit.get("nfev_replaced", 0),
                     "status": fit["status"],
                 }
             )
 
         bounds_kw = {}  # per position: bounds widened in an earlier pass
+        widened = {}  # per position: what was widened (kept through later passes)
         for k in range(npass):
             passes = k + 1
             change = 0.0
@@ -587,15 +612,20 @@ class TraceMethods:
                     kw["x0"] = fits[p]["theta"]
                 elif kw_x0 is not None:
                     kw["x0"] = kw_x0
-                fit = self.fit_single_trace(exp=p, warn_at_bound=not widen_bounds, **kw)
+                fit = self.fit_single_trace(exp=p, warn_at_bound=warn and not widen_bounds, **kw)
                 if k == 0:
                     chi2_nominal[p] = fit["chi2_init"]
-                if widen_bounds and not fit["evaluate"]:
-                    fit, used_kw = self._refit_widened(p, fit, kw, chi2_nominal[p], dchi_threshold)
+                if widen_bounds:
+                    fit, used_kw = self._refit_widened(
+                        p, fit, kw, chi2_nominal[p], dchi_threshold, warn=warn
+                    )
                     if "widened_bounds" in fit:
                         bounds_kw[p] = {
                             key: used_kw[key] for key in ("sigma_bounds", "trace_bounds")
                         }
+                        widened[p] = list(dict.fromkeys(widened.get(p, []) + fit["widened_bounds"]))
+                    if p in widened:  # also a later pass inside the widened bounds
+                        fit["widened_bounds"] = widened[p]
                 if p in fits:
                     dc = np.abs(fit["trace_coeffs"] - fits[p]["trace_coeffs"])
                     ds = abs(fit["sigma"] - fits[p]["sigma"])
@@ -649,6 +679,7 @@ class TraceMethods:
             "fit_status": {p: fits[p]["status"] for p in positions},
             "differenced": {p: fits[p]["differenced"] for p in positions},
             "nfev": sum(h["nfev"] for p in positions for h in history[p]),
+            "widen_bounds": bool(widen_bounds),
             "psf_model": fits[order[0]]["psf_model"],
             "widened_bounds": {
                 p: fits[p]["widened_bounds"] for p in fitted if "widened_bounds" in fits[p]

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 #: * ``y_range`` - restrict the optimal extraction to this yslit range (px), None = all;
 #: * ``fit_traces`` - run ``SlitGroup.fit_all_traces`` (if available) before extracting;
 #: * ``trace_kwargs`` - keywords of ``fit_all_traces`` (``widen_bounds`` defaults to True
-#:   here: a fit stopped at the width or offset bound is refitted with wider bounds);
+#:   here unless ``sigma_bounds`` or ``trace_bounds`` are given: a fit stopped at the
+#:   width or offset bound is refitted with wider bounds);
 #: * ``profile_sigma`` - intrinsic width (px) to use instead of the trace fit's;
 #: * ``include_pixtab`` - also write the pixel table (PIXTAB extension);
 #: * ``rescale_variance`` - multiply every variance by the square of the measured noise
@@ -463,8 +464,10 @@ def combine_group(group, **params):
         if hasattr(group, "fit_all_traces"):
             trace_kw = dict(p["trace_kwargs"] or {})
             # a bright source off the shutter centre or wider than 2 px is not held
-            # at the default bounds (see SlitGroup.fit_all_traces)
-            trace_kw.setdefault("widen_bounds", True)
+            # at the default bounds (see SlitGroup.fit_all_traces); bounds the user
+            # gives are kept
+            if not {"sigma_bounds", "trace_bounds"} & set(trace_kw):
+                trace_kw.setdefault("widen_bounds", True)
             if p["profile_sigma"] is not None:
                 # the given width is held fixed; the trace offsets are still fitted
                 from ._trace_methods import SIGMA_UNIT

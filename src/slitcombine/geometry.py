@@ -24,6 +24,8 @@ import warnings
 
 import numpy as np
 
+from .errors import ConfigurationError
+
 __all__ = [
     "MSA_NOD_ARCSEC",
     "SHUTTER_PITCH_ARCSEC",
@@ -94,7 +96,7 @@ def evaluate_steps(wcs, from_frame, to_frame, *inputs):
 
     Raises
     ------
-    ValueError
+    slitcombine.errors.ConfigurationError
         If a frame is not in the pipeline or ``to_frame`` does not come after
         ``from_frame``.
     """
@@ -102,13 +104,15 @@ def evaluate_steps(wcs, from_frame, to_frame, *inputs):
     try:
         start, stop = names.index(from_frame), names.index(to_frame)
     except ValueError as exc:
-        raise ValueError(f"frame not in the WCS pipeline {names}: {exc}") from exc
+        raise ConfigurationError(f"frame not in the WCS pipeline {names}: {exc}") from exc
     if stop <= start:
-        raise ValueError(f"{to_frame!r} does not come after {from_frame!r} in {names}")
-    values = inputs
+        raise ConfigurationError(f"{to_frame!r} does not come after {from_frame!r} in {names}")
+    values = tuple(inputs)
     for step in wcs.pipeline[start:stop]:
         values = step.transform(*values)
-    return tuple(values)
+        if not isinstance(values, tuple):  # a transform with one output
+            values = (values,)
+    return values
 
 
 def rows_where(values, target=0.0):

@@ -781,7 +781,8 @@ def consensus_residuals(
     ``S`` is the median (the mean of two, or the larger of two that clash) over the
     other exposures of their ``r`` at the pixel's source position (sharp pixels left
     out), ``D`` the phase-weighted spread of the interpolated pixels, ``w`` the gate
-    weight.  Pixels no other exposure covers and far from their trace take as
+    weight; ``eta = 0`` in the columns of an exposure that fail the column-total test
+    (``column_sigma``).  Pixels no other exposure covers and far from their trace take as
     reference the rows above and below them in the same column
     (:func:`_column_reference`); near their trace the sharpness test (``z = (r -
     sharpness * neighbours) / sigma``, not a normal deviate: flagged in

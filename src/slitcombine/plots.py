@@ -391,7 +391,7 @@ def _render(fig, dpi):
     -------
     PIL.Image.Image or None
         The image, or None if its size is not the figure size times ``dpi`` (a
-        ``savefig.bbox = 'tight'`` setting).
+        ``savefig.bbox = 'tight'`` setting) or is empty.
     """
     from PIL import Image
 
@@ -400,7 +400,7 @@ def _render(fig, dpi):
     fig.savefig(sink, format="raw", dpi=dpi)
     width, height = (int(v) for v in fig.bbox_inches.size * dpi)
     raw = sink.data()
-    if raw.nbytes != 4 * width * height:
+    if raw.nbytes != 4 * width * height or raw.nbytes == 0:
         return None
     image = Image.frombuffer("RGBA", (width, height), raw, "raw", "RGBA", 0, 1)
     # opaque: alpha (every 4th byte) is 255 everywhere (a strided view: no temporary)
