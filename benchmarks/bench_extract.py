@@ -115,14 +115,38 @@ def _whole_process_ours(files):
     return wall, usage.ru_maxrss / 1024.0
 
 
+def _median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def _whole_processes(files, msaexp_python):
+    """``PROCESS_REPEAT`` whole processes of each tool, interleaved (ours, then msaexp's)
+    so that a slow spell of the shared machine hits both sides alike.
+
+    Returns ``(walls_ours, rss_ours, walls_peer, rss_peer)``: wall times (s) and the
+    largest peak RSS (MiB); the msaexp lists are empty without ``msaexp_python``.
+    """
+    walls_ours, walls_peer, rss_ours, rss_peer = [], [], 0.0, 0.0
+    for _ in range(PROCESS_REPEAT):
+        wall, rss = _whole_process_ours(files)
+        walls_ours.append(wall)
+        rss_ours = max(rss_ours, rss)
+        if msaexp_python:
+            t0 = time.perf_counter()
+            single = _peer.run_peer(msaexp_python, "extract", [*files, "--repeat", "1"])
+            walls_peer.append(time.perf_counter() - t0)
+            rss_peer = max(rss_peer, single["peak_rss_mb"])
+    return walls_ours, rss_ours, walls_peer, rss_peer
+
+
 def main():
     run = _peer.fresh_child_main(__file__, __doc__, _child, default_repeat=5)
     if run is None:
         return
     args, files, ours = run
-    runs = [_whole_process_ours(files) for _ in range(PROCESS_REPEAT)]
-    walls_ours = sorted(r[0] for r in runs)
-    wall_ours, rss_cli = walls_ours[len(runs) // 2], max(r[1] for r in runs)
+    walls_ours, rss_cli, walls_peer, rss_peer = _whole_processes(files, args.msaexp_python)
+    wall_ours = _median(walls_ours)
     print(f"slitcombine (import {ours['import_s']:.2f} s, not in the in-process times)")
     for label, r in ours["runs"].items():
         print(
@@ -148,21 +172,13 @@ def main():
         return
     peer = _peer.run_peer(args.msaexp_python, "extract", [*files, "--repeat", str(args.repeat)])
     t = peer["timing"]
-    warm = sorted(t["times_s"][1:]) or [t["first_s"]]
-    med = warm[len(warm) // 2]
-    walls_peer, rss_peer = [], 0.0
-    for _ in range(PROCESS_REPEAT):
-        t0 = time.perf_counter()
-        single = _peer.run_peer(args.msaexp_python, "extract", [*files, "--repeat", "1"])
-        walls_peer.append(time.perf_counter() - t0)
-        rss_peer = max(rss_peer, single["peak_rss_mb"])
-    walls_peer.sort()
-    wall_peer = walls_peer[len(walls_peer) // 2]
+    med = _median(t["times_s"][1:] or [t["first_s"]])
+    wall_peer = _median(walls_peer)
     print(f"msaexp {peer['versions']['msaexp']} (import {peer['import_s']:.2f} s, not included)")
     print(f"  in-process extract_spectra first {t['first_s']:.3f} s  warm median {med:.3f} s")
     print(
         f"  whole process (peer, 1 extraction): median {wall_peer:.2f} s of "
-        f"{', '.join(f'{w:.2f}' for w in walls_peer)}"
+        f"{', '.join(f'{w:.2f}' for w in walls_peer)} (interleaved with ours)"
     )
     print(f"  peak RSS: {rss_peer:.0f} MiB (largest of the processes)")
     lines = peer.get("spec1d", {}).get("lines", {})
@@ -176,10 +192,12 @@ def main():
             )
         )
     ow = ours["runs"]["with_figures"]
+    pairs = ", ".join(f"{b / a:.1f}x" for a, b in zip(walls_ours, walls_peer, strict=True))
     print(
         "ratios (msaexp / slitcombine, both with figures): "
         f"in-process first {t['first_s'] / ow['first_s']:.1f}x, "
-        f"warm {med / ow['warm_median_s']:.1f}x; whole process {wall_peer / wall_ours:.1f}x"
+        f"warm {med / ow['warm_median_s']:.1f}x; whole process {wall_peer / wall_ours:.1f}x "
+        f"(pairs {pairs})"
     )
 
 
