@@ -16,6 +16,9 @@ Writes into ``docs/_static/validation/`` (included by ``docs/validation.rst``):
     Medians per configuration and S/N.
 ``validation.png``
     The four injection-recovery diagnostics against S/N.
+``ceers_1345_933_summary.png``
+    The summary figure of the CEERS product (rectified 2D spectrum, optimal and boxcar
+    1D spectra, profile), as ``slitcombine extract`` writes it.
 ``benchmark.csv``
     slitcombine measured now on the CEERS trio, msaexp from
     ``benchmarks/results/msaexp-*-ceers.json`` (written by
@@ -355,6 +358,8 @@ def run_benchmark(repeat):
         return res
 
     t_full, res = _timed(full, repeat)
+    # the product's summary figure (what `slitcombine extract` writes as {name}.fnu.png)
+    save_png(res.plot(), OUT / "ceers_1345_933_summary.png", dpi=70)
     sg = runs["slitgroup"]["variants"]["default"]
     fd1 = runs["fit_all_traces_degree1"]
     ext = runs["extract"]
