@@ -289,8 +289,6 @@ class TraceMethods:
             evaluate=evaluate,
             signal_threshold=signal_threshold,
         )
-        if warn_at_bound and any(res["at_bound"]):
-            self._warn_at_bound(exp, res["at_bound"], fixed, deg, sigma_bounds, trace_bounds)
         ny, nx = self.sh
         sden = np.where(np.isfinite(res["flux_err"]), res["flux_err"] ** -2.0, 0.0)
         xn = inp["xn"]
@@ -337,6 +335,8 @@ class TraceMethods:
             "sden": sden,
             "svnum": sden.copy(),
         }
+        if warn_at_bound and any(fit["at_bound"]):
+            self._warn_at_bound(fit)
         if kwargs:
             fit["ignored_kwargs"] = sorted(kwargs)
             log.debug("%s: fit_single_trace ignores %s", self.name, sorted(kwargs))
@@ -365,10 +365,18 @@ class TraceMethods:
         )
         return fit
 
-    def _warn_at_bound(self, exp, at_bound, fixed, deg, sigma_bounds, trace_bounds):
-        """Log which fitted parameters stopped at their bounds, with advice."""
-        names = (["sigma"] if not fixed else []) + [f"c{k}" for k in range(deg, -1, -1)]
-        hit = [n for n, a in zip(names, at_bound, strict=False) if a]
+    @staticmethod
+    def _at_bound_names(fit):
+        """Names (``sigma``, ``c2``, ``c1``, ``c0`` ...) of the parameters of a
+        :meth:`fit_single_trace` result that stopped at a bound."""
+        names = (["sigma"] if not fit["fix_sigma"] else []) + [
+            f"c{k}" for k in range(fit["degree"], -1, -1)
+        ]
+        return [n for n, a in zip(names, fit["at_bound"], strict=False) if a]
+
+    def _warn_at_bound(self, fit):
+        """Log which parameters of a fit stopped at its bounds, with advice."""
+        hit = self._at_bound_names(fit)
         if all(n not in ("sigma", "c0") for n in hit):
             # only curvature/slope terms: typically poorly constrained by the data
             # (on CEERS c2 runs to any bound for a chi2 gain of a few)
@@ -379,57 +387,50 @@ class TraceMethods:
             "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, "
             "trace_bounds=%s px); try %s",
             self.name,
-            exp,
+            fit["exp"],
             hit,
-            tuple(sigma_bounds),
-            np.asarray(trace_bounds, float).tolist(),
+            tuple(round(v * SIGMA_UNIT, 6) for v in fit["sigma_bounds_px"]),
+            fit["trace_bounds_px"],
             hint,
         )
 
-    def _widened_bounds(self, fit, kw):
+    def _widened_bounds(self, fit):
         """Bounds for a refit when the width or the constant offset stopped at a bound.
 
         Returns ``(sigma_bounds, trace_bounds, widened)`` (msaexp units: sigma in
-        pixels x 10, ``trace_bounds`` one pair per coefficient) or None when neither
-        the upper width bound nor a bound of the constant offset ``c0`` was hit, or
-        the physical limits are already reached, or the width sits at its *lower*
-        bound (a degenerate fit).  Limits, with the nod step ``|meta['nod_offset']|``
-        (pixels; one shutter pitch unless given): sigma up to one nod step (a wider
-        source fills the slitlet), ``|c0|`` up to half a nod step (the next shutter);
-        the slope and curvature bounds are kept.
+        pixels x 10, ``trace_bounds`` one pair per coefficient), starting from the
+        bounds the fit used, or None when neither the upper width bound nor a bound of
+        the constant offset ``c0`` was hit, or the physical limits are already
+        reached, or the width sits at its *lower* bound (a degenerate fit).  Limits,
+        with the nod step ``|meta['nod_offset']|`` (pixels; one shutter pitch unless
+        given): sigma up to one nod step (a wider source fills the slitlet), ``|c0|``
+        up to half a nod step (the next shutter); the slope and curvature bounds are
+        kept.
         """
-        names = (["sigma"] if not fit["fix_sigma"] else []) + [
-            f"c{k}" for k in range(fit["degree"], -1, -1)
-        ]
-        hit = {n for n, a in zip(names, fit["at_bound"], strict=False) if a}
-        slo, shi = (float(v) for v in kw.get("sigma_bounds", (1, 20)))
-        if "sigma" in hit and fit["sigma"] * SIGMA_UNIT <= slo + 1e-3 * (shi - slo):
+        hit = set(self._at_bound_names(fit))
+        slo, shi = (v * SIGMA_UNIT for v in fit["sigma_bounds_px"])
+        # ``hit`` says the width is at a bound; which one, its side of the middle does
+        width_at_upper = fit["sigma"] * SIGMA_UNIT > 0.5 * (slo + shi)
+        if "sigma" in hit and not width_at_upper:
             # a width at its lower bound: a degenerate fit (a cosmic ray, no source
             # profile), not a source beyond the bounds
             return None
         step = abs(self.meta.get("nod_offset") or np.nan)
         if not np.isfinite(step) or step == 0:
             step = geometry.MSA_NOD_ARCSEC / self.slit_pixel_scale
-        ncoeff = fit["degree"] + 1
         cb = np.array(
-            np.broadcast_to(np.asarray(kw.get("trace_bounds", (-1, 1)), float), (ncoeff, 2))
+            np.broadcast_to(np.asarray(fit["trace_bounds_px"], float), (fit["degree"] + 1, 2))
         )
         widened = []
         sigma_max = step * SIGMA_UNIT
-        if (
-            "sigma" in hit
-            and fit["sigma"] * SIGMA_UNIT >= shi - 1e-3 * (shi - slo)
-            and shi < sigma_max
-        ):
+        if "sigma" in hit and shi < sigma_max:
             shi = sigma_max
             widened.append(f"sigma <= {step:.2f} px")
-        c0 = float(fit["trace_coeffs"][-1])
         if "c0" in hit and max(abs(cb[-1, 0]), abs(cb[-1, 1])) < 0.5 * step:
             cb[-1] = (min(cb[-1, 0], -0.5 * step), max(cb[-1, 1], 0.5 * step))
             widened.append(f"|c0| <= {0.5 * step:.2f} px")
         if not widened:
             return None
-        log.debug("%s: widened bounds from c0=%.3f px: %s", self.name, c0, widened)
         return (slo, shi), cb, widened
 
     # ------------------------------------------------------------ fit_all_traces
@@ -463,7 +464,7 @@ class TraceMethods:
             significant = (
                 best["status"] == "OK" and best["chi2_fit"] - chi2_nominal < dchi_threshold
             )
-            wide = self._widened_bounds(best, best_kw) if significant else None
+            wide = self._widened_bounds(best) if significant else None
             if wide is None:
                 break
             sigma_bounds, trace_bounds, what = wide
@@ -499,14 +500,7 @@ class TraceMethods:
             trial["nfev_replaced"] = best.get("nfev_replaced", 0) + best["nfev"]
             best, best_kw = trial, {k: v for k, v in trial_kw.items() if k != "x0"}
         if warn and any(best["at_bound"]):
-            self._warn_at_bound(
-                p,
-                best["at_bound"],
-                best["fix_sigma"],
-                best["degree"],
-                best_kw.get("sigma_bounds", (1, 20)),
-                best_kw.get("trace_bounds", (-1, 1)),
-            )
+            self._warn_at_bound(best)
         return best, best_kw
 
     def fit_all_traces(self, niter=3, dchi_threshold=-25, ref_exp=2, widen_bounds=False, **kwargs):

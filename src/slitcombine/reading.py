@@ -419,13 +419,8 @@ def _load_entry_points(installed, group, proxy_class):
     """
     found = {}
     for ep in installed.select(group=group):
-        dist = ep.dist
-        if (
-            dist is not None
-            and _dist_key(dist.name) in SLIT_ASDF_PLUGINS
-            and ep.value not in SKIPPED_ASDF_ENTRY_POINTS
-        ):
-            found.setdefault((dist.name, ep.value), ep)
+        if ep.value not in SKIPPED_ASDF_ENTRY_POINTS:
+            found.setdefault((ep.dist.name, ep.value), ep)
     # asdf's own order: other packages sorted by name first, asdf's core last.
     out = []
     for key in sorted(found, key=lambda k: (_dist_key(k[0]) == "asdf", k[0], k[1])):
