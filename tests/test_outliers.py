@@ -231,9 +231,9 @@ def test_stuck_closed_shutter_found(tmp_path_factory, grating, stuck, seed, expe
     assert g.bad_shutter_names == [expected]
     assert g.meta["rejected"]["BAD_SHUTTER"] > 0
     # the open shutters are well above the stuck one (whose edges get some light from
-    # its open neighbours)
+    # its open neighbours: the blurred edges and the spectrograph's wide wing)
     sn = step["shutter_sn"]
-    assert sn[expected] < 0.2 * max(sn.values())
+    assert sn[expected] < 0.3 * max(sn.values())
 
 
 def test_no_stuck_shutter_in_normal_data(prism_default, g395m_default, ceers_group):

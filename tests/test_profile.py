@@ -339,11 +339,14 @@ def _simulate(tmp_path_factory, **kw):
     return simulate.simulate_observation(d, **opts)
 
 
-def _group(sim, **kw):
+def _group(sim, source_type="compact", **kw):
+    """A group measured as combine() measures a compact source (the optics model)."""
     from slitcombine import SlitGroup
 
     kw.setdefault("undo_barshadow", False)
-    return SlitGroup(sim.files, "sim", **kw)
+    g = SlitGroup(sim.files, "sim", **kw)
+    g.source_type = source_type
+    return g
 
 
 def _truth(sim):
@@ -435,7 +438,7 @@ def test_independent_fits_agree(tmp_path_factory):
 
 def test_fit_result_layout_and_msaexp_units(tmp_path_factory):
     sim = _simulate(tmp_path_factory, grating="PRISM", snr=20, seed=4)
-    g = _group(sim)
+    g = _group(sim, source_type=None)  # the Gaussian model, as msaexp
     f = g.fit_single_trace(exp=2, initial_sigma=4.0, degree=1, sigma_bounds=(1, 15))
     ny, nx = g.sh
     assert f["sigma_bounds_px"] == (0.1, 1.5) and f["initial_sigma"] == 0.4
@@ -529,14 +532,24 @@ def test_single_exposure_fits_with_background(tmp_path_factory):
     assert f["sigma"] == pytest.approx(SIM_SIGMA, rel=0.1)
 
 
-def test_path_loss_model_is_the_simulator_truth(tmp_path_factory):
+def test_aperture_model_throughput_is_the_simulator_truth(tmp_path_factory):
+    """The group's apertures, found from the WCS and shutter_state, pass what the
+    simulator's optics pass (the same optics, here testing the geometry: the shutter
+    order of 'x11'/'11x', the rows of the bars, the x position)."""
     sim = _simulate(tmp_path_factory, grating="G235M", snr=5, source_xpos=0.2, seed=8)
     truth = _truth(sim)
-    ypos = truth.meta["source_ypos_per_exposure"]
-    wave = np.asarray(truth["wave"])
-    for k, yk in enumerate(ypos):
-        corr = profile.path_loss_correction(wave, 0.0, 0.2, yk)
-        assert corr * np.asarray(truth["slit_throughput"])[:, k] == pytest.approx(1, rel=1e-5)
+    g = _group(sim)
+    model = g.source_image_model()
+    rows = np.asarray(truth["trace"], float).T[:, : g.sh[1]]
+    _, thr = model.images(rows, SIM_SIGMA)
+    ok = np.isfinite(truth["wave"])[: g.sh[1]]
+    expect = np.asarray(truth["throughput"], float).T[:, : g.sh[1]]
+    np.testing.assert_allclose(thr[:, ok], expect[:, ok], rtol=5e-3)
+    # and PATHLOSS_PS, a point source at the catalogue position through the planned
+    # shutters, is what the model gives there
+    point = model.throughput(g.catalogue_rows(), 0.0, transmission=model.planned_transmission)
+    ps = np.asarray(truth["slit_throughput"], float).T[:, : g.sh[1]]
+    np.testing.assert_allclose(point[:, ok], ps[:, ok], rtol=5e-3)
 
 
 def test_plot_profile(tmp_path_factory):

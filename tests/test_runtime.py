@@ -56,14 +56,14 @@ def test_combine_group_runs_as_a_compute_call(ceers_files, monkeypatch):
 
     group = SlitGroup(ceers_files, "runtime")
     seen = {}
-    measure = group.measure_noise_scale
+    measure = group.get_flat_diff_arrays
 
     def spy(*args, **kwargs):
         seen["gc"] = gc.isenabled()
         seen["blas"] = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         return measure(*args, **kwargs)
 
-    monkeypatch.setattr(group, "measure_noise_scale", spy)
+    monkeypatch.setattr(group, "get_flat_diff_arrays", spy)
     combine_group(group, fit_traces=False)
     assert seen["gc"] is False
     assert seen["blas"] and all(n == 1 for n in seen["blas"])

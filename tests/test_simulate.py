@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from scipy.special import ndtr
 
 from slitcombine.errors import ConfigurationError, OutputError, SlitCombineError
 from slitcombine.simulate import (
@@ -272,43 +271,99 @@ def test_source_ypos_convention(tmp_path):
 
 
 # ---------------------------------------------------------------------------- photometry
-def test_noise_free_truth_identity(tmp_path):
-    """SCI*PATHLOSS_UN*PIXAR_SR*1e12 - sky summed over the trace = flux * PATHLOSS_PS."""
-    obs = simulate_observation(tmp_path, noise=False, **QUIET)
+def _raw_ujy(model):
+    """The raw detector signal in uJy/pixel: SCI with both pipeline corrections undone."""
+    return model.data * model.barshadow * model.pathloss_uniform * PIXAR_SR * 1e12
+
+
+def test_uniform_source_reproduces_barshadow(tmp_path):
+    """The sky (a uniform source) is imaged with the bar-shadow pattern BARSHADOW describes."""
+    obs = simulate_observation(tmp_path, snr=0, noise=False, n_nods=1, **QUIET)
     truth = obs.truth
+    model = datamodels.SlitModel(str(obs.files[0]))
+    raw = _raw_ujy(model)
+    illum = raw / truth["sky"][None, :]
+    above = model.barshadow > 0.421  # the pipeline floors its correction at 0.42
+    np.testing.assert_allclose(illum[above], model.barshadow[above], rtol=1e-5)
+    # hence SCI (corrected) is flat: the sky per pixel wherever the correction applies
+    sci_ujy = model.data * model.pathloss_uniform * PIXAR_SR * 1e12
+    np.testing.assert_allclose((sci_ujy / truth["sky"][None, :])[above], 1.0, rtol=1e-5)
+    # the images of the two bars of a 3-shutter slitlet dip to ~0.5
+    col = 200
+    inner = np.flatnonzero(np.isfinite(illum[:, col]))
+    prof = illum[inner[0] : inner[-1] + 1, col]
+    mid = prof[1:-1]
+    minima = np.flatnonzero((mid < prof[:-2]) & (mid <= prof[2:])) + 1
+    assert len(minima) == 2
+    assert np.all((prof[minima] > 0.35) & (prof[minima] < 0.8))
+    assert prof.max() == pytest.approx(1.0, abs=0.02)
+    model.close()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"source_ypos": 0.0},
+        {"source_ypos": 0.4, "source_xpos": -0.3},
+        {"source_ypos": -0.45, "grating": "G395M", "nx": 300},
+        {"source_ypos": 0.2, "n_shutters": 1, "n_nods": 1},
+        {"source_ypos": 0.3, "optics_model": "gaussian"},
+    ],
+)
+def test_point_source_detector_flux_is_flux_times_throughput(tmp_path, kw):
+    """A point source anywhere in a shutter: detector sum = F * T, not shadowed by the bars."""
+    opts = {"intrinsic_sigma": 0.0, "sky_level": 0.0, "noise": False, **QUIET, **kw}
+    obs = simulate_observation(tmp_path, **opts)
+    truth = obs.truth
+    sel = (truth["flux"] > 0.05 * np.nanmax(truth["flux"])) & np.isfinite(truth["wave"])
     for k, path in enumerate(obs.files):
         model = datamodels.SlitModel(str(path))
-        ujy = model.data * model.pathloss_uniform * PIXAR_SR * 1e12
-        # undoing both corrections gives back the raw signal, which is >= 0
-        raw = model.data * model.barshadow * model.pathloss_uniform
-        assert np.nanmin(raw) >= 0
+        raw = _raw_ujy(model)
         has = np.isfinite(model.pathloss_point).any(axis=0)
         np.testing.assert_allclose(
             np.nanmedian(model.pathloss_point[:, has], axis=0),
             truth["slit_throughput"][has, k],
             rtol=1e-6,
         )
-        ny = model.data.shape[0]
-        yy = np.arange(ny)[:, None]
-        near = np.abs(yy - truth["trace"][:, k][None, :]) < 3
-        inside = model.barshadow > 0.421
-        src = ujy - truth["sky"][None, :]
-        far = inside & (np.abs(yy - truth["trace"][:, k][None, :]) > 5) & np.isfinite(src)
-        assert np.max(np.abs(src[far])) < 1e-3 * np.max(truth["sky"])
-        total = np.where(near & inside & np.isfinite(src), src, 0.0).sum(axis=0)
-        expect = truth["flux"] * truth["slit_throughput"][:, k]
-        sel = (truth["wave"] > 1.0) & (truth["wave"] < 5.2)
-        ratio = total[sel] / expect[sel]
-        assert np.median(ratio) == pytest.approx(1.0, abs=2e-3)
-        assert ratio.min() > 0.98 and ratio.max() < 1.0001
-        # the pixel-integrated Gaussian profile of the truth
-        col = 200
-        prof = ndtr((np.arange(ny) + 0.5 - truth["trace"][col, k]) / truth["sigma"][col]) - ndtr(
-            (np.arange(ny) - 0.5 - truth["trace"][col, k]) / truth["sigma"][col]
-        )
-        rows = inside[:, col] & np.isfinite(src[:, col])
-        np.testing.assert_allclose(src[rows, col], (expect[col] * prof)[rows], atol=1e-5)
+        # a point source with every planned shutter open: its throughput is PATHLOSS_PS
+        np.testing.assert_allclose(truth["throughput"][:, k], truth["slit_throughput"][:, k])
+        total = np.nansum(raw, axis=0)[sel]
+        expect = (truth["flux"] * truth["throughput"][:, k])[sel]
+        # what the post-MSA blur spreads beyond the slit's valid extent (NaN in the
+        # files) is missing from the file: < 0.6% for a source at a shutter edge
+        np.testing.assert_array_less(total / expect, 1.0 + 1e-3)
+        assert np.median(total / expect) == pytest.approx(1.0, abs=6e-3)
+        # the pipeline's bar-shadow division would make it brighter, the more so the
+        # closer the trace runs to a bar
+        sci = model.data * model.pathloss_uniform * PIXAR_SR * 1e12
+        with np.errstate(invalid="ignore", divide="ignore"):
+            assert np.nanmedian(np.nansum(sci, axis=0)[sel] / total) > 1.02
         model.close()
+    t = truth["slit_throughput"][sel, 0]
+    assert np.all((t > 0.2) & (t < 1.0 + 1e-9))
+
+
+def test_point_source_profile_has_wings(tmp_path):
+    """The detector profile of a centred point source: FWHM and encircled fractions."""
+    obs = simulate_observation(
+        tmp_path, intrinsic_sigma=0.0, sky_level=0.0, noise=False, n_nods=1, **QUIET
+    )
+    truth = obs.truth
+    model = datamodels.SlitModel(str(obs.files[0]))
+    raw = np.nan_to_num(_raw_ujy(model))
+    for wave, fwhm_range in ((1.2, (1.0, 1.45)), (4.5, (1.5, 2.1))):
+        col = int(np.argmin(np.abs(truth["wave"] - wave)))
+        prof = raw[:, col] / raw[:, col].sum()
+        rows = np.arange(prof.size) - truth["trace"][col, 0]
+        within = [prof[np.abs(rows) <= r + 0.5].sum() for r in (2, 5)]
+        assert 0.95 < within[0] < 0.995  # wings: 1-5% beyond +-2 rows
+        assert within[1] > 0.99
+        # FWHM from the oversampled model is 1.2-1.9 px; here from the pixel values
+        fine = np.interp(np.linspace(-4, 4, 801), rows, prof)
+        half = np.flatnonzero(fine > 0.5 * fine.max())
+        fwhm = (half[-1] - half[0]) * 0.01
+        assert fwhm_range[0] < fwhm < fwhm_range[1] + 0.5
+    model.close()
 
 
 def test_snr_definition_and_sigma(tmp_path):
@@ -455,16 +510,21 @@ def test_stuck_closed_shutter(tmp_path):
     # shutter 0 (lowest y_slit) of the exposure-1 frame is centred at y_slit = -1.15
     in_stuck = np.abs(ys + 1.15) < 0.25
     in_open = np.abs(ys) < 0.25
-    assert np.nanmax(np.abs(model.data[in_stuck])) < 1e-2 * np.nanmedian(good.data[in_stuck])
+    # only the wide wing of the post-MSA blur (5.8% of the light, sigma 1.9 px) brings
+    # some light of the neighbouring open shutter
+    assert np.nanmax(np.abs(model.data[in_stuck])) < 5e-2 * np.nanmedian(good.data[in_stuck])
     # (only the blurred edge of the missing shutter is lost from its neighbour)
-    np.testing.assert_allclose(model.data[in_open], good.data[in_open], rtol=5e-3)
+    np.testing.assert_allclose(model.data[in_open], good.data[in_open], rtol=1e-2)
     # in exposure 2 (shutter_state 'x11') the source sits in the stuck shutter: no flux
     m2 = datamodels.SlitModel(str(obs.files[1]))
     assert m2.shutter_state == "x11"
     t = obs.truth["trace"][:, 1]
     rows = np.clip(np.round(t).astype(int), 0, ny - 1)
-    assert np.nanmax(np.abs(m2.data[rows, np.arange(nx)])) < 1e-3
-    for m in (model, good, m2):
+    ref2 = datamodels.SlitModel(str(ref.files[1]))
+    on_trace, ref_trace = m2.data[rows, np.arange(nx)], ref2.data[rows, np.arange(nx)]
+    # no source light, only the wide wing of the neighbour's sky: a few % of the trace
+    assert np.nanmax(np.abs(on_trace) / ref_trace) < 0.05
+    for m in (model, good, m2, ref2):
         m.close()
 
 

@@ -43,6 +43,14 @@ def sim_clean(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def sim_sky_only(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim_sky_only")
+    return simulate.simulate_observation(
+        out, seed=12, snr=0, n_crs=0, n_hot=0, n_dead=0, noise=False
+    )
+
+
+@pytest.fixture(scope="module")
 def sim_bright_sky(tmp_path_factory):
     """Four times the CEERS sky: twice the S/N per pixel."""
     out = tmp_path_factory.mktemp("sim_bright")
@@ -92,10 +100,11 @@ def test_sky_model_matches_simulated_sky(sim, sim_group):
     assert step["status"] == "COMPLETE" and step["df"] == 51 and not step["template"]
     rel, w = _sky_error(g, sim.truth)
     assert w.size > 300
-    # per column the model carries the noise of ~8 columns of sky pixels (~1.5%);
-    # the model itself is unbiased to < 1% of the sky level in every wavelength range
+    # per column the model carries the noise of ~8 columns of sky pixels (~1.5%): the
+    # mean over ~50 independent stretches scatters by ~0.2%; the model itself is
+    # unbiased to < 1% of the sky level in every wavelength range
     assert np.median(np.abs(rel)) < 0.01
-    assert abs(np.mean(rel)) < 0.003
+    assert abs(np.mean(rel)) < 0.005
     for chunk in np.array_split(rel, 5):  # ~80 columns, ~10 spline knots each
         assert abs(np.mean(chunk)) < 0.01
     # the 1D error estimate is consistent with the scatter
@@ -104,17 +113,31 @@ def test_sky_model_matches_simulated_sky(sim, sim_group):
     )
 
 
-def test_sky_and_bar_are_exact_without_noise(sim_clean):
-    g = SlitGroup(sim_clean.files, "clean", diffs=False, estimate_sky_kwargs={})
-    rel, _ = _sky_error(g, sim_clean.truth)
+def test_sky_and_bar_are_exact_without_noise(sim_sky_only, sim_clean):
+    g = SlitGroup(sim_sky_only.files, "clean", diffs=False, estimate_sky_kwargs={})
+    rel, _ = _sky_error(g, sim_sky_only.truth)
     assert np.max(np.abs(rel)) < 0.005
     brel = _bar_error(g)
     assert brel.size > 10000
-    # the model's own bias (resolution in y and wavelength): 1.1% at the 99th
+    # the model's own bias (resolution in y and wavelength): < 1% at the 99th
     # percentile, at the bars of the bluest columns
-    assert np.percentile(np.abs(brel), 99) < 0.014
-    assert np.max(np.abs(brel)) < 0.02
+    assert np.percentile(np.abs(brel), 99) < 0.01
+    assert np.max(np.abs(brel)) < 0.015
     assert np.median(np.abs(brel)) < 0.0015
+    # with a source (S/N 20, lines 8x the continuum): its wings (Airy rings, the
+    # spectrograph's wide wing) reach the sky pixels beyond a Gaussian's 4 widths; the
+    # own bar model excludes them out to where they fall below 0.3% of the sky
+    gs = SlitGroup(sim_clean.files, "clean_src", diffs=False, estimate_sky_kwargs={})
+    step = gs.meta["steps"]["barshadow"]
+    assert step["source_distance"] > 6 and step["source_wing_distance_px"] > 5
+    brel = _bar_error(gs)
+    assert np.percentile(np.abs(brel), 99) < 0.01
+    assert np.median(np.abs(brel)) < 0.002
+    # the 1D sky of estimate_sky (msaexp's fixed +-4.5 px exclusion) sees the wings of
+    # the bright [OIII] line: ~1.5% of the sky there, < 0.3% elsewhere
+    rel, w = _sky_error(gs, sim_clean.truth)
+    assert np.max(np.abs(rel)) < 0.025
+    assert np.median(np.abs(rel)) < 0.003
 
 
 def test_own_bar_model_matches_injected_pattern(sim_group, sim_bright_sky):
@@ -133,8 +156,10 @@ def test_own_bar_model_matches_injected_pattern(sim_group, sim_bright_sky):
     assert np.percentile(np.abs(rel), 99) < 0.03
     # the model's error estimate is honest: median |err| = 0.674 sigma for a Gaussian
     assert np.median(np.abs(rel)) / (0.674 * step["bar_error"]) == pytest.approx(1.0, abs=0.4)
-    # the source is excluded out to ~4 PSF widths (2 px in the blue, 3.5 px in the red)
-    assert step["source_distance"] == pytest.approx(4.0, abs=0.2)
+    # the source is excluded out to where its wings (the optics model's, at the median
+    # wavelength) fall below 0.3% of the sky: ~8 PSF widths (~7 px) for this source
+    assert 6 < step["source_distance"] < 10
+    assert step["source_distance"] * 0.6 < step["source_wing_distance_px"] < 10
     assert step["source_leak_growths"] == 0
     assert step["iterations"] < 6  # converged
     # twice the S/N: within 1.2% for 95% of the pixels, 2% for 99%
@@ -142,7 +167,7 @@ def test_own_bar_model_matches_injected_pattern(sim_group, sim_bright_sky):
     relb = _bar_error(gb)
     assert np.percentile(np.abs(relb), 95) < 0.012
     assert np.percentile(np.abs(relb), 99) < 0.02
-    assert np.median(np.abs(relb)) < 0.0025
+    assert np.median(np.abs(relb)) < 0.003  # (fewer sky pixels: the source's wings)
     stepb = gb.meta["steps"]["barshadow"]
     assert stepb["period_links"] > 0  # neighbouring shutters tied together
     assert stepb["reduced_chi2"] == pytest.approx(1.0, abs=0.1)
@@ -150,37 +175,39 @@ def test_own_bar_model_matches_injected_pattern(sim_group, sim_bright_sky):
 
 
 def test_own_bar_model_excludes_a_bright_extended_source(tmp_path):
-    """Issue 4: the wings of a bright source must not enter the bar fit.
+    """Issue 4 and 15: the wings of a bright source must not enter the bar fit.
 
-    With a fixed 4.5-pixel exclusion the wings of this source (intrinsic sigma 1 px,
-    ~600 times the sky at its peak) leak into the sky pixels and the fitted profile
-    sigma comes out 14% too wide; the exclusion measured from the data keeps it right.
+    This source (intrinsic sigma 1 px, ~600 times the sky at its peak) is brighter than
+    0.3% of the sky everywhere in the slitlet through its wings (the Airy rings and the
+    spectrograph's wide wing): no pixel is sky, and the own model says so and keeps the
+    pipeline's correction.  The width of the source is measured right either way (the
+    optics model undoes whatever bar shadow divides the data).  A source 50 times
+    fainter leaves enough sky for the model.
     """
-    sim = simulate.simulate_observation(
-        tmp_path,
-        grating="G395H",
-        snr=300,
-        sky_level=2.0,
-        intrinsic_sigma=1.0,
-        nx=600,
-        seed=7,
-        n_crs=5,
-    )
+    common = dict(grating="G395H", sky_level=2.0, intrinsic_sigma=1.0, nx=600, seed=7, n_crs=5)
+    sim = simulate.simulate_observation(tmp_path, snr=300, **common)
     sigma = {}
     for ub in (False, 2):
         g = SlitGroup(sim.files, "ext", undo_barshadow=ub)
+        g.source_type = "compact"
         g.fit_all_traces(niter=3)
         sigma[ub] = g.meta["steps"]["trace_fit"]["sigma_px"][1]
     step = g.meta["steps"]["barshadow"]
-    assert step["status"] == "COMPLETE"
-    assert step["source_peak"] > 100
-    assert step["source_intrinsic_sigma_px"] == pytest.approx(1.0, abs=0.15)
-    assert step["source_distance"] > 5  # sqrt(2 ln(peak / 1e-3)) source widths
-    assert step["reduced_chi2"] == pytest.approx(1.0, abs=0.1)
-    assert sigma[2] == pytest.approx(sigma[False], rel=0.02)
+    assert step["status"] == "FALLBACK" and "sky pixels" in step["reason"]
+    assert sigma[2] == pytest.approx(sigma[False], rel=1e-6)
     assert sigma[False] == pytest.approx(1.0, rel=0.02)
+    faint = simulate.simulate_observation(tmp_path / "faint", snr=6, **common)
+    g = SlitGroup(faint.files, "ext", undo_barshadow=2)
+    step = g.meta["steps"]["barshadow"]
+    assert step["status"] == "COMPLETE"
+    assert step["source_peak"] > 0.5
+    assert step["source_wing_distance_px"] > 4
+    assert step["reduced_chi2"] == pytest.approx(1.0, abs=0.1)
     rel = _bar_error(g)
-    assert np.median(np.abs(rel)) < 0.015
+    # limited by the sky pixels left (faint G395H sky): ~2% per pixel, unbiased; within
+    # twice the model's own error estimate (the pixels next to the excluded source
+    # region are covered by one exposure only)
+    assert np.median(np.abs(rel)) < 2 * 0.674 * step["bar_error"]
     assert abs(np.mean(rel)) < 0.006
 
 

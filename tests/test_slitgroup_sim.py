@@ -101,10 +101,13 @@ def test_noise_scale_is_one_when_the_variances_are_right(tmp_path):
     every variance makes it sqrt(2)."""
     sim = _sim(tmp_path, grating="PRISM", snr=10.0)
     g = SlitGroup(sim.files, "sim")
+    g.source_type = "compact"
+    g.fit_all_traces()
     res = g.measure_noise_scale()
     assert res["n_pixels"] > 1000
     assert res["scale"] == pytest.approx(1.0, abs=0.05)
-    assert all(v == pytest.approx(1.0, abs=0.08) for v in res["per_position"].values())
+    assert all(v == pytest.approx(1.0, abs=0.08) for v in res["per_exposure"].values())
+    assert all(b["scale"] == pytest.approx(1.0, abs=4 * b["scale_err"]) for b in res["bands"])
     assert g.meta["noise_scale"] is res
     g.var = g.var / 2.0
     assert g.measure_noise_scale()["scale"] == pytest.approx(np.sqrt(2.0), rel=0.05)

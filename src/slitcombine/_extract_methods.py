@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from . import geometry
 from .errors import ConfigurationError
 
 __all__ = ["ExtractMethods", "DEFAULT_PROFILE_SIGMA", "slit_width_arcsec"]
@@ -145,7 +146,175 @@ class ExtractMethods:
         return thr, "model"
 
     def _bar_factor(self):
-        return self.bar if self.meta["undo_barshadow"] is True else 1.0
+        return self._source_view()[1]
+
+    # ------------------------------------------------------------------ source images
+    def _aperture_centres(self, planned=False):
+        """Open-aperture centres in exposure 0's slit frame (``y_slit`` units).
+
+        From the ``shutter_state`` of exposure 0 (the fixed slit: one aperture at 0);
+        unless ``planned``, the shutters found or declared bad (:attr:`bad_shutter_names`,
+        in shutter pitches from the source shutter) are closed.
+        """
+        from . import apertures
+
+        state = "" if self.IS_FIXED_SLIT else str(self.info["shutter_state"][0] or "")
+        if "x" not in state:
+            # a fixed slit, or no MSA metadata: one aperture centred on y_slit = 0
+            return np.zeros(1)
+        centres = apertures.shutter_centres(state, self._slit_y0)
+        if not planned and self.bad_shutter_names:
+            pitches = centres / apertures.PITCH_UNITS
+            bad = np.zeros(centres.size, bool)
+            for k in self.bad_shutter_names:
+                bad |= np.abs(pitches - float(k)) < 0.5
+            centres = centres[~bad]
+        return centres
+
+    def source_image_model(self):
+        """The optics of this group's apertures (:class:`slitcombine.apertures.SourceImageModel`).
+
+        Built on first use from exposure 0's slit frame and wavelengths, its open
+        shutters (stuck or bad ones closed), the median ``source_xpos`` and the slit
+        width; rebuilt when :attr:`bad_shutter_names` changes.
+
+        Returns
+        -------
+        slitcombine.apertures.SourceImageModel
+        """
+        from . import apertures
+
+        key = tuple(self.bad_shutter_names)
+        cached = getattr(self, "_source_image_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        ny, nx = self.sh
+        half = 0.5
+        model = apertures.SourceImageModel(
+            self.wave.reshape(self.N, ny, nx)[0],
+            apertures.open_intervals(self._slit_y0, self._aperture_centres(), half),
+            xpos=float(np.nanmedian(np.asarray(self.info["source_xpos"], float)))
+            if np.isfinite(np.asarray(self.info["source_xpos"], float)).any()
+            else 0.0,
+            slit_width=slit_width_arcsec(self.slits[0].slit.get("name", ""), self.IS_FIXED_SLIT),
+        )
+        planned = apertures.open_intervals(self._slit_y0, self._aperture_centres(True), half)
+        from .optics import aperture_transmission, fine_grid
+
+        model.planned_transmission = aperture_transmission(
+            fine_grid(ny, step=model.step, pad=2.0)[1], planned
+        )
+        self._source_image_cache = (key, model)
+        return model
+
+    def trace_rows(self):
+        """Source row in every column of every exposure, ``(N, nx)`` (from :attr:`yslit`)."""
+        ny, nx = self.sh
+        return (self.ypix - self.yslit).reshape(self.N, ny, nx)[:, 0, :]
+
+    def catalogue_rows(self):
+        """Rows of the catalogue position (``source_ypos``) in every exposure, ``(N, nx)``.
+
+        The trace :attr:`ytr` (the shutter centre, or ``source_ypos`` with
+        ``trace_with_ypos`` and for fixed slits) moved to ``source_ypos``, the position
+        at which the pipeline computes ``PATHLOSS_PS``.
+        """
+        rows = self.ytr.copy()
+        if self.meta.get("trace_target") != "source_ypos":
+            ypos = np.nan_to_num(np.asarray(self.info["source_ypos"], float))
+            r0 = geometry.rows_where(self._slit_y0, 0.0)
+            rows += np.array([geometry.rows_where(self._slit_y0, t) for t in ypos]) - r0
+        cols = np.arange(rows.shape[1], dtype=float)
+        for i in range(rows.shape[0]):  # columns without a crossing: interpolated
+            good = np.isfinite(rows[i])
+            if good.any() and not good.all():
+                rows[i] = np.interp(cols, cols[good], rows[i][good])
+        return rows
+
+    def source_profiles(self, sigma=None, pathloss_source="auto"):
+        """Profile and throughput of the source in every pixel, from the optics model.
+
+        The detector image of a unit-flux source at the current traces
+        (:meth:`trace_rows`) with intrinsic width ``sigma``, through this group's open
+        apertures (:meth:`source_image_model`): for :attr:`source_type` ``'compact'``
+        the image itself (cut by the bars, with its wings), normalised to the light that
+        passed; for ``'extended'`` (data corrected for the bar shadow) the uncut
+        profile.  The throughput that goes with it:
+
+        * ``'model'``: the model's fraction of the source that passed the apertures
+          (``'extended'``: that passed the dispersion-direction window);
+        * ``'pipeline'``: the same, scaled by ``PATHLOSS_PS / T_point``, where ``T_point``
+          is the model's throughput of a point source at the catalogue position through
+          the planned shutters (where the pipeline computed ``PATHLOSS_PS``): the
+          pipeline's absolute calibration (which includes the diffraction losses at the
+          grating that the model leaves out), the model's dependence on the source's
+          size and its fitted position;
+        * ``'auto'``: ``'pipeline'`` when every file has ``PATHLOSS_PS``, else ``'model'``.
+
+        Parameters
+        ----------
+        sigma : numpy.ndarray, optional
+            ``(N,)`` intrinsic widths, pixels (default :meth:`profile_sigma`).
+        pathloss_source : {'auto', 'pipeline', 'model'}
+            See above.
+
+        Returns
+        -------
+        profile : numpy.ndarray
+            ``(N, ny*nx)`` fraction of the light that reached the detector in each pixel
+            (NaN where no light passes).
+        throughput : numpy.ndarray or None
+            ``(N, ny*nx)`` throughput (None with ``undo_pathloss=2``: already applied).
+        used : str
+            ``'model'``, ``'pipeline'`` or ``'none (already applied)'``.
+        """
+        if pathloss_source not in ("auto", "pipeline", "model"):
+            raise ConfigurationError(
+                f"pathloss_source must be 'auto', 'pipeline' or 'model', got {pathloss_source!r}"
+            )
+        if self.source_type not in ("compact", "extended"):
+            raise ConfigurationError(
+                f"source_profiles needs source_type 'compact' or 'extended', got "
+                f"{self.source_type!r}"
+            )
+        ny, nx = self.sh
+        if sigma is None:
+            sigma = self.profile_sigma()
+        sigma = np.broadcast_to(np.asarray(sigma, float), (self.N,))
+        model = self.source_image_model()
+        if self.source_type == "compact":
+            imgs, thr = model.images(self.trace_rows(), sigma)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                prof = np.where(thr[:, None, :] > 0, imgs / thr[:, None, :], np.nan)
+        else:
+            from . import profile
+
+            prof = profile.pixel_profile(
+                self.yslit, self.wave, sigma[:, None], lookup_prf=self.lookup_prf
+            ).reshape(self.N, ny, nx)
+            thr = np.array([model.window_fraction(s) for s in sigma])
+        prof = prof.reshape(self.N, ny * nx)
+        if self.meta.get("undo_pathloss") == 2:
+            return prof, None, "none (already applied)"
+        has_ps = all(getattr(s, "pathloss_ps", None) is not None for s in self.slits)
+        if pathloss_source == "pipeline" and not has_ps:
+            raise ConfigurationError("pathloss_source='pipeline' but a file has no PATHLOSS_PS")
+        thr_pix = np.broadcast_to(thr[:, None, :], (self.N, ny, nx)).reshape(self.N, -1)
+        if pathloss_source == "model" or not has_ps:
+            return prof, thr_pix, "model"
+        point = model.throughput(
+            self.catalogue_rows(), 0.0, transmission=model.planned_transmission
+        )
+        ps = np.stack(
+            [
+                np.asarray(s.pathloss_ps, float)[sl].ravel()
+                for s, sl in zip(self.slits, self.slices, strict=True)
+            ]
+        )
+        point_pix = np.broadcast_to(point[:, None, :], (self.N, ny, nx)).reshape(self.N, -1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scaled = np.where(point_pix > 0, ps * thr_pix / point_pix, np.nan)
+        return prof, scaled, "pipeline"
 
     # ------------------------------------------------------------------ pixel table
     def get_flat_diff_arrays(
@@ -199,11 +368,16 @@ class ExtractMethods:
         rnoise = self.var_rnoise * bf**2
         sigma = self.profile_sigma(fit)
         lookup = getattr(self, "lookup_prf", None)
-        prof = profile.pixel_profile(self.yslit, self.wave, sigma[:, None], lookup_prf=lookup)
         xpos = np.nan_to_num(np.asarray(self.info["source_xpos"], float), nan=0.0)
-        thr, source = (
-            self.slit_throughput(sigma, pathloss_source) if with_pathloss else (None, "none")
-        )
+        if self.source_type in ("compact", "extended"):
+            prof, thr, source = self.source_profiles(sigma, pathloss_source)
+            if not with_pathloss:
+                thr, source = None, "none"
+        else:
+            prof = profile.pixel_profile(self.yslit, self.wave, sigma[:, None], lookup_prf=lookup)
+            thr, source = (
+                self.slit_throughput(sigma, pathloss_source) if with_pathloss else (None, "none")
+            )
         ny, nx = self.sh
         wave3 = self.wave.reshape(self.N, ny, nx)
         with np.errstate(invalid="ignore"):

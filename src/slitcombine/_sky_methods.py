@@ -544,6 +544,7 @@ class SkyMethods:
                         self.yslit.reshape(sh3),
                         self.mask.reshape(sh3),
                         psf_sigma(self.wave).reshape(sh3),
+                        wave=self.wave.reshape(sh3),
                     )
                 kwargs.setdefault("min_distance", n_widths)
                 sky, dist = self.mask, dist.ravel()

@@ -94,6 +94,12 @@ class TraceMethods:
             ybase=ybase,
         )
 
+    def _base_rows(self):
+        """``(N, nx)`` rows of the base traces (``base_coeffs``, zero offset)."""
+        nx = self.sh[1]
+        xn = geometry.normalized_x(np.arange(nx, dtype=float), nx)
+        return np.array([_polyval(c, xn) for c in self.base_coeffs])
+
     def _resize_trace_coeffs(self, ncoeff):
         """Make :attr:`trace_coeffs` at least ``ncoeff`` wide (zeros for higher powers)."""
         width = self.trace_coeffs.shape[1]
@@ -251,7 +257,12 @@ class TraceMethods:
         inp = self._trace_fit_inputs(exp, shift_negatives=shift_negatives)
         differenced = bool(np.any(inp["ineg"]))
         use_bkg = (not differenced) if background == "auto" else bool(background)
-        model = profile.DifferenceProfileModel(
+        common = dict(
+            force_positive=force_positive,
+            background=use_bkg,
+            shift_negatives=shift_negatives,
+        )
+        args = (
             inp["ybase"],
             self.wave,
             inp["mask"],
@@ -262,11 +273,21 @@ class TraceMethods:
             inp["diff"],
             inp["vdiff"],
             deg,
-            force_positive=force_positive,
-            background=use_bkg,
-            lookup_prf=self.lookup_prf,
-            shift_negatives=shift_negatives,
         )
+        optical = self.source_type == "compact" and self.lookup_prf is None
+        if optical and sigma_bounds[0] <= SIGMA_UNIT * 0.1:
+            # the optics model describes a point source exactly at sigma = 0 (the
+            # Gaussian model's floor of 0.1 px stands for what it lacks)
+            sigma_bounds = (0.0, sigma_bounds[1])
+        if optical:
+            # the optics model: the source's image through this group's apertures
+            from .apertures import ApertureDifferenceModel
+
+            model = ApertureDifferenceModel(
+                self.source_image_model(), self._base_rows(), self.trace_rows(), *args, **common
+            )
+        else:
+            model = profile.DifferenceProfileModel(*args, lookup_prf=self.lookup_prf, **common)
         if model.npix == 0:
             raise FitError(
                 f"{self.name}: no valid pixel in the difference image of position {exp!r} "
@@ -335,6 +356,9 @@ class TraceMethods:
             "sden": sden,
             "svnum": sden.copy(),
         }
+        if optical and not fixed and fit["sigma"] <= 1e-3 * fit["sigma_bounds_px"][1]:
+            # a point source: sigma = 0 is where the model's parameter ends, not a bound
+            fit["at_bound"] = [False] + list(fit["at_bound"][1:])
         if warn_at_bound and any(fit["at_bound"]):
             self._warn_at_bound(fit)
         if kwargs:

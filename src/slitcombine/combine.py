@@ -20,6 +20,7 @@ import numpy as np
 
 from . import extract, resample
 from ._threads import compute_call
+from .apertures import SOURCE_TYPES, classify_source
 from .errors import ConfigurationError, FitError, SlitCombineError
 
 __all__ = ["EXTRACT_DEFAULTS", "CombineResult", "combine", "combine_group"]
@@ -33,8 +34,13 @@ log = logging.getLogger(__name__)
 #: * ``wave_range`` - (min, max) um limits of the automatic grid;
 #: * ``ny``, ``step`` - 2D grid of ``2 ny + 1`` rows of ``step`` pixels around the trace;
 #: * ``oversample``, ``pixfrac`` - y sub-samples and footprint (input px) of the 2D drizzle;
+#: * ``source_type`` - 'auto', 'point' or 'extended': how the flux is measured
+#:   (:func:`slitcombine.apertures.classify_source`): a point or compact source on the
+#:   detector image with the bar shadow undone and the profile and throughput of the
+#:   optics model; an extended one on the bar-shadow corrected data;
 #: * ``with_pathloss`` - correct for the slit throughput (``path_corr`` column);
-#: * ``pathloss_source`` - 'auto' (pipeline PATHLOSS_PS if present), 'pipeline', 'model';
+#: * ``pathloss_source`` - 'auto' (pipeline PATHLOSS_PS scaled by the optics model to the
+#:   fitted position and width, if present; else the model), 'pipeline', 'model';
 #: * ``boxcar_halfwidth`` - half-width (px) of the boxcar extraction;
 #: * ``y_range`` - restrict the optimal extraction to this yslit range (px), None = all;
 #: * ``fit_traces`` - run ``SlitGroup.fit_all_traces`` (if available) before extracting;
@@ -57,6 +63,7 @@ EXTRACT_DEFAULTS = {
     "step": 1.0,
     "oversample": resample.DEFAULT_OVERSAMPLE,
     "pixfrac": resample.DEFAULT_PIXFRAC,
+    "source_type": "auto",
     "with_pathloss": True,
     "pathloss_source": "auto",
     "boxcar_halfwidth": extract.DEFAULT_BOXCAR_HALFWIDTH,
@@ -65,7 +72,7 @@ EXTRACT_DEFAULTS = {
     "trace_kwargs": None,
     "profile_sigma": None,
     "include_pixtab": False,
-    "rescale_variance": False,
+    "rescale_variance": True,
 }
 
 
@@ -281,16 +288,48 @@ def combine(files, name=None, **options):
     return combine_group(group, **params)
 
 
-def _scale_variances(group, factor):
-    """Multiply every variance array of ``group`` by ``factor`` (recorded in its meta)."""
+def _measure_and_apply_noise(group, pixtab, p):
+    """Measure the noise scale of the pixel table and (``rescale_variance``) apply it.
+
+    The variances of the group and of the pixel table are multiplied, per pixel, by the
+    square of :meth:`slitcombine.noise.NoiseScale.error_factor` at its wavelength;
+    ``p['error_scale']`` is the median factor over the rows (``ERRSCALE``).
+    """
+    from . import noise as noise_mod
+
+    noise = noise_mod.measure_noise_scale(pixtab)
+    summary = noise.as_dict()
+    group.meta["noise_scale"] = summary
+    p["noise_scale"] = summary
+    p["error_scale"] = 1.0
+    if not noise.measured:
+        group._step("rescale_variance", "SKIPPED", reason="too few pixels to measure the noise")
+        log.info("%s: too few faint pixels to measure the noise; errors as propagated", group.name)
+        return noise
+    if not p["rescale_variance"]:
+        group._step("rescale_variance", "SKIPPED", reason="rescale_variance=False", **summary)
+        log.info(
+            "%s: noise / propagated sigma %.3f (not applied: rescale_variance=False)",
+            group.name,
+            noise.pooled,
+        )
+        return noise
+    f_pix = noise.error_factor(group.wave) ** 2
     for name in ("var", "var_rnoise", "var_poisson", "var_sky"):
         arr = getattr(group, name, None)
         if arr is not None:
-            setattr(group, name, arr * factor)
-    group._step("rescale_variance", "COMPLETE", factor=float(factor))
-    log.info(
-        "%s: variances multiplied by %.3f (errors by %.3f)", group.name, factor, np.sqrt(factor)
+            setattr(group, name, arr * f_pix)
+    f_row = noise.error_factor(np.asarray(pixtab["wave"], float))
+    for name in ("var", "var_pos", "var_rnoise"):
+        if name in pixtab.colnames:
+            pixtab[name] = pixtab[name] * f_row**2
+    p["error_scale"] = round(float(np.median(f_row)), 4)
+    group._step("rescale_variance", "COMPLETE", error_scale=p["error_scale"], **summary)
+    bands = ", ".join(
+        f"{b['wave_min']:.2f}-{b['wave_max']:.2f} um {b['scale']:.2f}" for b in summary["bands"]
     )
+    log.info("%s: errors multiplied by the measured noise scale (%s)", group.name, bands)
+    return noise
 
 
 def _number(params, key, *, integer=False, minimum=None, positive=False, allow_none=False):
@@ -360,6 +399,14 @@ def _validate_params(p):
     p["pixfrac"] = _number(p, "pixfrac", positive=True)
     p["boxcar_halfwidth"] = _number(p, "boxcar_halfwidth", positive=True)
     p["profile_sigma"] = _number(p, "profile_sigma", positive=True, allow_none=True)
+    if p["source_type"] not in SOURCE_TYPES:
+        raise ConfigurationError(
+            f"source_type must be one of {SOURCE_TYPES}, got {p['source_type']!r}"
+        )
+    if p["pathloss_source"] not in ("auto", "pipeline", "model"):
+        raise ConfigurationError(
+            f"pathloss_source must be 'auto', 'pipeline' or 'model', got {p['pathloss_source']!r}"
+        )
     p["wave_range"] = _range(p, "wave_range", open_ends=True)
     p["y_range"] = _range(p, "y_range")
     if p["wave_grid"] is not None:
@@ -427,38 +474,8 @@ def _check_sky_model(group):
     return "none"
 
 
-@compute_call
-def combine_group(group, **params):
-    """Trace fit, pixel table, 2D resampling and 1D extraction of an existing group.
-
-    Parameters
-    ----------
-    group : slitcombine.SlitGroup
-        The group.
-    **params
-        Extraction options (:data:`EXTRACT_DEFAULTS`).
-
-    Returns
-    -------
-    CombineResult
-    """
-    from .provenance import collect
-
-    unknown = sorted(set(params) - set(EXTRACT_DEFAULTS))
-    if unknown:
-        raise ConfigurationError(f"unknown extraction option(s) {unknown}")
-    p = _validate_params({**EXTRACT_DEFAULTS, **params})
-    p["sky_model"] = _check_sky_model(group)
-
-    noise = group.measure_noise_scale()
-    p["error_scale"] = 1.0
-    if p["rescale_variance"]:
-        if np.isfinite(noise["scale"]) and noise["scale"] > 1.0:
-            p["error_scale"] = float(noise["scale"])
-            _scale_variances(group, p["error_scale"] ** 2)
-        else:
-            log.info("%s: noise scale %.3f: variances not rescaled", group.name, noise["scale"])
-
+def _fit_traces(group, p):
+    """Run the group's trace fit as the extraction options say; returns its status."""
     trace_status = "not requested"
     if p["fit_traces"]:
         if hasattr(group, "fit_all_traces"):
@@ -485,6 +502,74 @@ def combine_group(group, **params):
         else:
             trace_status = "not available in this version; default profile width used"
             log.info("%s: no trace fit available; default profile width", group.name)
+    return trace_status
+
+
+def _classify(group, p):
+    """``(kind, reason)`` of :func:`slitcombine.apertures.classify_source` for a group."""
+    from .instrument import SHUTTER_HEIGHT, SHUTTER_PITCH
+
+    fit = getattr(group, "fit", None)
+    sigma = None
+    if p["profile_sigma"] is not None:
+        sigma = float(p["profile_sigma"])
+    elif isinstance(fit, dict) and any(isinstance(f, dict) for f in fit.values()):
+        detected = [
+            f["sigma"]
+            for f in fit.values()
+            if isinstance(f, dict)
+            and f.get("status") not in ("NO_SIGNAL", None)
+            and f.get("sigma") is not None
+        ]
+        sigma = float(np.median(detected)) if detected else None
+    height_px = None
+    if np.isfinite(group.slit_pixel_scale):
+        height_px = SHUTTER_HEIGHT / group.slit_pixel_scale
+    elif group.meta.get("nod_offset"):
+        height_px = group.meta["nod_offset"] * SHUTTER_HEIGHT / SHUTTER_PITCH
+    srctypes = [s.slit.get("source_type") for s in group.slits]
+    return classify_source(
+        p["source_type"], srctypes, sigma, height_px, fixed_slit=group.IS_FIXED_SLIT
+    )
+
+
+@compute_call
+def combine_group(group, **params):
+    """Trace fit, pixel table, 2D resampling and 1D extraction of an existing group.
+
+    Parameters
+    ----------
+    group : slitcombine.SlitGroup
+        The group.
+    **params
+        Extraction options (:data:`EXTRACT_DEFAULTS`).
+
+    Returns
+    -------
+    CombineResult
+    """
+    from .provenance import collect
+
+    unknown = sorted(set(params) - set(EXTRACT_DEFAULTS))
+    if unknown:
+        raise ConfigurationError(f"unknown extraction option(s) {unknown}")
+    p = _validate_params({**EXTRACT_DEFAULTS, **params})
+    p["sky_model"] = _check_sky_model(group)
+
+    # Point and compact sources are measured on the detector image (bar shadow undone);
+    # 'auto' starts there and moves to the bar-corrected data if the fitted width says
+    # the source is extended.
+    group.source_type = "extended" if p["source_type"] == "extended" else "compact"
+    trace_status = _fit_traces(group, p)
+    kind, reason = _classify(group, p)
+    if kind != group.source_type:
+        group.source_type = kind
+        if p["fit_traces"]:
+            trace_status = _fit_traces(group, p) + " (refitted as extended)"
+    p["source_type_used"] = kind
+    p["source_type_reason"] = reason
+    group._step("source_type", "COMPLETE", option=p["source_type"], used=kind, reason=reason)
+    log.info("%s: measured as a %s source (%s)", group.name, kind, reason)
     p["trace_fit_status"] = trace_status
 
     fit = p["profile_sigma"] if p["profile_sigma"] is not None else None
@@ -493,6 +578,7 @@ def combine_group(group, **params):
         with_pathloss=p["with_pathloss"], fit=fit, pathloss_source=p["pathloss_source"]
     )
     used = pixtab.meta.get("PATHSRC", "none")
+    noise = _measure_and_apply_noise(group, pixtab, p)
 
     if p["wave_grid"] is not None:
         grid = p["wave_grid"]
@@ -513,7 +599,7 @@ def combine_group(group, **params):
             f"{np.nanmax(pixtab['wave']):.4f} um)"
         )
 
-    bf = group.bar if group.meta["undo_barshadow"] is True else 1.0
+    bf = group._source_view()[1]
     spec = extract.extract_1d(
         pixtab,
         grid,
@@ -523,6 +609,8 @@ def combine_group(group, **params):
     )
     if not np.any(spec["valid"]):
         raise SlitCombineError(f"{group.name}: no valid 1D bin (everything masked?)")
+    spec["err_scale"] = noise.error_factor(spec["wave"].value) if p["rescale_variance"] else 1.0
+    spec["err_scale"].description = "factor applied to the propagated errors"
 
     pl = np.asarray(pixtab["pathloss"], float)
     drz = resample.pseudo_drizzle(

@@ -1051,14 +1051,35 @@ def source_profile(sci, yslit, mask, core=3.0, step=0.25):
     return peak, sigma
 
 
-def source_exclusion(sci, yslit, mask, psf, leak=1e-3, floor=4.0):
+def _wing_distance(wave, s_int, ratio):
+    """Distance (pixels) beyond which a compact source is fainter than ``ratio`` x its peak.
+
+    From the detector profile of the optics model (:mod:`slitcombine.optics`: the
+    telescope's Airy wings and the spectrograph's wide wing, which a Gaussian lacks) of a
+    centred source of intrinsic width ``s_int`` at wavelength ``wave`` (um).
+    """
+    from .optics import DEFAULT_OPTICS
+
+    u = np.arange(-40.0, 40.0 + 1e-9, 0.05)
+    strip = DEFAULT_OPTICS.strip_profiles([wave], u, sigma=s_int)[0]
+    d = np.arange(0.0, 40.0, 0.25)
+    prof = DEFAULT_OPTICS.kernel_pixel(d[:, None] - u[None, :]) @ strip
+    faint = np.flatnonzero(prof < ratio * prof[0])
+    return float(d[faint[0]]) if faint.size else float(d[-1])
+
+
+def source_exclusion(sci, yslit, mask, psf, leak=1e-3, floor=4.0, wave=None):
     """Distance to the trace in source widths, and how many widths hold source light.
 
     The source's peak brightness ``A`` (in units of the sky) and its intrinsic width
     ``s_int`` come from :func:`source_profile` (the wavelength-collapsed sigma less the
     median PSF sigma and the pixel width, in quadrature).  A Gaussian source of width
     ``s(lambda) = sqrt(psf(lambda)^2 + s_int^2)`` adds less than ``leak`` of the sky
-    beyond ``n = sqrt(2 ln(A / leak))`` widths.
+    beyond ``n = sqrt(2 ln(A / leak))`` widths; a real source has wings (the Airy rings
+    of the telescope, the spectrograph's wide wing: :mod:`slitcombine.optics`) that
+    hold ~1% of its light beyond 3 pixels, so with ``wave`` the distance is the larger of
+    that and the distance where the optics model's profile falls below ``leak / A``,
+    at the median wavelength of the valid pixels (expressed in the same widths).
 
     Parameters
     ----------
@@ -1071,15 +1092,18 @@ def source_exclusion(sci, yslit, mask, psf, leak=1e-3, floor=4.0):
         Tolerated source surface brightness in units of the sky.
     floor : float
         Smallest number of widths returned.
+    wave : numpy.ndarray, optional
+        ``(N, ny, nx)`` wavelength, um (for the wings; None: a Gaussian source).
 
     Returns
     -------
     distance : numpy.ndarray
         ``(N, ny, nx)`` ``|yslit| / s(lambda)`` (source widths).
     n_widths : float
-        ``max(floor, sqrt(2 ln(A / leak)))``.
+        ``max(floor, sqrt(2 ln(A / leak)), wing distance / median width)``.
     info : dict
-        ``peak`` (A), ``sigma_px`` (collapsed profile), ``intrinsic_sigma_px``.
+        ``peak`` (A), ``sigma_px`` (collapsed profile), ``intrinsic_sigma_px``,
+        ``wing_distance_px`` (with ``wave``).
     """
     peak, sigma = source_profile(sci, yslit, mask)
     fin = np.asarray(mask, bool) & np.isfinite(psf)
@@ -1088,15 +1112,22 @@ def source_exclusion(sci, yslit, mask, psf, leak=1e-3, floor=4.0):
     if np.isfinite(sigma) and np.isfinite(psf_med):
         s_int = float(np.sqrt(max(sigma**2 - psf_med**2 - 1.0 / 12.0, 0.0)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        distance = np.abs(yslit) / np.sqrt(psf**2 + s_int**2)
+        width = np.sqrt(psf**2 + s_int**2)
+        distance = np.abs(yslit) / width
     n_widths = float(floor)
-    if peak > leak:
-        n_widths = max(n_widths, float(np.sqrt(2.0 * np.log(peak / leak))))
     info = {
         "peak": round(peak, 4),
         "sigma_px": round(sigma, 3) if np.isfinite(sigma) else None,
         "intrinsic_sigma_px": round(s_int, 3),
     }
+    if peak > leak:
+        n_widths = max(n_widths, float(np.sqrt(2.0 * np.log(peak / leak))))
+        if wave is not None:
+            ok = fin & np.isfinite(wave) & (np.asarray(wave, float) > 0)
+            if ok.any():
+                wing = _wing_distance(float(np.median(wave[ok])), s_int, 3 * leak / peak)
+                info["wing_distance_px"] = round(wing, 2)
+                n_widths = max(n_widths, wing / float(np.median(width[ok])))
     return distance, n_widths, info
 
 

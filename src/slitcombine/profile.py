@@ -25,8 +25,11 @@ with ``PSF_FWHM_AT_1UM = 1.20`` px, ``PSF_FWHM_SLOPE = 0.175`` px/um and a floor
 the diffraction limit (lambda/D of the 6.5 m telescope is 0.31 px/um at 0.1035
 arcsec/px; the detector and spectrograph blur add a roughly constant width).  Values:
 1.13 px at 0.6 um, 1.20 (1), 1.38 (2), 1.55 (3), 1.73 (4), 1.90 (5), 2.01 (5.6).
-This is the same law as the profile of :mod:`slitcombine.simulate`, so that widths fitted
-on simulations compare like with like with the simulator's truth.
+This Gaussian model is msaexp's kind of profile (used with ``source_type=None``, for
+extended sources, and as the line-spread law of the simulator); point and compact
+sources are measured with the image-formation model of :mod:`slitcombine.optics` through
+the group's apertures (:mod:`slitcombine.apertures`), which carries the PSF wings and the
+cut of the bars.
 
 Every function takes an optional ``lookup_prf``: an explicit point-response model object
 (:class:`LookupPRF` protocol).  :class:`GaussianPRF` is the Gaussian model above as such
@@ -43,7 +46,8 @@ converted to arcsec with ``pixel_scale``, assumed round) integrated over the ope
 remainder (wide diffraction wings) is assumed lost.  :func:`path_loss_correction` is the
 factor that multiplies a measured flux (pipeline flux calibration with the path-loss
 correction *undone*, as ``SlitGroup.sci``) to give the source's flux in front of the MSA;
-see its docstring for the reference options and for reproducing the simulator's truth.
+see its docstring for the reference options.  The throughput of the optics model
+(:class:`slitcombine.apertures.SourceImageModel`) is the physical one.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ SHUTTER_WIDTH_ARCSEC = 0.20
 SHUTTER_HEIGHT_ARCSEC = 0.46
 #: Fraction of a point source's flux in the Gaussian core of the PSF model; the rest (wide
 #: diffraction wings) is taken as lost outside the shutter.  0.92 is also the value of
-#: slitcombine.simulate.
+#: the Gaussian model's stand-in for the wings (the optics model computes them).
 PSF_CORE_FRACTION = 0.92
 #: sigma = FWHM * FWHM_TO_SIGMA for a Gaussian.
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -470,8 +474,9 @@ def slit_throughput(
 
     The PSF at the MSA is narrower than on the detector (no detector or spectrograph
     blur), so this model over-estimates the core losses somewhat, and ``core_fraction``
-    stands for the wings; it is the model used by the profile fit and by
-    :mod:`slitcombine.simulate`, which keeps fit, extraction and simulation consistent.
+    stands for the wings.  It is msaexp's kind of model, used with ``source_type=None``;
+    :class:`slitcombine.apertures.SourceImageModel` computes the throughput from the
+    optics (Airy wings, the cut of the bars) for point and compact sources.
 
     Parameters
     ----------
@@ -529,13 +534,7 @@ def path_loss_correction(
         corrects a flux measured through the shutter (pipeline calibration with the
         path-loss correction undone, as ``SlitGroup.sci`` with the default
         ``undo_pathloss=True``) to the source's total flux density in front of the
-        telescope.  This is the truth of :mod:`slitcombine.simulate`: its ``flux`` column
-        times its ``slit_throughput`` (= its ``PATHLOSS_PS``) is what an extraction of
-        the path-loss-undone data gives, and its throughput is this function's
-        ``slit_throughput(wave, 0.0, source_xpos, source_ypos_of_the_exposure)`` with
-        the default model.  Note: the simulator uses the *point-source* throughput
-        (``sigma=0``) whatever the intrinsic width it injects, so pass ``sigma=0`` to
-        recover its truth; for real extended sources pass the fitted width.
+        telescope.
         ``'centered_point'``: ``slit_throughput(wave, 0, 0, 0) / slit_throughput(wave,
         sigma, xpos, ypos)``, the correction relative to a centred point source
         (msaexp's convention, for data whose calibration already corrects the losses of

@@ -186,8 +186,8 @@ def header_cards(prov):
     cards.append(("DIFFS", bool(meta.get("diffs")), "nod differences"))
     noise = meta.get("noise_scale") or {}
     if isinstance(noise.get("scale"), float) and np.isfinite(noise["scale"]):
-        cards.append(("NOISESCL", round(noise["scale"], 4), "off-trace rms / propagated sigma"))
-    cards.append(("ERRSCALE", float(params.get("error_scale", 1.0)), "errors multiplied by"))
+        cards.append(("NOISESCL", round(noise["scale"], 4), "residual rms / propagated sigma"))
+    cards.append(("ERRSCALE", float(params.get("error_scale", 1.0)), "median factor on the errors"))
     config_hash = prov.get("config_hash") or (prov.get("batch") or {}).get("config_hash")
     if config_hash:
         cards.append(("CFGHASH", str(config_hash), "slitcombine configuration hash"))

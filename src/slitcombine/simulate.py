@@ -47,43 +47,56 @@ Units
 
 What is simulated (all in microJy per pixel before the conversion to MJy/sr)
 ----------------------------------------------------------------------------
-``raw = I(y, lambda) * (F(lambda) * T(lambda) * P_k(y, x) + S(lambda)) [+ failed-open light]``
+The image is formed as the instrument forms it (:mod:`slitcombine.optics`), not from the
+model the extraction uses::
 
-* ``F`` - the **truth**: the source flux density that enters the telescope, at the resolution
-  of the instrument (emission lines are pixel-integrated Gaussians with the point-source LSF
-  ``sigma = psf_sigma(lambda)`` plus the intrinsic line width). Column ``flux`` of the truth.
-* ``T`` - the point-source slit throughput (fraction of the PSF that passes the aperture for
-  the source's ``source_xpos, source_ypos``), written to ``PATHLOSS_PS``.
-* ``P_k`` - the cross-dispersion profile of exposure ``k``: a Gaussian integrated exactly over
-  each pixel row (erf differences), ``sigma^2 = psf_sigma(lambda)^2 + intrinsic_sigma^2``,
-  ``psf_sigma = FWHM / 2.3548`` with the FWHM linear from 1.2 px at 1 micron to 1.9 px at 5
-  micron. ``sum_y P_k = 1`` (less the wings that fall outside the cutout).
-* ``S`` - the sky, identical in all exposures, in microJy per pixel (column ``sky``).
-* ``I`` - the MSA illumination: sum over the open shutters of box functions of height 1 unit
-  (pitch 1.15 units, so 0.15-unit bars) blurred by a Gaussian of ``0.8 psf_sigma``. It is about
-  1 in the shutters, dips to ~0.42-0.6 on the bars between shutters (deeper in the blue) and
-  falls to 0 outside the slitlet. It is fixed to the MSA (identical in all nods). A stuck-closed
-  shutter is left out of the sum (no sky and no source light). Fixed slits: the slit edges only.
+    raw_k(y, x) = F(lambda) * P_k(y, x) + S(lambda) * I(y, x) [+ failed-open light]
 
-The pipeline-like products are ``SCI = raw / (BARSHADOW * PATHLOSS_UN)`` (``source_type`` is
-left unset, so - as in CEERS - the uniform-source correction ``PATHLOSS_UN`` is the one applied;
-``pathloss_correction_type = 'UNIFORM'``), with ``BARSHADOW = max(I_nominal, 0.42)``: the
-illumination of the *planned* open shutters with the pipeline's 0.42 floor (fixed slits have no
-BARSHADOW extension and are divided by ``PATHLOSS_UN`` only). Hence, wherever
-``I >= 0.42`` (everywhere in the open shutters, except a stuck shutter)::
+* ``F`` - the **truth**: the source flux density that enters the telescope, at the
+  resolution of the instrument (emission lines are pixel-integrated Gaussians with the
+  point-source LSF ``sigma = psf_sigma(lambda)`` plus the intrinsic line width). Column
+  ``flux`` of the truth.
+* ``P_k`` - the detector image of a unit-flux source in exposure ``k``: its surface
+  brightness at the MSA (round Gaussian of ``intrinsic_sigma`` pixels convolved with the
+  telescope PSF, an obscured Airy pattern by default, ``optics_model='gaussian'`` for a
+  Gaussian without wings), cut by the shutter width (0.20 arcsec, source at
+  ``source_xpos``) and by the open shutters of the slitlet (light falling on a bar or a
+  closed shutter is lost), blurred by the post-MSA kernel and integrated over the pixel
+  rows. Its sum over the rows of a column is the fraction of the source that passed the
+  apertures, column ``throughput`` of the truth; the bars take their share there, but the
+  light that passed is **not** modulated again by the bar pattern.
+* ``S`` - the sky, identical in all exposures, in microJy per pixel of an open aperture
+  (column ``sky``).
+* ``I`` - the illumination: the same optics for a uniform source (the open apertures
+  blurred by the post-MSA kernel): ~1 in the shutters, ~0.5 on the images of the bars,
+  0 outside the slitlet. It is fixed to the MSA (identical in all nods). A stuck-closed
+  shutter passes neither sky nor source light. Fixed slits: the slit edges only.
 
-    SCI * PATHLOSS_UN * PIXAR_SR * 1e12 = F * T * P_k + S        [microJy / pixel]
+Pipeline-like products (the conventions of the jwst ``pathloss`` and ``barshadow``
+steps): ``SCI = raw / (BARSHADOW * PATHLOSS_UN)`` for ``source_type`` None (as in CEERS),
+``'EXTENDED'`` or ``'UNKNOWN'``, with ``BARSHADOW = max(I_nominal, 0.42)`` the
+illumination of the *planned* open shutters with the pipeline's floor, i.e. the
+correction is exact for the sky and for uniform sources; ``SCI = raw / PATHLOSS_PS``
+with ``BARSHADOW = 1`` for ``source_type='POINT'`` (jwst does not apply the bar shadow to
+point sources); fixed slits have no BARSHADOW extension and are divided by
+``PATHLOSS_UN``. ``PATHLOSS_PS`` (truth column ``slit_throughput``) is the throughput of
+a *point* source at the catalogue position through the planned shutters, what the
+pipeline computes from ``SRCXPOS``/``SRCYPOS`` whatever the source's size. Hence::
 
-so a perfect sky subtraction and optimal extraction of ``SCI * PATHLOSS_UN * PIXAR_SR * 1e12``
-gives ``F * T``, and dividing by ``PATHLOSS_PS`` (= ``T``) recovers the truth ``F``. Undoing
-both corrections, ``SCI * BARSHADOW * PATHLOSS_UN`` is exactly the raw signal.
+    sum_rows SCI * BARSHADOW * PATHLOSS_UN * PIXAR_SR * 1e12 - sky = F * throughput
+
+(less what the post-MSA blur spreads beyond the slit's valid extent, < 0.6% at a shutter
+edge): an extraction of the raw signal gives ``F * throughput``, and dividing by
+``PATHLOSS_PS`` recovers ``F`` for a point source. Dividing the source by ``BARSHADOW``
+instead (the pipeline's extended-source correction) makes a compact source too bright by
+the bar-shadow value at its trace: 2-10% near a shutter centre, more near a bar.
 
 Noise: the raw signal is converted to electrons with an idealised throughput
 (``e-/s = 383.3 * eta(lambda) * f_nu[microJy] * (dlambda/dx) / lambda``, 25.4 m^2 aperture),
 drawn from a Poisson distribution, plus Gaussian read noise. ``VAR_POISSON`` and
 ``VAR_RNOISE`` are computed from the *noise-free* expected counts (the pipeline uses the
-measured slope), so they are exact; they carry the same ``1/(BARSHADOW PATHLOSS_UN)^2``
-scaling as SCI. ``VAR_FLAT = (0.003 SCI_expected)^2`` is not realised in the noise.
+measured slope), so they are exact; they carry the same calibration factor as SCI.
+``VAR_FLAT = (0.003 SCI_expected)^2`` is not realised in the noise.
 ``ERR^2 = VAR_POISSON + VAR_RNOISE + VAR_FLAT``. Hot pixels (extra dark current, DQ
 HOT|DO_NOT_USE) and dead pixels (no response, DQ DEAD|DO_NOT_USE) sit on the same detector
 pixels in every exposure and keep finite SCI values; cosmic rays (10-200 sigma, single pixels
@@ -106,6 +119,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr
 
+from slitcombine import optics
 from slitcombine._atomic import atomic_path
 from slitcombine.errors import ConfigurationError, OutputError
 
@@ -147,8 +161,6 @@ PIXAR_SR = 4.84956822732858e-13
 BARSHADOW_FLOOR = 0.42
 #: Physical bar width between shutters in ``y_slit`` units.
 _BAR_UNITS = PITCH_UNITS - 1.0
-#: Blur of the shutter edges in units of the PSF sigma.
-_EDGE_BLUR = 0.8
 #: Constant of the photon conversion: e-/s per (microJy * dlambda/lambda) for 25.4 m^2.
 _PHOTON_CONSTANT = 1e-29 * 25.4e4 / 6.62607015e-27
 _C_ANGSTROM = 2.99792458e18  # speed of light [Angstrom / s]
@@ -404,11 +416,6 @@ def _pathloss_uniform(wave):
     return 1.2 + 0.26 * np.asarray(wave, dtype=float)
 
 
-def _box_fraction(offset, half_width, sigma):
-    """Fraction of a 1-D Gaussian (centre ``offset``) inside ``[-half_width, half_width]``."""
-    return ndtr((half_width - offset) / sigma) - ndtr((-half_width - offset) / sigma)
-
-
 def _dispersion_knots(grating, nx):
     """Wavelength [micron] at the integer columns ``-1 .. nx`` of the cutout."""
     xk = np.arange(-1, nx + 1, dtype=float)
@@ -627,12 +634,90 @@ def _slit_limits(geom, exposure):
     return geom.extent[0] - shift, geom.extent[1] - shift
 
 
-def _illumination(y_ref, sigma_units, centres):
-    """MSA illumination: blurred boxes of height 1 unit at ``centres`` (y_slit units)."""
-    out = np.zeros_like(y_ref)
-    for c in centres:  # a handful of shutters, each a full-array vector operation
-        out += ndtr((y_ref - (c - 0.5)) / sigma_units) - ndtr((y_ref - (c + 0.5)) / sigma_units)
-    return out
+def _excess_field(rng, shape, rows_fraction, length):
+    """Unit-variance noise: white plus a fraction correlated along each row (AR(1)).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    shape : (int, int)
+        ``(ny, nx)``.
+    rows_fraction : float
+        Fraction of the variance in the row-correlated part.
+    length : float
+        Correlation length of that part along the row, pixels.
+    """
+    white = rng.standard_normal(shape)
+    if rows_fraction <= 0:
+        return white
+    a = float(np.exp(-1.0 / max(length, 1e-6)))
+    drive = rng.standard_normal(shape) * np.sqrt(1.0 - a * a)
+    corr = np.empty(shape)
+    corr[:, 0] = rng.standard_normal(shape[0])
+    for j in range(1, shape[1]):  # a recursion along x, vectorised over the rows
+        corr[:, j] = a * corr[:, j - 1] + drive[:, j]
+    return np.sqrt(1.0 - rows_fraction) * white + np.sqrt(rows_fraction) * corr
+
+
+class _FormedImages:
+    """Detector images of one source and of a uniform source, through MSA apertures.
+
+    The optics of :mod:`slitcombine.optics`: the source at the MSA (intrinsic Gaussian
+    convolved with the telescope PSF), cut by the dispersion-direction window and by the
+    open apertures along the slit, blurred by the post-MSA kernel and integrated over the
+    detector rows.  Apertures are given as centres in ``y_slit`` units of the reference
+    exposure (open height 1 unit); they are fixed to the MSA, the source moves with the
+    nods.
+    """
+
+    _STEP = 0.05  # fine sampling along the slit, pixels
+
+    def __init__(self, model, geom, wave_col, src, ypos_k, exposures):
+        self.model = model
+        self.ny = geom.ny
+        x = np.arange(geom.nx, dtype=float)
+        self.wave = wave_col
+        self.z, self.edges = optics.fine_grid(geom.ny, step=self._STEP, pad=3.0)
+        self.rows_per_unit = 1.0 / (YSLIT_DIRECTION * geom.yslit_per_pixel)
+        self.trace0 = geom.trace_ref(x)
+        self.centre_rows = np.array([self.trace0 + e.frame_shift for e in exposures])
+        self.src_rows = self.centre_rows + ypos_k[:, None] * self.rows_per_unit
+        lo, hi = np.nanmin(wave_col), np.nanmax(wave_col)
+        self.nodes = np.geomspace(lo, hi, 24)
+        self.xpos = float(src["source_xpos"])
+        self.width = geom.width_arcsec
+        half = geom.ny + 8.0
+        self.u = np.arange(-half, half + 0.5 * self._STEP, self._STEP)
+
+    def transmission(self, centres):
+        """``(nx, nz)`` open-aperture transmission of the shutters at ``centres``."""
+        c = np.asarray(centres, float)
+        a = self.trace0[:, None] + (c - 0.5)[None, :] * self.rows_per_unit
+        b = self.trace0[:, None] + (c + 0.5)[None, :] * self.rows_per_unit
+        iv = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=-1)
+        return optics.aperture_transmission(self.edges, iv)
+
+    def illumination(self, centres):
+        """``(ny, nx)`` detector image of a uniform source of 1 per pixel."""
+        return optics.illumination(self.model, self.transmission(centres), self.z, self.ny).T
+
+    def source(self, sigma, centres, profiles=True):
+        """Source light per exposure through the apertures at ``centres``.
+
+        Returns ``profiles`` ``(nexp, ny, nx)`` (fraction of the source flux per pixel,
+        or None) and the throughput ``(nexp, nx)`` (fraction through the apertures).
+        """
+        strips = self.model.strip_profiles(
+            self.nodes, self.u, sigma=sigma, xpos=self.xpos, slit_width=self.width
+        )
+        trans = self.transmission(centres)
+        out, tput = [], []
+        for rows in self.src_rows:
+            light = optics.sample_strips(strips, self.u, self.nodes, self.wave, self.z, rows)
+            tput.append((light * trans).sum(axis=1) * self._STEP)
+            if profiles:
+                out.append(optics.detector_profiles(self.model, light, trans, self.z, self.ny).T)
+        return (np.array(out) if profiles else None), np.array(tput)
 
 
 # --------------------------------------------------------------------------------------
@@ -864,7 +949,6 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     d = YSLIT_DIRECTION
     u = geom.yslit_per_pixel
     x = np.arange(nx, dtype=float)
-    yy = np.arange(ny, dtype=float)[:, None]
 
     wave_col = np.interp(x, geom.xk, geom.wave_knots)
     dwdx = np.gradient(wave_col)
@@ -873,34 +957,24 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     sig_psf = psf_sigma_pixels(wave_col)
     sigma = np.sqrt(sig_psf**2 + src["intrinsic_sigma"] ** 2)
 
-    # Source-position dependent point-source throughput (PATHLOSS_PS)
-    sig_arcsec = sig_psf * PIXEL_SCALE
-    tput_x = _box_fraction(
-        src["source_xpos"] * geom.width_arcsec, 0.5 * geom.width_arcsec, sig_arcsec
+    ypos_k = np.array(
+        [src["source_ypos"] + d * u * (exp.delta_rows - exp.frame_shift) for exp in exposures]
     )
-    ypos_k = []
-    for exp in exposures:
-        ysrc_rows = exp.delta_rows - exp.frame_shift
-        ypos_k.append(src["source_ypos"] + d * u * ysrc_rows)
-    ypos_k = np.array(ypos_k)
-    tput = np.empty((nexp, nx))
-    for k in range(nexp):
-        tput[k] = (
-            0.92
-            * tput_x
-            * _box_fraction(ypos_k[k] * geom.unit_arcsec, 0.5 * geom.unit_arcsec, sig_arcsec)
-        )
-
-    # Geometry on the pixel grid (exposure independent, fixed to the MSA)
-    trace0 = geom.trace_ref(x)[None, :]
-    y_msa = d * u * (yy - trace0)  # (ny, nx) y_slit of the reference exposure
-    blur = _EDGE_BLUR * sig_psf[None, :] * u
+    optics_model = opts["optics"]
     stuck = opts["stuck_closed_shutter"]
     open_centres = [c for j, c in enumerate(geom.centres) if j != stuck]
-    illum = _illumination(y_msa, blur, open_centres)
-    nominal = _illumination(y_msa, blur, geom.centres)
+    image = _FormedImages(optics_model, geom, wave_col, src, ypos_k, exposures)
+    # The MSA is fixed: the open apertures (stuck shutter excluded) and the planned ones
+    illum = image.illumination(open_centres)
+    nominal = image.illumination(geom.centres)
     is_fs = geom.fixed_slit is not None
-    barshadow = None if is_fs else np.clip(nominal, BARSHADOW_FLOOR, 1.0)
+    barshadow = None if is_fs else np.clip(nominal, BARSHADOW_FLOOR, None)
+    # Source light on the detector through the open apertures of each exposure (this
+    # includes the slit throughput: a column sums to F * T), and the throughput the
+    # pipeline would write as PATHLOSS_PS: a point source at the catalogue position
+    # through the planned shutters
+    profiles, tput_true = image.source(src["intrinsic_sigma"], open_centres)
+    _, tput = image.source(0.0, geom.centres, profiles=False)
 
     sky1d = opts["sky_level"] / float(default_sky(2.0)) * default_sky(wave_col)
     sky1d[~np.isfinite(sky1d)] = 0.0
@@ -912,7 +986,7 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
         w_fo = np.interp(x - dx_fo, geom.xk, geom.wave_knots, left=np.nan, right=np.nan)
         sky_fo = opts["sky_level"] / float(default_sky(2.0)) * default_sky(w_fo)
         sky_fo = np.where(np.isfinite(sky_fo), sky_fo, 0.0)
-        prof_fo = _illumination(y_msa, blur, [c_fo])
+        prof_fo = image.illumination([c_fo])
         contam = prof_fo * sky_fo[None, :]
         fo_mask = prof_fo > 0.05
 
@@ -921,24 +995,23 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     gain = _PHOTON_CONSTANT * eta * np.abs(dwdx) / wave_col * opts["exptime"]  # e- per uJy
     gain[~np.isfinite(gain)] = 0.0
     rn = opts["read_noise"]
-    to_sci = np.broadcast_to(
-        1.0 / (PIXAR_SR * 1e12) / (pl_un[None, :] * (1.0 if is_fs else barshadow)), (ny, nx)
-    )
+    if is_fs:
+        calib = np.broadcast_to(pl_un[None, :], (ny, nx))
+    elif opts["source_type"] == "POINT":
+        # jwst: no bar-shadow correction for point sources, PATHLOSS_PS applied
+        calib = np.broadcast_to(tput[0][None, :], (ny, nx))
+    else:
+        calib = pl_un[None, :] * barshadow
+    to_sci = 1.0 / (PIXAR_SR * 1e12) / calib
 
     # Source spectrum
     cont_shape, lines_fixed, lines_ratio, line_info, user_spec = _column_spectrum(
         src, grating, geom, wave_col, dwdx, wave_true, sig_psf
     )
 
-    # Profiles and per-exposure source rows
-    src_rows = np.empty((nexp, nx))
-    centre_rows = np.empty((nexp, nx))
-    profiles = np.empty((nexp, ny, nx))
-    for k, exp in enumerate(exposures):
-        centre_rows[k] = geom.trace_ref(x) + exp.frame_shift
-        src_rows[k] = centre_rows[k] + ypos_k[k] / (d * u)
-        c = src_rows[k][None, :]
-        profiles[k] = ndtr((yy + 0.5 - c) / sigma) - ndtr((yy - 0.5 - c) / sigma)
+    # Per-exposure source rows
+    src_rows = image.src_rows
+    centre_rows = image.centre_rows
 
     # Valid pixels (from the WCS itself)
     wcs_list = []
@@ -966,7 +1039,7 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
 
     def column_snr(flux_col, k=0):
         """Single-exposure optimal-extraction S/N per column of ``flux_col`` [microJy]."""
-        s_e = (flux_col * tput[k])[None, :] * profiles[k] * illum * gain[None, :]
+        s_e = flux_col[None, :] * profiles[k] * gain[None, :]
         var = s_e + bkg_e + rn**2
         return np.sqrt(np.where(valid[k], s_e**2 / var, 0.0).sum(axis=0))
 
@@ -1003,7 +1076,7 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     if n_bad > cand.size:
         raise ConfigurationError(f"n_hot + n_dead = {n_bad} exceeds the {cand.size} valid pixels")
     # independent streams: defects, noise and cosmic rays (noise=False keeps the same CRs)
-    rng_bad, rng_noise, rng_cr = rng.spawn(3)
+    rng_bad, rng_noise, rng_cr, rng_excess = rng.spawn(4)
     bad_idx = rng_bad.choice(cand, size=n_bad, replace=False) if n_bad else np.zeros(0, int)
     hot_idx, dead_idx = bad_idx[: opts["n_hot"]], bad_idx[opts["n_hot"] :]
     hot_rows, hot_cols = np.unravel_index(hot_idx, (ny, nx))
@@ -1017,7 +1090,7 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     arrays, cr_rows = [], []
     for k, exp in enumerate(exposures):
         ok = valid[k]
-        raw = illum * ((flux * tput[k])[None, :] * profiles[k] + sky1d[None, :]) + contam
+        raw = flux[None, :] * profiles[k] + illum * sky1d[None, :] + contam
         expect_e = raw * gain[None, :] + hot_e
         expect_e[dead] = 0.0
         expect_e = np.where(ok, np.maximum(expect_e, 0.0), 0.0)
@@ -1025,6 +1098,13 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
             counts = rng_noise.poisson(expect_e).astype(float) + rng_noise.normal(
                 0.0, rn, size=(ny, nx)
             )
+            if opts["excess_noise"] > 1.0:
+                # noise the written variances leave out (as the pipeline's do): part
+                # white, part correlated along the rows (1/f-like read noise)
+                extra = np.sqrt((opts["excess_noise"] ** 2 - 1.0) * (expect_e + rn**2))
+                counts += extra * _excess_field(
+                    rng_excess, (ny, nx), opts["excess_noise_rows"], opts["excess_noise_length"]
+                )
         else:
             counts = expect_e.copy()
         # cosmic rays
@@ -1082,7 +1162,9 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
             "pathloss_uniform": np.broadcast_to(pl_un[None, :], (ny, nx)).copy(),
         }
         if barshadow is not None:
-            out["barshadow"] = barshadow.copy()
+            # jwst writes ones for a point source (its correction is not applied)
+            point = opts["source_type"] == "POINT"
+            out["barshadow"] = np.ones((ny, nx)) if point else barshadow.copy()
         for key, arr in out.items():
             arr = np.asarray(arr, dtype=float)
             arr[nan] = np.nan
@@ -1114,7 +1196,7 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
             "source_ypos": float(ypos_k[k]),
             "slit_ymin": float(ymin),
             "slit_ymax": float(ymax),
-            "pathloss_correction_type": "UNIFORM",
+            "pathloss_correction_type": "POINT" if opts["source_type"] == "POINT" else "UNIFORM",
             "wavelength_corrected": False,
         }
         if is_fs:
@@ -1140,8 +1222,10 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
                 ycen=int(ycen),
                 shutter_state="".join(state),
                 shutter_id=int(opts["xcen"] + (ycen - 1) * _SHUTTER_IDS_PER_COLUMN),
-                barshadow_corrected=True,
+                barshadow_corrected=opts["source_type"] != "POINT",
             )
+        if opts["source_type"] is not None:
+            a["source_type"] = opts["source_type"]
         attrs.append(a)
 
     # Truth table
@@ -1156,6 +1240,7 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     truth["flux_continuum"] = flux_cont
     truth["flux_continuum"].unit = "uJy"
     truth["slit_throughput"] = tput.T
+    truth["throughput"] = tput_true.T
     truth["pathloss_uniform"] = pl_un
     truth["sky"] = sky1d
     truth["sky"].unit = "uJy"
@@ -1186,10 +1271,16 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
     meta["truth_definition"] = (
         "flux [uJy] is the source flux density entering the telescope at instrument "
         "resolution, sampled at wave_true (the true wavelength of the source light in each "
-        "column). A perfect extraction of SCI*PATHLOSS_UN*PIXAR_SR*1e12 (sky-subtracted, "
-        "bar-shadow corrected as in SCI) gives flux*slit_throughput; dividing by PATHLOSS_PS "
-        "(= slit_throughput) gives flux. trace[x, k] is the row of the source centre in the "
-        "k-th file, yslit0_row[x, k] the row where the WCS gives y_slit = 0."
+        "column). throughput[x, k] is the fraction of that flux that passes the open "
+        "apertures in the k-th file (it reaches the detector, not modulated by the bar "
+        "shadow); slit_throughput[x, k] (= PATHLOSS_PS) is the same for a point source at "
+        "the catalogue position through the planned shutters (equal to throughput for a "
+        "point source without stuck shutters). The detector image of the source, summed "
+        "over rows, is flux*throughput in raw = SCI * calib * PIXAR_SR * 1e12 with calib = "
+        "BARSHADOW*PATHLOSS_UN (default), PATHLOSS_PS (source_type POINT) or PATHLOSS_UN "
+        "(fixed slits). The sky S [uJy/pixel] is raw sky / illumination, the illumination "
+        "being ~BARSHADOW. trace[x, k] is the row of the source centre in the k-th file, "
+        "yslit0_row[x, k] the row where the WCS gives y_slit = 0."
     )
     meta.update(
         {
@@ -1229,7 +1320,9 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
             "slit_limits": [list(v) for v in ymins],
             "stuck_closed_shutter": stuck,
             "failed_open_neighbour": bool(opts["failed_open_neighbour"]),
-            "pathloss_applied": "PATHLOSS_UN",
+            "pathloss_applied": "PATHLOSS_PS" if opts["source_type"] == "POINT" else "PATHLOSS_UN",
+            "source_type": opts["source_type"],
+            "optics": repr(opts["optics"]),
             "barshadow_floor": None if is_fs else BARSHADOW_FLOOR,
             "cutout_shape": [ny, nx],
             "ystart": int(ystart),
@@ -1238,6 +1331,9 @@ def _simulate_source(src, opts, grating, geom, exposures, rng, ystart):
             "dead_pixels": [[int(r), int(c)] for r, c in zip(dead_rows, dead_cols, strict=True)],
             "seed": opts["seed"],
             "noise": opts["noise"],
+            "excess_noise": opts["excess_noise"],
+            "excess_noise_rows": opts["excess_noise_rows"],
+            "excess_noise_length_px": opts["excess_noise_length"],
         }
     )
     return _SlitProducts(arrays, attrs, wcs_list, truth, crs, bad)
@@ -1413,6 +1509,11 @@ def simulate_observation(
     noise=True,
     overwrite=True,
     seed=1,
+    optics_model=None,
+    source_type=None,
+    excess_noise=1.0,
+    excess_noise_rows=0.5,
+    excess_noise_length=20.0,
 ):
     """Simulate a nodded NIRSpec MSA or fixed-slit observation and write it to disk.
 
@@ -1515,6 +1616,21 @@ def simulate_observation(
         when a target file exists.
     seed : int
         Seed of :func:`numpy.random.default_rng`; the same seed gives identical files.
+    optics_model : {'airy', 'gaussian'} or slitcombine.optics.OpticsModel, optional
+        How the instrument images the source (:mod:`slitcombine.optics`): the default
+        obscured Airy telescope PSF with the calibrated post-MSA blur (realistic wings),
+        ``'gaussian'`` for a Gaussian telescope PSF and blur without wings, or a model.
+    source_type : {None, 'POINT', 'EXTENDED', 'UNKNOWN'}
+        ``SRCTYPE`` of the products and the pipeline calibration that goes with it:
+        ``'POINT'`` divides by ``PATHLOSS_PS`` and writes ``BARSHADOW = 1`` (jwst does not
+        correct point sources for the bar shadow); otherwise ``BARSHADOW * PATHLOSS_UN``.
+    excess_noise : float
+        Rms of the noise over the written ``VAR_POISSON + VAR_RNOISE`` (>= 1): the extra
+        noise real data have and the pipeline's variances leave out.
+    excess_noise_rows : float
+        Fraction of the extra variance correlated along the detector rows (1/f-like).
+    excess_noise_length : float
+        Correlation length of that part along the rows, pixels.
 
     Returns
     -------
@@ -1644,6 +1760,30 @@ def simulate_observation(
         raise ConfigurationError(f"overwrite must be True or False, got {overwrite!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigurationError(f"seed must be an integer, got {seed!r}")
+    excess_noise = _check_float("excess_noise", excess_noise, 1.0, 10.0)
+    excess_noise_rows = _check_float("excess_noise_rows", excess_noise_rows, 0.0, 1.0)
+    excess_noise_length = _check_float("excess_noise_length", excess_noise_length, 0.1)
+    if optics_model is None or optics_model == "airy":
+        optics_model = optics.DEFAULT_OPTICS
+    elif optics_model == "gaussian":
+        optics_model = optics.OpticsModel(telescope="gaussian", kernel_wing_fraction=0.0)
+    elif not isinstance(optics_model, optics.OpticsModel):
+        raise ConfigurationError(
+            "optics_model must be 'airy', 'gaussian' or a slitcombine.optics.OpticsModel, "
+            f"got {optics_model!r}"
+        )
+    if source_type is not None:
+        if not isinstance(source_type, str) or source_type.upper() not in (
+            "POINT",
+            "EXTENDED",
+            "UNKNOWN",
+        ):
+            raise ConfigurationError(
+                f"source_type must be None, 'POINT', 'EXTENDED' or 'UNKNOWN', got {source_type!r}"
+            )
+        source_type = source_type.upper()
+        if source_type == "POINT" and fixed_slit is not None:
+            raise ConfigurationError("source_type='POINT' is simulated for MSA slitlets only")
     program = int(root[2:7])
 
     base_src = {
@@ -1772,6 +1912,11 @@ def simulate_observation(
             raise OutputError(f"{clash[0]} exists in {str(out_dir)!r} and overwrite=False")
 
     opts = {
+        "excess_noise": excess_noise,
+        "excess_noise_rows": excess_noise_rows,
+        "excess_noise_length": excess_noise_length,
+        "optics": optics_model,
+        "source_type": source_type,
         "stuck_closed_shutter": stuck_closed_shutter,
         "failed_open_neighbour": bool(failed_open_neighbour),
         "sky_level": sky_level,

@@ -174,7 +174,12 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     wave : numpy.ndarray
         Wavelength (um).
     bar : numpy.ndarray
-        Bar-shadow throughput of the pipeline (1 where absent).
+        Bar-shadow throughput that divides ``sci``: the pipeline's (1 where absent), or
+        the group's own model with ``undo_barshadow=2``.
+    source_type : {None, 'compact', 'extended'}
+        How the source's flux is measured (set by
+        :func:`slitcombine.combine.combine_group`; see :meth:`_source_view`): None is
+        msaexp's behaviour (the data of :attr:`data`).
     xtr, ytr, wtr : numpy.ndarray
         ``(N, nx)`` column, trace row and wavelength along the trace.
     base_coeffs, trace_coeffs : numpy.ndarray
@@ -265,6 +270,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.position_key = position_key
         self.reference_exposure = reference_exposure
         self.lookup_prf = lookup_prf
+        self.source_type = None
         self.sky_arrays = None if sky_arrays is None else _sky_pair(sky_arrays)
         self.sky_data = None
         self.fit = None
@@ -1036,51 +1042,71 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             self.meta["weight_type"], self.var, self.var_rnoise, self.exptime, self.bar
         )
 
-    def measure_noise_scale(self, margin=2.0, min_pixels=50):
-        """Measure how the noise compares with the propagated variances, off the traces.
+    def measure_noise_scale(self, model_fraction=1.0, min_pixels=1500):
+        """Measure how the noise compares with the propagated variances.
 
-        For every nod position, :func:`slitcombine.nods.noise_scale` of its difference
-        image (or sky-subtracted image with ``diffs=False``) over the pixels farther than
-        ``margin`` from every exposure's trace; the group value pools all positions.
+        :func:`slitcombine.noise.measure_noise_scale` of the pixel table
+        (:meth:`get_flat_diff_arrays` with the current traces, width and
+        :attr:`source_type`): the spread of the residuals of the fitted source model
+        over the pixels where that model is fainter than ``model_fraction`` times the
+        noise (the sky between the traces, the wings, all of a faint source), per
+        wavelength band.
 
         Parameters
         ----------
-        margin : float
-            Minimum distance from every trace, pixels.
+        model_fraction : float
+            Pixels whose model exceeds this fraction of their sigma are left out.
         min_pixels : int
-            Minimum number of pixels for a measurement.
+            Pixels per wavelength band.
 
         Returns
         -------
         dict
-            ``scale`` (robust rms of residual/sigma of all positions, dimensionless; NaN
-            without enough pixels), ``per_position`` ({position: scale}), ``n_pixels``,
-            ``margin_px``.  Also stored in ``meta['noise_scale']``.
+            ``scale`` (the biweight scale of all the residuals used, dimensionless; None
+            without 50 of them), ``n_pixels``, ``bands`` (``wave_min``, ``wave_max``
+            [um], ``scale``, ``scale_err``, ``npix`` per band), ``per_exposure``
+            (``{exposure index: scale}``) and ``model_fraction``.  Also stored in
+            ``meta['noise_scale']``.
         """
-        per, zs = {}, []
-        for v in self.unp.values:
-            _, _, diff, _, vdiff, _ = self.make_diff_image(v)
-            z = nods.off_trace_residuals(diff, vdiff, self.yslit, margin)
-            per[v] = nods.robust_rms(z, min_pixels)[0]
-            zs.append(z)
-        scale, n = nods.robust_rms(np.concatenate(zs), min_pixels)
-        out = {
-            "scale": scale,
-            "per_position": {str(k): v for k, v in per.items()},
-            "n_pixels": n,
-            "margin_px": float(margin),
-        }
+        from . import noise
+
+        tab = self.get_flat_diff_arrays(with_pathloss=False)
+        out = noise.measure_noise_scale(tab, model_fraction, min_pixels).as_dict()
         self.meta["noise_scale"] = out
-        if np.isfinite(scale):
+        if out["scale"] is not None:
             log.info(
-                "%s: noise / propagated sigma = %.3f off the traces (%d pixels)",
+                "%s: noise / propagated sigma = %.3f (%d pixels)",
                 self.name,
-                scale,
-                n,
+                out["scale"],
+                out["n_pixels"],
             )
         else:
-            log.info("%s: too few pixels off the traces to measure the noise", self.name)
+            log.info("%s: too few faint pixels to measure the noise", self.name)
         return out
+
+    def _source_view(self):
+        """The data the source is measured on, and the bar-shadow factor applied to sci.
+
+        With :attr:`source_type` ``'compact'`` (set by
+        :func:`slitcombine.combine.combine_group` for point and compact sources) the
+        bar-shadow correction that divides ``sci`` (the group's own model, a table or
+        the pipeline's) is undone: a compact source's light that passed the shutter is
+        not shadowed by the bars (:mod:`slitcombine.optics`), so its flux is measured
+        on the detector image; the sky subtracted is ``sky_background * bar``.
+        Otherwise the data of :attr:`data` (msaexp's meaning).
+
+        Returns
+        -------
+        data : numpy.ndarray
+            ``(N, ny*nx)`` sky-subtracted data, uJy per pixel, NaN where masked.
+        bar_factor : numpy.ndarray or float
+            The factor applied to ``sci - sky_background`` (and to the errors).
+        """
+        if self.source_type == "compact" or self.meta["undo_barshadow"] is True:
+            bf = self.bar
+        else:
+            bf = 1.0
+        return np.where(self.mask, (self.sci - self.sky_background) * bf, np.nan), bf
 
     def make_diff_image(self, exp=1, separate=False):
         """Difference image of one nod position against the others.
@@ -1111,11 +1137,9 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         """
         ipos = np.asarray(self.unp[exp])
         ineg = ~ipos if self.meta["diffs"] else np.zeros_like(ipos)
-        data = self.data
-        var, wvar = self.var, self._weight_variance()
-        if self.meta["undo_barshadow"] is True:
-            # data carry the bar-shadow throughput: so do their variances
-            var, wvar = var * self.bar**2, wvar * self.bar**2
+        data, bf = self._source_view()
+        # data carrying the bar-shadow throughput: so do their variances
+        var, wvar = self.var * bf**2, self._weight_variance() * bf**2
         out = nods.difference_image(
             data,
             var,
