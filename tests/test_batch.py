@@ -7,8 +7,11 @@ LocalCluster with 2 workers; the tests below read what it wrote.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -269,7 +272,9 @@ def test_resume_does_no_work(data, first_run):
 
 
 def test_interrupted_run_leaves_no_half_files_and_resumes(data, tmp_path):
-    """Ctrl-C during a batch: exit 130, complete files only, --resume does the rest."""
+    """Ctrl-C twice during a batch (issue 18.3: the second one came during the client's
+    close and lost the summary): exit 130, the summary and index page written and the
+    message true, complete files only, --resume does the rest."""
     groups, _ = discover([f for s in data["sims"][:8] for f in s.files])
     manifest = write_manifest(groups, tmp_path / "manifest.ecsv")
     out = tmp_path / "out"
@@ -287,13 +292,25 @@ def test_interrupted_run_leaves_no_half_files_and_resumes(data, tmp_path):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)  # the second Ctrl-C: while the tasks are cancelled or the close
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130 and "interrupted" in err
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "NameError" not in err, err
     summary = Table.read(out / "summary.ecsv")
+    assert (out / "index.html").is_file()
+    counts = {s: int(np.sum(summary["status"] == s)) for s in ("ok", "failed", "not run")}
+    assert (
+        f"interrupted: {out / 'summary.ecsv'} lists {counts['ok']} group(s) ok, "
+        f"{counts['failed']} failed, {counts['not run']} not run; run the same command "
+        "with --resume to finish"
+    ) in err
+    assert summary.meta["interrupted"] is True
     done = set(summary["group"][summary["status"] == "ok"])
     # the interrupt may come before the client has received the result of the group
     # whose sidecar it waited for: the summary may list no group as ok yet
@@ -336,8 +353,6 @@ def test_unexpected_exception_is_recorded_as_bug(data, tmp_path, monkeypatch):
 
 def test_nested_folders_need_recursive_discovery(data, tmp_path, capsys):
     """MAST-like nesting: slit files one level down are found with discovery.recursive."""
-    import shutil
-
     from slitcombine.discovery import read_manifest
 
     top = tmp_path / "mastDownload"
@@ -380,32 +395,182 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_unreachable_scheduler_is_a_clear_error(data, tmp_path, capsys):
+def test_unreachable_scheduler_is_a_clear_error(data, tmp_path, capsys, monkeypatch):
+    """Issue 18.4: a refused connection is said at once (no dask Client is even made, so
+    no retrying until the time-out), and a failed start writes nothing: a new output
+    folder is not left behind, an existing one keeps exactly what it held."""
+    import distributed
+
+    def no_client(*args, **kwargs):
+        raise AssertionError("a dask Client was made for a refused connection")
+
+    monkeypatch.setattr(distributed, "Client", no_client)
     groups, _ = discover([data["sims"][0].files[0]])
     path = write_manifest(groups, tmp_path / "m.ecsv")
     address = f"tcp://127.0.0.1:{_free_port()}"
-    rc = main(
-        ["batch", str(path), "--output-dir", str(tmp_path / "o"), "--scheduler", address]
-        + ["--timeout", "2"]
+    new = tmp_path / "o"
+    args = ["batch", str(path), "--scheduler", address, "--timeout", "60"]
+    assert main([*args, "--output-dir", str(new)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: cannot connect to the dask scheduler '{address}': connection refused "
+        f"(nothing listens on 127.0.0.1:{address.rsplit(':', 1)[1]}; is the scheduler "
+        "running?)"
     )
-    assert rc == 2
-    assert f"cannot connect to the dask scheduler '{address}'" in capsys.readouterr().err
+    assert not new.exists()
+    old = tmp_path / "old"
+    (old / "logs").mkdir(parents=True)
+    (old / "notes.txt").write_text("kept")
+    (old / "logs" / "a.log").write_text("an earlier log")
+    listing = sorted(str(p.relative_to(old)) for p in old.rglob("*"))
+    assert main([*args, "--output-dir", str(old)]) == 2
+    assert "connection refused" in capsys.readouterr().err
+    after = sorted(
+        str(p.relative_to(old)) for p in old.rglob("*") if p.name != ".slitcombine-batch.lock"
+    )
+    assert after == listing  # no config.toml, manifest.ecsv or new logs
+    assert (old / "logs" / "a.log").read_text() == "an earlier log"
+
+
+def test_read_only_existing_output_folder(data, tmp_path, capsys):
+    """Issue 18.4: an existing folder that cannot be written is called that, not "cannot
+    create the output folder".  As root a read-only tmpfs (skipped where mounting is not
+    allowed); as another user a chmod 0o555 folder."""
+    groups, _ = discover([data["sims"][0].files[0]])
+    path = write_manifest(groups, tmp_path / "m.ecsv")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = False
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"root cannot be stopped by permissions and mount fails: {proc.stderr}")
+        mounted, reason = True, "Read-only file system"
+    else:
+        os.chmod(ro, 0o555)
+        reason = "Permission denied"
+    try:
+        assert main(["batch", str(path), "--output-dir", str(ro), "--workers", "1"]) == 2
+        err = capsys.readouterr().err.strip()
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(ro)], check=True)
+        os.chmod(ro, 0o755)
+    assert err == (
+        f"error: the output folder '{ro}' is not writable: cannot create its lock file "
+        f".slitcombine-batch.lock ({reason})"
+    )
 
 
 # ------------------------------------------------------------------------ external cluster
-def _wait_for_port(port, proc, timeout=60.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            return False
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.2)
-    return False
+def _dask_cli(name, *args):
+    """``python -m distributed.cli.dask_{name} ...`` (the ``dask scheduler/worker`` CLI)."""
+    return [sys.executable, "-m", f"distributed.cli.dask_{name}", *map(str, args)]
 
 
-def test_external_scheduler_and_manifest_with_missing_file(data, tmp_path):
+def _stop(procs):
+    """Terminate the processes (newest first), killing those that do not end in 20 s."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+
+
+def _start_cluster(base, worker_prefix=()):
+    """A ``dask scheduler`` and one ``dask worker`` process (``--nthreads 1``).
+
+    The scheduler listens on a free port chosen by the system (``--port 0``) and writes
+    its address to a scheduler file; the worker runs in ``base/worker-cwd`` (not the
+    test's working folder) and gives up after 60 s without its scheduler.  Returns
+    ``(address, procs, worker_cwd)``; stop the processes with :func:`_stop`.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    worker_cwd = base / "worker-cwd"
+    worker_cwd.mkdir(exist_ok=True)
+    scheduler_file = base / "scheduler.json"
+    procs = []
+    try:
+        with open(base / "scheduler.log", "wb") as log_fh:
+            procs.append(
+                subprocess.Popen(
+                    _dask_cli("scheduler", "--host", "127.0.0.1", "--port", "0")
+                    + ["--no-dashboard", "--scheduler-file", scheduler_file],
+                    stdout=log_fh,
+                    stderr=subprocess.STDOUT,
+                    cwd=base,
+                )
+            )
+        t0 = time.monotonic()
+        while not scheduler_file.exists():
+            assert procs[0].poll() is None, (base / "scheduler.log").read_text()
+            assert time.monotonic() - t0 < 60, "the dask scheduler did not start in 60 s"
+            time.sleep(0.1)
+        time.sleep(0.1)  # the file is written in one go, but give the writer a moment
+        address = json.loads(scheduler_file.read_text())["address"]
+        with open(base / "worker.log", "wb") as log_fh:
+            procs.append(
+                subprocess.Popen(
+                    [*worker_prefix]
+                    + _dask_cli("worker", address, "--nthreads", "1", "--no-nanny")
+                    + ["--no-dashboard", "--death-timeout", "60"]
+                    + ["--local-directory", base / "scratch"],
+                    stdout=log_fh,
+                    stderr=subprocess.STDOUT,
+                    cwd=worker_cwd,
+                )
+            )
+    except BaseException:
+        _stop(procs)
+        raise
+    return address, procs, worker_cwd
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A ``dask scheduler`` + ``dask worker`` started as separate processes, the worker in
+    another working folder than this test process; stopped at the end of the module."""
+    base = tmp_path_factory.mktemp("cluster")
+    address, procs, worker_cwd = _start_cluster(base)
+    try:
+        yield {"address": address, "worker_cwd": worker_cwd, "procs": procs, "base": base}
+    finally:
+        _stop(procs)
+
+
+def _cli(args, cwd, timeout=120):
+    """``slitcombine`` as a subprocess in ``cwd`` (killed after ``timeout`` s)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "slitcombine.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _small_observations(folder, n, seed=0):
+    """``n`` simulated sources (3 exposures each, nx=48) in ``folder``."""
+    from slitcombine.simulate import simulate_observation
+
+    opts = {**SIM, "n_crs": 0}
+    return [
+        simulate_observation(folder, seed=seed + i, source_id=500 + i, slitlet_id=50 + i, **opts)
+        for i in range(n)
+    ]
+
+
+def test_external_scheduler_and_manifest_with_missing_file(data, cluster, tmp_path):
     """`dask scheduler` + `dask worker` processes; a manifest group names a missing file."""
     groups, _ = discover([f for s in data["sims"][:3] for f in s.files])
     path = write_manifest(groups, tmp_path / "manifest.ecsv")
@@ -414,53 +579,137 @@ def test_external_scheduler_and_manifest_with_missing_file(data, tmp_path):
     files[2] = files[2].replace("00003", "00007")  # a file that does not exist
     t["files"][1] = ";".join(files)
     t.write(path, overwrite=True)
+    address = cluster["address"]
+    out = tmp_path / "out"
+    rc = main(
+        ["-q", "batch", str(path), "--output-dir", str(out), "--scheduler", address]
+        + ["--timeout", "60", "--set", "batch.figures=false"]
+    )
+    summary = Table.read(out / "summary.ecsv")
+    assert rc == 1
+    assert list(summary["status"]) == ["ok", "failed", "ok"]
+    assert "00007" in summary["error"][1] and "file not found" in summary["error"][1]
+    assert summary.meta["executor"] == address
+    for name in summary["group"][[0, 2]]:
+        assert (out / f"{name}.spec.fits").is_file()
+    worker_pids = {str(w).rsplit(":", 1)[1] for w in summary["worker"]}
+    assert str(os.getpid()) not in worker_pids  # the work ran in the dask worker
 
-    dask = shutil.which("dask") or str(Path(sys.executable).parent / "dask")
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    logs = [open(tmp_path / n, "wb") for n in ("scheduler.log", "worker.log")]  # noqa: SIM115
-    procs = []
+
+def _products_in(folder):
+    """Files a batch writes, anywhere below ``folder``."""
+    names = ("*.spec.fits", "*.batch.json", "*.log", "summary.ecsv", "index.html")
+    return sorted(str(p) for pat in names for p in Path(folder).rglob(pat))
+
+
+def test_relative_paths_on_an_external_cluster(cluster, tmp_path):
+    """Issue 18.1: a relative input folder and a relative --output-dir (the README's
+    cluster example) while the worker runs in another working folder: the products land
+    in the client's folder, none in the worker's, and --resume finds them."""
+    client_cwd = tmp_path / "client"
+    sims = _small_observations(client_cwd / "data", 2)
+    address = cluster["address"]
+    args = ["-q", "batch", "data", "--output-dir", "reduced", "--scheduler", address]
+    args += ["--timeout", "60", "--set", "batch.figures=false"]
+    rc, stdout, stderr = _cli(args, client_cwd)
+    assert rc == 0, stderr
+    assert "2 group(s): 2 ok, 0 failed" in stdout
+    out = client_cwd / "reduced"
+    assert stdout.splitlines()[-2] == str(out / "summary.ecsv")  # shown as absolute path
+    summary = Table.read(out / "summary.ecsv")
+    assert list(summary["status"]) == ["ok", "ok"]
+    for row in summary:
+        assert (out / f"{row['group']}.spec.fits").is_file()
+        assert (out / f"{row['group']}.batch.json").is_file()
+        assert (out / row["log"]).is_file()
+        assert str(row["worker"]).rsplit(":", 1)[1] == str(cluster["procs"][1].pid)
+    side = json.loads((out / f"{summary['group'][0]}.batch.json").read_text())
+    assert all(os.path.isabs(m) for m in side["members"])  # resolved by the client
+    assert side["members"][0] == str(sims[0].files[0])
+    assert _products_in(cluster["worker_cwd"]) == []  # nothing in the worker's folder
+    assert not list((out).glob(".slitcombine-probe-*"))  # the path check cleaned up
+    # the README's cluster example, relative manifest and output folder: one group
+    # to do again (its sidecar removed), the other one found done
+    stamp = (out / f"{summary['group'][1]}.spec.fits").stat().st_mtime_ns
+    (out / f"{summary['group'][0]}.batch.json").unlink()
+    readme = "slitcombine batch reduced/manifest.ecsv --output-dir reduced --resume"
+    readme += " --scheduler tcp://head:8786"
+    assert readme in Path(__file__).parents[1].joinpath("README.md").read_text()
+    args = readme.split()[1:-1] + [address, "-q", "--timeout", "60"]
+    args += ["--set", "batch.figures=false"]
+    rc, stdout, stderr = _cli(args, client_cwd)
+    assert rc == 0, stderr
+    assert "2 group(s): 2 ok, 0 failed, 1 from a previous run" in stdout
+    again = Table.read(out / "summary.ecsv")
+    assert list(again["resumed"]) == [False, True]
+    assert (out / f"{summary['group'][1]}.spec.fits").stat().st_mtime_ns == stamp
+    assert _products_in(cluster["worker_cwd"]) == []
+
+
+def test_worker_path_check_messages(tmp_path):
+    """The check each worker runs before the batch: what it cannot see, in words."""
+    from slitcombine.batch import PROBE_PREFIX, _worker_path_check
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{PROBE_PREFIX}abc.tmp").write_text("abc")
+    good = tmp_path / "in.fits"
+    good.write_bytes(b"x")
+    seen = _worker_path_check(str(out), "abc", str(good))
+    assert seen["problem"] is None and seen["cwd"] == os.getcwd()
+    assert seen["worker"] == f"{socket.gethostname()}:{os.getpid()}"
+    missing = _worker_path_check(str(tmp_path / "nope"), "abc", str(good))["problem"]
+    assert missing == f"does not see the output folder {tmp_path / 'nope'}"
+    other = _worker_path_check(str(out), "xyz", str(good))["problem"]
+    assert other.startswith(f"sees another folder at {out} than this client")
+    no_input = _worker_path_check(str(out), "abc", str(tmp_path / "gone.fits"))["problem"]
+    assert no_input == f"does not see the input file {tmp_path / 'gone.fits'}"
+
+
+def test_workers_without_the_shared_file_system(tmp_path):
+    """Issue 18.1: a worker that does not see the client's folders (it runs in a mount
+    namespace where they are hidden by empty file systems, as on a node without the
+    shared file system): the batch stops before any group runs, naming the path, and
+    leaves nothing behind.  Needs root and ``unshare`` (skipped elsewhere)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a private mount namespace needs root and unshare")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -m fails here: {probe.stderr.decode().strip()}")
+    data = tmp_path / "data"
+    _small_observations(data, 1)
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    visible = tmp_path / "visible"
+    visible.mkdir()
+    # in the worker's namespace: empty tmpfs over data/ and hidden/, and a folder
+    # hidden/same that exists there only
+    script = (
+        'mount -t tmpfs -o size=1m tmpfs "$1" && mount -t tmpfs -o size=1m tmpfs "$2" '
+        '&& mkdir "$2/same" && shift 2 && exec "$@"'
+    )
+    prefix = ["unshare", "-m", "sh", "-c", script, "sh", str(data), str(hidden)]
+    address, procs, _ = _start_cluster(tmp_path / "cluster", worker_prefix=prefix)
     try:
-        procs.append(
-            subprocess.Popen(
-                [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                stdout=logs[0],
-                stderr=subprocess.STDOUT,
-            )
-        )
-        assert _wait_for_port(port, procs[0]), (tmp_path / "scheduler.log").read_text()
-        procs.append(
-            subprocess.Popen(
-                [dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
-                stdout=logs[1],
-                stderr=subprocess.STDOUT,
-            )
-        )
-        out = tmp_path / "out"
-        rc = main(
-            ["-q", "batch", str(path), "--output-dir", str(out), "--scheduler", address]
-            + ["--timeout", "90", "--set", "batch.figures=false"]
-        )
-        summary = Table.read(out / "summary.ecsv")
-        assert rc == 1
-        assert list(summary["status"]) == ["ok", "failed", "ok"]
-        assert "00007" in summary["error"][1] and "file not found" in summary["error"][1]
-        assert summary.meta["executor"] == address
-        for name in summary["group"][[0, 2]]:
-            assert (out / f"{name}.spec.fits").is_file()
-        worker_pids = {str(w).rsplit(":", 1)[1] for w in summary["worker"]}
-        assert str(os.getpid()) not in worker_pids  # the work ran in the dask worker
+        cases = {
+            hidden / "out": f"does not see the output folder {hidden / 'out'}",
+            hidden / "same": f"sees another folder at {hidden / 'same'} than this client",
+            visible / "out": "does not see the input file " + str(data),
+        }
+        for out, expected in cases.items():
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(
+                    ["-q", "batch", str(data), "--output-dir", str(out)]
+                    + ["--scheduler", address, "--timeout", "60"]
+                )
+            line = err.getvalue().strip()
+            assert rc == 2 and line.startswith("error: the dask worker "), line
+            assert expected in line and "a shared file system" in line
+            assert not out.exists()  # created for the run, removed again
+        assert list(visible.iterdir()) == [] and list(hidden.iterdir()) == []
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for fh in logs:
-            fh.close()
+        _stop(procs)
 
 
 def test_each_exposure_is_used_once(tmp_path, caplog):
@@ -495,12 +744,140 @@ def test_each_exposure_is_used_once(tmp_path, caplog):
     assert back[0].info["slitlet_id"] is None
 
 
-def test_failed_rerun_removes_stale_products_and_odd_names_are_skipped(tmp_path, capsys):
-    """A group that fails on a rerun leaves no product of the earlier run behind; a file
-    whose name holds the manifest separator is skipped, not fatal; -q works after the
-    command."""
+def test_full_disk_rerun_keeps_the_earlier_product(tmp_path, monkeypatch):
+    """Issue 18.2, in the task itself: a rerun whose spectrum hits a full disk keeps the
+    valid earlier spectrum and figures byte for byte, records them as stale with the run
+    that wrote them, and says what happened in one sentence (astropy's nested writers
+    each prefix "Not enough space on disk: ..." to the error)."""
+    import errno
+
+    import astropy.utils.data
+    from astropy.io.fits.hdu.base import _BaseHDU
+
+    from slitcombine.batch import _resumable, process_group, read_sidecar
+
+    (sim,) = _small_observations(tmp_path / "in", 1)
+    cfg = Config.default()
+    members = [str(f) for f in sim.files]
+    row = {"group": "g", "members": members}
+    out = tmp_path / "out"
+    first = process_group(row, cfg, out)
+    assert first["status"] == "ok"
+    products = sorted(first["outputs"])
+    assert products == ["g.d2d.png", "g.fnu.png", "g.spec.fits"]
+    before = {p: (out / p).read_bytes() for p in products}
+
+    original = _BaseHDU._writeto_internal
+    written = []
+
+    def fills_up(self, fileobj, *args):  # the disk is full after the first two HDUs
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(self.name)
+        return original(self, fileobj, *args)
+
+    monkeypatch.setattr(_BaseHDU, "_writeto_internal", fills_up)
+    monkeypatch.setattr(astropy.utils.data, "get_free_space_in_dir", lambda *a, **k: 0)
+    rec = process_group(row, cfg, out)
+    monkeypatch.undo()
+    assert rec["status"] == "failed" and rec["error_type"] == "OutputError"
+    error = rec["error"]
+    assert error.startswith(f"cannot write {out / 'g.spec.fits'}: [Errno 28] No space left")
+    assert re.search(r"\(the file needs \d+ bytes, 0 available\)$", error), error
+    assert "Not enough space" not in error and error.count("No space left") == 1
+    assert "\n" not in error
+    assert {p: (out / p).read_bytes() for p in products} == before  # kept, intact
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    side = read_sidecar(out, "g")
+    assert side["stale"]["outputs"] == ["g.spec.fits", "g.fnu.png", "g.d2d.png"]
+    assert side["stale"]["finished"] == first["finished"]
+    assert side["stale"]["config_hash"] == first["config_hash"] == cfg.hash
+    assert not _resumable(side, cfg, members, False, out)  # a full disk: run again
+    log_text = (out / "logs" / "g.log").read_text()
+    assert "this attempt failed; kept g.spec.fits, g.fnu.png, g.d2d.png" in log_text
+    assert "same configuration and inputs" in log_text
+
+
+def _free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_really_full_disk_on_an_external_cluster(cluster, tmp_path):
+    """Issue 18.2 end to end: two groups done, then rerun on a disk with too little room
+    for a spectrum (a tmpfs; root only, skipped where mounting is not allowed): both
+    fail with a one-line error, their earlier products are kept and listed stale in the
+    summary; once there is room, --resume redoes them."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    _small_observations(tmp_path / "in", 2, seed=20)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        out = disk / "out"
+        args = ["batch", str(tmp_path / "in"), "--output-dir", str(out), "-q"]
+        args += ["--scheduler", cluster["address"], "--timeout", "60"]
+        rc, stdout, stderr = _cli(args, tmp_path)
+        assert rc == 0, stderr
+        first = Table.read(out / "summary.ecsv")
+        names = list(first["group"])
+        suffixes = (".spec.fits", ".fnu.png", ".d2d.png")
+        kept = {f"{n}{s}": (out / f"{n}{s}").read_bytes() for n in names for s in suffixes}
+        # fill the disk but for ~120 kB: room for the sidecars, logs and summary, not
+        # for a ~300 kB spectrum
+        filler = disk / "filler"
+        with open(filler, "wb") as fh:
+            fh.write(b"\0" * max(_free_bytes(disk) - 120_000, 0))
+        rc, stdout, stderr = _cli(args, tmp_path)
+        assert rc == 1, stderr
+        summary = Table.read(out / "summary.ecsv")
+        assert list(summary["status"]) == ["failed", "failed"]
+        assert set(summary["error_type"]) == {"OutputError"}
+        for row in summary:
+            assert "No space left on device (the file needs" in row["error"]
+            assert "Not enough space" not in row["error"]
+            assert sorted(str(row["stale_outputs"]).split(";")) == sorted(
+                f"{row['group']}{s}" for s in (".d2d.png", ".fnu.png", ".spec.fits")
+            )
+            side = json.loads((out / f"{row['group']}.batch.json").read_text())
+            assert (
+                row["stale_from"]
+                == f"{side['stale']['finished']} UTC, config {first.meta['config_hash']}"
+            )
+        failed = [ln for ln in stderr.splitlines() if ln.startswith("failed ")]
+        assert len(failed) == 2 and all(ln.count("No space left") == 1 for ln in failed)
+        assert stderr.count("stale product(s)") == 2
+        assert {n: (out / n).read_bytes() for n in kept} == kept  # nothing destroyed
+        filler.unlink()
+        rc, stdout, stderr = _cli([*args, "--resume"], tmp_path)
+        assert rc == 0, stderr
+        again = Table.read(out / "summary.ecsv")
+        assert list(again["status"]) == ["ok", "ok"] and not any(again["resumed"])
+        assert _text(again, "stale_outputs") == ["", ""]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _text(table, column):
+    """A text column of a table read from ECSV (empty strings are read as masked)."""
+    col = table[column]
+    return [str(v) for v in (col.filled("") if hasattr(col, "filled") else col)]
+
+
+def test_failed_rerun_keeps_earlier_products_and_odd_names_are_skipped(cluster, tmp_path, capsys):
+    """A group that fails on a rerun keeps the products of its earlier run, listed as
+    stale with the run that wrote them; a file whose name holds the manifest separator
+    is skipped, not fatal; -q works after the command."""
     from astropy.table import Table
 
+    from slitcombine.batch import read_sidecar
     from slitcombine.simulate import simulate_observation
 
     sim = simulate_observation(tmp_path / "in", seed=4, nx=80, snr=20, n_crs=0)
@@ -512,11 +889,34 @@ def test_failed_rerun_removes_stale_products_and_odd_names_are_skipped(tmp_path,
     err = capsys.readouterr().err
     assert "a;b.fits" in err and "manifest separator" in err
     (spec,) = out.glob("*.spec.fits")
+    name = spec.name[: -len(".spec.fits")]
+    first = read_sidecar(out, name)
+    products = sorted(p.name for p in out.glob(f"{name}.*") if not p.name.endswith(".json"))
+    assert products == sorted(f"{name}{s}" for s in (".d2d.png", ".fnu.png", ".spec.fits"))
+    before = {p: (out / p).read_bytes() for p in products}
     manifest = Table.read(out / "manifest.ecsv")
     manifest["files"] = [str(tmp_path / "missing_phot.fits")]
     manifest.write(tmp_path / "broken.ecsv", overwrite=True)
     rerun = ["batch", str(tmp_path / "broken.ecsv"), "--output-dir", str(out), "--workers", "1"]
     assert main([*rerun, "-q"]) == 1
-    assert not spec.exists() and not list(out.glob("*.png"))
+    err = capsys.readouterr().err
+    assert f"kept 3 stale product(s) of {name} from an earlier run" in err
+    assert {p: (out / p).read_bytes() for p in products} == before  # untouched
     summary = Table.read(out / "summary.ecsv")
-    assert list(summary["status"]) == ["failed"]
+    assert list(summary["status"]) == ["failed"] and _text(summary, "outputs") == [""]
+    assert sorted(str(summary["stale_outputs"][0]).split(";")) == products
+    assert summary["stale_from"][0] == f"{first['finished']} UTC, config {first['config_hash']}"
+    assert summary.meta["counts"]["stale"] == 1
+    side = read_sidecar(out, name)
+    assert side["status"] == "failed" and side["stale"]["finished"] == first["finished"]
+    page = (out / "index.html").read_text()
+    assert "kept from an earlier run" in page and f"href='{name}.spec.fits'" in page
+    # a second failed attempt still names the run that wrote them (on the external
+    # cluster, which is up already)
+    external = ["--scheduler", cluster["address"], "--timeout", "60", "-q"]
+    assert main([*rerun, *external]) == 1
+    assert Table.read(out / "summary.ecsv")["stale_from"][0] == summary["stale_from"][0]
+    # a successful run replaces them: nothing stale any more
+    assert main([*args[:-1], "--resume", *external]) == 0
+    summary = Table.read(out / "summary.ecsv")
+    assert _text(summary, "stale_outputs") == [""] and summary["status"][0] == "ok"

@@ -1,7 +1,10 @@
 """Batch processing of many groups on ``dask.distributed``.
 
 One task per group (:func:`process_group`), run on a ``LocalCluster`` of single-threaded
-worker processes or on an existing cluster (``scheduler='tcp://host:port'``).
+worker processes or on an existing cluster (``scheduler='tcp://host:port'``).  Paths are
+made absolute in the calling process, and every worker checks that it sees the output
+folder and the first input before any group runs (the workers' working folder is not
+the caller's).
 
 Output folder::
 
@@ -30,11 +33,25 @@ spectrum), the same inputs hash (file names, source ids and sizes), the same mod
 Groups that failed with an unexpected exception (flagged ``bug``), because a worker
 died, or because an output could not be written (``OutputError``: a full disk or an
 unwritable folder is no property of the inputs) are always run again.
+
+Failed reruns
+-------------
+A new attempt writes its products completely before they replace the old ones, so a
+failed attempt never destroys the products of an earlier run: they are kept, and the
+sidecar (``stale``) and the summary (``stale_outputs``, ``stale_from``) list them as
+stale, with the time and configuration hash of the run that wrote them.
+
+Interrupts
+----------
+Ctrl-C stops the wait for the tasks; the summary and index page of the groups done are
+written before the cluster is closed, and a second Ctrl-C does not interrupt that
+(:class:`BatchInterrupted` carries the result).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc
 import glob
@@ -44,6 +61,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -66,6 +84,7 @@ from .errors import ConfigurationError, OutputError, SlitCombineError
 
 __all__ = [
     "BatchError",
+    "BatchInterrupted",
     "BatchResult",
     "process_group",
     "run_batch",
@@ -101,6 +120,8 @@ SUMMARY_COLUMNS = (
     "source_name",
     "visit",
     "outputs",
+    "stale_outputs",
+    "stale_from",
     "figure",
     "log",
     "worker",
@@ -295,7 +316,10 @@ def process_group(group_row, config, output_dir):
         ``outputs`` (file names in ``output_dir``), ``figure``,
         ``sn_median``, ``sn_max`` (of flux/err over valid 1D bins; NaN if none),
         ``log``, ``worker``, ``config_hash``, ``inputs_hash``, ``mode``, ``version``,
-        ``n_warnings``, ``finished`` (UTC ISO time).
+        ``n_warnings``, ``finished`` (UTC ISO time); for a failed attempt, ``stale``:
+        None, or the products of an earlier run kept in ``output_dir`` (``outputs``)
+        with ``finished``, ``config_hash``, ``inputs_hash`` and ``version`` of the run
+        that wrote them (None where no sidecar recorded it).
     """
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -328,6 +352,7 @@ def process_group(group_row, config, output_dir):
         "members": [format_member(m) for m in members],
     }
     sidecar = _sidecar_path(output_dir, name)
+    previous = read_sidecar(output_dir, name)  # says which run wrote the products there
     sidecar.unlink(missing_ok=True)  # a stale "ok" must not outlive a new attempt
     with (
         _GroupLog(_log_path(output_dir, name), level),
@@ -370,7 +395,7 @@ def process_group(group_row, config, output_dir):
                 traceback.format_exc(),
             )
         if record["status"] != "ok":
-            _remove_stale_products(output_dir, name)
+            record["stale"] = _keep_earlier_products(output_dir, name, previous, record)
         for w in caught:
             log.warning("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
         record["n_warnings"] = len(caught)
@@ -389,22 +414,76 @@ def process_group(group_row, config, output_dir):
 PRODUCT_SUFFIXES = (".spec.fits", ".fnu.png", ".d2d.png", ".group.json")
 
 
-def _remove_stale_products(output_dir, name):
-    """Remove the products of an earlier run of a group whose new attempt failed.
+def _keep_earlier_products(output_dir, name, previous, record):
+    """The products of an earlier run of a group whose new attempt failed: kept, recorded.
 
-    They no longer match the group's inputs or configuration (a ``*.spec.fits`` glob
-    would pick them up); the failed attempt's log and sidecar say what happened.
+    A new attempt writes its products completely (in a temporary folder) before they
+    replace the old ones, so a failed attempt (a full disk, a bad input) leaves the
+    earlier products as they were.  They are not deleted -- a valid spectrum is never
+    destroyed because a rerun failed -- but they are not products of this run: the
+    sidecar and the summary list them as stale, with the run that wrote them.
+
+    Parameters
+    ----------
+    output_dir : pathlib.Path
+        The batch output folder.
+    name : str
+        Group name.
+    previous : dict or None
+        The group's sidecar before this attempt.
+    record : dict
+        This attempt's record (``config_hash``, ``inputs_hash``).
+
+    Returns
+    -------
+    dict or None
+        ``outputs`` (file names), ``finished`` (UTC time of the run that wrote them),
+        ``config_hash``, ``inputs_hash`` and ``version`` of that run (None where unknown:
+        no sidecar recorded it); None when there is no earlier product.
     """
-    for suffix in PRODUCT_SUFFIXES:
-        path = Path(output_dir) / f"{name}{suffix}"
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.error("group %s: cannot remove the stale %s: %s", name, path.name, exc)
-            continue
-        log.warning("group %s: removed %s of an earlier run (this attempt failed)", name, path.name)
+    kept = [
+        f"{name}{suffix}"
+        for suffix in PRODUCT_SUFFIXES
+        if (Path(output_dir) / f"{name}{suffix}").is_file()
+    ]
+    if not kept:
+        return None
+    origin = {}
+    if previous and previous.get("status") == "ok":
+        origin = previous
+    elif previous and previous.get("stale"):  # kept through an earlier failed attempt
+        origin = previous["stale"]
+    stale = {"outputs": kept}
+    for key in ("finished", "config_hash", "inputs_hash", "version"):
+        stale[key] = origin.get(key)
+    if stale["finished"] is None:
+        how = "by an unknown run (no sidecar records it)"
+    else:
+        same = (
+            stale["config_hash"] == record["config_hash"]
+            and stale["inputs_hash"] == record["inputs_hash"]
+        )
+        how = (
+            f"by the run of {stale['finished']} UTC (config {stale['config_hash']}, "
+            + ("same configuration and inputs" if same else "another configuration or inputs")
+            + ")"
+        )
+    log.warning(
+        "group %s: this attempt failed; kept %s, written %s: stale, not a product of this run",
+        name,
+        ", ".join(kept),
+        how,
+    )
+    return stale
+
+
+def _stale_text(stale):
+    """Summary text of a ``stale`` record: the run that wrote the kept products."""
+    if not stale:
+        return ""
+    if stale.get("finished") is None:
+        return "unknown run"
+    return f"{stale['finished']} UTC, config {stale.get('config_hash')}"
 
 
 # ============================================================================ workers
@@ -444,11 +523,87 @@ class SlitcombineWorkerSetup(WorkerPlugin):
         _worker_setup()
 
 
+def _probe_scheduler(scheduler, timeout):
+    """Fail at once when nothing listens at a TCP scheduler address.
+
+    dask's :class:`~distributed.Client` retries a refused connection until its timeout
+    and then reports a time-out; one plain TCP connection tells a refused connection,
+    an unknown host or an unreachable network straight away.  A connection that does
+    not answer is left to the client (a slow network may still answer in time).
+
+    Raises
+    ------
+    BatchError
+        The connection is refused or the host cannot be reached.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(scheduler)
+        host, port = parse_host_port(location)
+    except ValueError as exc:
+        raise BatchError(f"not a dask scheduler address: {scheduler!r} ({exc})") from exc
+    if scheme not in ("tcp", "tls", "ws", "wss") or not port:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=min(float(timeout), 5.0)):
+            pass
+    except ConnectionRefusedError as exc:
+        raise BatchError(
+            f"cannot connect to the dask scheduler {scheduler!r}: connection refused "
+            f"(nothing listens on {host}:{port}; is the scheduler running?)"
+        ) from exc
+    except socket.gaierror as exc:
+        raise BatchError(
+            f"cannot connect to the dask scheduler {scheduler!r}: unknown host {host!r} "
+            f"({exc.strerror or exc})"
+        ) from exc
+    except TimeoutError:
+        return  # no answer yet: the client waits for the rest of the timeout
+    except OSError as exc:
+        raise BatchError(
+            f"cannot connect to the dask scheduler {scheduler!r}: {exc.strerror or exc}"
+        ) from exc
+
+
+@dataclass
+class _Session:
+    """A dask client, the LocalCluster it owns and the cluster's scratch folder."""
+
+    client: object
+    cluster: object = None
+    scratch: str | None = None
+
+    def cancel(self, futures):
+        """Cancel ``futures`` (tasks not started are dropped; running ones finish)."""
+        try:
+            self.client.cancel(list(futures))
+        except Exception as exc:  # the scheduler may be gone: closing is what matters
+            log.warning("cannot cancel the unfinished tasks (%s: %s)", type(exc).__name__, exc)
+
+    def close(self, timeout=30.0):
+        """Close the client (and the cluster it owns), waiting at most ``timeout`` s each."""
+        try:
+            self.client.close(timeout=timeout)
+        except Exception as exc:  # the run is over; a dirty close loses nothing of it
+            log.warning("cannot close the dask client cleanly (%s: %s)", type(exc).__name__, exc)
+        if self.cluster is not None:
+            try:
+                self.cluster.close(timeout=timeout)
+            except Exception as exc:
+                log.warning(
+                    "cannot close the local cluster cleanly (%s: %s)", type(exc).__name__, exc
+                )
+            finally:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+
 def _connect(workers, scheduler, timeout):
-    """A dask Client, the LocalCluster it owns and its scratch folder (or None, None)."""
+    """A :class:`_Session` on ``scheduler``, or on a new LocalCluster of ``workers``."""
     from distributed import Client, LocalCluster
 
     if scheduler:
+        _probe_scheduler(scheduler, timeout)
         try:
             client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -463,7 +618,7 @@ def _connect(workers, scheduler, timeout):
             raise BatchError(
                 f"the dask scheduler {scheduler!r} has no worker (waited {timeout:g} s)"
             ) from exc
-        return client, None, None
+        return _Session(client)
     if int(workers) < 1:
         raise ConfigurationError(f"workers must be >= 1, got {workers}")
     # a scratch folder of our own: the default /tmp/dask-scratch-space is shared with
@@ -483,7 +638,143 @@ def _connect(workers, scheduler, timeout):
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return Client(cluster), cluster, scratch
+    try:
+        client = Client(cluster)
+    except BaseException:
+        cluster.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return _Session(client, cluster, scratch)
+
+
+def _setup_workers(client):
+    """Register :class:`SlitcombineWorkerSetup` (runs on every worker, also later ones)."""
+    try:
+        client.register_plugin(SlitcombineWorkerSetup(), name=SlitcombineWorkerSetup.name)
+    except Exception as exc:  # raised on a worker: it cannot import slitcombine
+        raise BatchError(
+            f"the dask workers cannot set up slitcombine ({type(exc).__name__}: {exc}); "
+            "is the same slitcombine installed on the workers?"
+        ) from exc
+
+
+#: Name of the file the client writes in the output folder for the worker's path check.
+PROBE_PREFIX = ".slitcombine-probe-"
+
+
+def _worker_path_check(output_dir, token, first_input):
+    """Run on a worker: does it see the client's output folder and first input?
+
+    Parameters
+    ----------
+    output_dir : str
+        The absolute output folder; the client wrote ``{PROBE_PREFIX}{token}.tmp`` there,
+        holding ``token``.
+    token : str
+        What the probe file holds.
+    first_input : str or None
+        An input file the client sees (None: no check).
+
+    Returns
+    -------
+    dict
+        ``worker`` (host:pid), ``cwd`` (the worker's working folder), ``version``
+        (slitcombine's) and ``problem`` (None, or what the worker cannot see, in words).
+    """
+    out = {
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "cwd": os.getcwd(),
+        "version": __version__,
+        "problem": None,
+    }
+    folder = Path(output_dir)
+    probe = folder / f"{PROBE_PREFIX}{token}.tmp"
+    if not folder.is_dir():
+        out["problem"] = f"does not see the output folder {output_dir}"
+        return out
+    try:
+        seen = probe.read_text(encoding="utf-8")
+    except OSError:
+        seen = None
+    if seen != token:
+        out["problem"] = (
+            f"sees another folder at {output_dir} than this client (it lacks the file "
+            f"{probe.name} just written there)"
+        )
+        return out
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=PROBE_PREFIX, suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        out["problem"] = f"cannot write in the output folder {output_dir} ({exc.strerror or exc})"
+        return out
+    if first_input is not None and not os.access(first_input, os.R_OK):
+        what = "cannot read" if os.path.exists(first_input) else "does not see"
+        out["problem"] = f"{what} the input file {first_input}"
+    return out
+
+
+def _first_input(groups):
+    """The first member file of ``groups`` that exists here (None if there is none)."""
+    for g in groups:
+        for m in g.members:
+            path = m[0] if isinstance(m, (tuple, list)) else m
+            if os.path.isfile(path):
+                return str(path)
+    return None
+
+
+def _check_worker_paths(client, output_dir, groups):
+    """Check on every worker that it sees the output folder and the first input.
+
+    The client writes a probe file in ``output_dir``; each worker must read it there
+    (the same folder, not one of the same name on its own disk), be able to write
+    there, and read the first input file.  This catches relative paths, a missing shared
+    file system and folders mounted elsewhere before any group runs.  It runs with
+    :meth:`distributed.Client.run` (beside the tasks, not queued behind them) on the
+    workers connected now; a worker that joins later is not checked.
+
+    Raises
+    ------
+    BatchError
+        Naming the path a worker cannot see, the worker's host and working folder.
+    OutputError
+        The probe file cannot be written by the client itself.
+    """
+    token = os.urandom(8).hex()
+    probe = Path(output_dir) / f"{PROBE_PREFIX}{token}.tmp"
+    try:
+        probe.write_text(token, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write in the output folder {output_dir}: {exc}") from exc
+    first = _first_input(groups)
+    try:
+        seen = client.run(_worker_path_check, str(output_dir), token, first, on_error="return")
+    finally:
+        probe.unlink(missing_ok=True)
+    for address, answer in sorted(seen.items()):
+        if isinstance(answer, BaseException):
+            raise BatchError(
+                f"the path check failed on the dask worker {address} "
+                f"({type(answer).__name__}: {answer}); is the same slitcombine installed "
+                "on the workers?"
+            )
+        if answer["problem"]:
+            raise BatchError(
+                f"the dask worker {answer['worker']} (working folder {answer['cwd']}) "
+                f"{answer['problem']}: the workers must see the inputs and the output "
+                "folder at the same absolute paths as this client (a shared file system)"
+            )
+        if answer["version"] != __version__:
+            log.warning(
+                "the dask worker %s runs slitcombine %s, this client %s: install the same "
+                "version on both",
+                answer["worker"],
+                answer["version"],
+                __version__,
+            )
+    log.info("%d worker(s) see %s and the inputs", len(seen), output_dir)
 
 
 # ============================================================================ driver
@@ -557,9 +848,15 @@ def output_lock(output_dir):
     path = output_dir / LOCK_NAME
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
         raise OutputError(f"cannot create the output folder {str(output_dir)!r}: {exc}") from exc
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OutputError(
+            f"the output folder {str(output_dir)!r} is not writable: cannot create its lock "
+            f"file {LOCK_NAME} ({exc.strerror or exc})"
+        ) from exc
     try:
         locked = False
         try:
@@ -631,15 +928,108 @@ def write_inputs(groups, config, output_dir):
         The output folder cannot be created or written.
     """
     output_dir = Path(output_dir)
+    existed = output_dir.is_dir()
     try:
         (output_dir / "logs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the output folder {str(output_dir)!r}: {exc}") from exc
+        what = f"its logs folder {str(output_dir / 'logs')!r}" if existed else "the output folder"
+        raise OutputError(f"cannot create {what}: {exc}") from exc
     config_path = config.write(output_dir / "config.toml")
     manifest_path = write_manifest(
         groups, output_dir / "manifest.ecsv", meta={"config_hash": config.hash}
     )
     return config_path, manifest_path
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :func:`run_batch`.
+
+    A :class:`KeyboardInterrupt`, so that code catching ``Exception`` does not swallow
+    it; it carries what was written.
+
+    Parameters
+    ----------
+    result : BatchResult or None
+        The run's result, its summary and index page written (groups not finished have
+        status ``not run``); None when the run was interrupted before it started, in
+        which case nothing was written.
+    """
+
+    def __init__(self, result=None):
+        super().__init__("batch interrupted")
+        self.result = result
+
+
+class _InterruptGuard:
+    """SIGINT handling of a batch run (installed in the main thread only).
+
+    A Ctrl-C raises :class:`KeyboardInterrupt` only inside :meth:`armed` (starting the
+    cluster, waiting for the tasks), and only once.  Anywhere else -- writing the
+    configuration, manifest, summary and index page, closing the cluster -- and for
+    every later Ctrl-C it is counted and logged only, so that a second Ctrl-C cannot
+    lose the summary of the groups done (nor interrupt dask's ``Client.close``
+    half-way, which prints errors of its own).
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.raised = False
+        self.is_armed = False
+        self.previous = None
+        self.started = False  # the run's inputs are written: it has started
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+    def _handler(self, signum, frame):
+        self.count += 1
+        if self.is_armed and not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt
+        log.warning("Ctrl-C: stopping once the summary is written and the cluster closed")
+
+    @property
+    def interrupted(self):
+        """True once a Ctrl-C came."""
+        return self.count > 0
+
+    @contextlib.contextmanager
+    def armed(self):
+        """A block that a (first) Ctrl-C interrupts, also one that came just before it."""
+        self.is_armed = True
+        try:
+            if self.count and not self.raised:
+                self.raised = True
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self.is_armed = False
+
+
+def _absolute_member(member):
+    if isinstance(member, (tuple, list)):
+        return (os.path.abspath(member[0]), member[1])
+    return os.path.abspath(member)
+
+
+def _absolute_groups(groups):
+    """The groups with absolute member paths (resolved against this process's folder).
+
+    ``os.path.abspath``, not ``realpath``: the path stays the one the user gave (a
+    symbolic link of a shared file system may point elsewhere on the workers).
+    """
+    return [
+        dataclasses.replace(g, members=tuple(_absolute_member(m) for m in g.members))
+        for g in groups
+    ]
 
 
 def run_batch(
@@ -656,6 +1046,14 @@ def run_batch(
     skipped_files=(),
 ):
     """Run every group as a dask task and write the summary, index page and manifest.
+
+    Relative paths (the output folder, the input files) are made absolute here, in the
+    calling process, before anything is sent to the workers, whose working folder may
+    be another one.  Before the first group runs, every worker checks that it sees the
+    output folder (the same one: it reads a file this process wrote there), can write
+    in it, and can read the first input.  Nothing is written in the output folder
+    until the cluster is up and this check has passed: a failed start leaves the folder
+    as it was (a folder created for the run is removed again).
 
     Parameters
     ----------
@@ -676,7 +1074,7 @@ def run_batch(
     progress : bool or None
         tqdm progress bar on stderr (None: only on a terminal).
     timeout : float
-        Seconds to wait for the scheduler and for its first worker.
+        Seconds to wait for the scheduler and for its first worker [s].
     skipped_files : list of (str, str)
         Files skipped by discovery, reported in the summary and the index page.
 
@@ -687,8 +1085,13 @@ def run_batch(
     Raises
     ------
     BatchError
-        Unreachable scheduler, a scheduler without workers, duplicate group names,
-        another batch running in ``output_dir`` (see :func:`output_lock`).
+        Unreachable scheduler (a refused connection is reported at once), a scheduler
+        without workers, workers that do not see the output folder or the inputs,
+        duplicate group names, another batch running in ``output_dir`` (see
+        :func:`output_lock`).
+    BatchInterrupted
+        Ctrl-C: the summary of the groups done is written first (its ``result``), or
+        nothing at all if the run had not started.
     ConfigurationError
         Mode ``combine`` in a version without :mod:`slitcombine.combine`.
     OutputError
@@ -705,20 +1108,47 @@ def run_batch(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise BatchError(f"duplicate group names {dupes[:5]}: rename them in the manifest")
+    # the workers' working folder is not this process's: absolute paths only
+    output_dir = Path(os.path.abspath(output_dir))
+    groups = _absolute_groups(groups)
+    created = not output_dir.exists()
+    guard = _InterruptGuard()
+    try:
+        with output_lock(output_dir), guard:
+            return _run_batch(
+                groups,
+                config,
+                output_dir,
+                workers=workers,
+                scheduler=scheduler,
+                resume=resume,
+                retry_failed=retry_failed,
+                progress=progress,
+                timeout=timeout,
+                skipped_files=skipped_files,
+                guard=guard,
+                created=created,
+            )
+    except BaseException:
+        if created and not guard.started:  # after the lock's release: the empty folder
+            try:
+                output_dir.rmdir()
+            except OSError as exc:  # not empty: someone else writes there now
+                log.info("left the output folder %s (%s)", output_dir, exc)
+        raise
+
+
+def _undo_start(output_dir):
+    """After a failed start in a folder created for the run: remove what the run put there.
+
+    The folder itself is removed by :func:`run_batch` once the lock is released.
+    """
     output_dir = Path(output_dir)
-    with output_lock(output_dir):
-        return _run_batch(
-            groups,
-            config,
-            output_dir,
-            workers=workers,
-            scheduler=scheduler,
-            resume=resume,
-            retry_failed=retry_failed,
-            progress=progress,
-            timeout=timeout,
-            skipped_files=skipped_files,
-        )
+    for name in ("config.toml", "manifest.ecsv", LOCK_NAME):
+        with contextlib.suppress(OSError):
+            (output_dir / name).unlink()
+    with contextlib.suppress(OSError):
+        (output_dir / "logs").rmdir()  # empty: no group ran
 
 
 def _run_batch(
@@ -733,12 +1163,10 @@ def _run_batch(
     progress,
     timeout,
     skipped_files,
+    guard,
+    created,
 ):
-    """:func:`run_batch` once the output folder is locked."""
-    from tqdm import tqdm
-
-    config_path, manifest_path = write_inputs(groups, config, output_dir)
-
+    """:func:`run_batch` once the output folder is locked and the paths are absolute."""
     records = {}
     todo = []
     for g in groups:
@@ -754,37 +1182,112 @@ def _run_batch(
         len(groups) - len(todo),
         config.hash,
     )
+    # the start: the cluster, its workers' set-up and path check, then the run's inputs;
+    # nothing is written in the output folder before the cluster is known to work
+    session = None
+    t0 = time.perf_counter()
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        with guard.armed():
+            if todo:
+                session = _connect(workers, scheduler, timeout)
+                _setup_workers(session.client)
+                _check_worker_paths(session.client, output_dir, todo)
+        startup = time.perf_counter() - t0 if todo else 0.0
+        config_path, manifest_path = write_inputs(groups, config, output_dir)
+    except BaseException as exc:
+        if session is not None:
+            session.close()
+        if created:
+            _undo_start(output_dir)
+        if isinstance(exc, KeyboardInterrupt):
+            raise BatchInterrupted(None) from None
+        raise
+    guard.started = True
+    wall = 0.0
+    futures = {}
     interrupted = False
-    startup = wall = 0.0
-    if todo:
-        t0 = time.perf_counter()
-        client, cluster, scratch = _connect(workers, scheduler, timeout)
-        try:
-            try:
-                client.register_plugin(SlitcombineWorkerSetup(), name=SlitcombineWorkerSetup.name)
-            except Exception as exc:  # raised on a worker: it cannot import slitcombine
-                raise BatchError(
-                    f"the dask workers cannot set up slitcombine ({type(exc).__name__}: {exc}); "
-                    "is the same slitcombine installed on the workers?"
-                ) from exc
+    try:
+        if session is not None and not guard.interrupted:
             t1 = time.perf_counter()
-            startup = t1 - t0
-            interrupted = _run_tasks(client, todo, config, output_dir, records, progress, tqdm)
+            try:
+                with guard.armed():
+                    _run_tasks(session.client, todo, config, output_dir, records, futures, progress)
+            except KeyboardInterrupt:
+                interrupted = True
+                log.warning(
+                    "interrupted: %d task(s) not finished", sum(not f.done() for f in futures)
+                )
             wall = time.perf_counter() - t1
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-                shutil.rmtree(scratch, ignore_errors=True)
-        if not interrupted:
-            _remove_temporaries(output_dir, [g.name for g in todo])
+        # from here on a Ctrl-C is only counted: the summary is written, then the close
+        interrupted = interrupted or guard.interrupted
+        result = _write_reports(
+            groups,
+            records,
+            config,
+            output_dir,
+            scheduler=scheduler,
+            workers=workers,
+            wall=wall,
+            startup=startup,
+            interrupted=interrupted,
+            skipped_files=skipped_files,
+            paths=(config_path, manifest_path),
+            started=started,
+        )
+    finally:
+        if session is not None:
+            if (interrupted or guard.interrupted) and futures:
+                session.cancel(futures)
+            session.close()
+    if result.interrupted:
+        raise BatchInterrupted(result)
+    _remove_temporaries(output_dir, [g.name for g in todo])
+    return result
+
+
+def _write_reports(
+    groups,
+    records,
+    config,
+    output_dir,
+    *,
+    scheduler,
+    workers,
+    wall,
+    startup,
+    interrupted,
+    skipped_files,
+    paths,
+    started,
+):
+    """Write ``summary.ecsv`` and ``index.html``; the :class:`BatchResult`.
+
+    A group without a record (the run was interrupted) whose sidecar says it is done
+    with this configuration and inputs (see :func:`_resumable`) is listed as done: its
+    task may have finished before the client received its result.  It counts as
+    ``resumed`` when its sidecar is older than this run (``started``, UTC ISO time).
+    """
     by_name = {g.name: g for g in groups}
     ordered = []
     for g in groups:
         rec = records.get(g.name)
         if rec is None:
-            rec = {"group": g.name, "status": "not run", "error": "interrupted"}
+            prev = read_sidecar(output_dir, g.name)
+            if (
+                prev
+                and prev.get("status") == "ok"
+                and _resumable(prev, config, g.members, False, output_dir)
+            ):
+                rec = {**prev, "resumed": str(prev.get("finished", "")) < started}
+            else:
+                rec = {"group": g.name, "status": "not run", "error": "interrupted"}
+        rec = dict(rec)
         rec.setdefault("resumed", False)
+        stale = rec.get("stale") or {}
+        kept = [o for o in stale.get("outputs", []) if (output_dir / o).is_file()]
+        rec["stale_outputs"] = kept
+        rec["stale_from"] = _stale_text(stale) if kept else ""
         ordered.append(_with_info(rec, by_name[g.name]))
     counts = {
         "ok": sum(r["status"] == "ok" for r in ordered),
@@ -792,6 +1295,7 @@ def _run_batch(
         "not_run": sum(r["status"] == "not run" for r in ordered),
         "resumed": sum(bool(r.get("resumed")) for r in ordered),
         "bugs": sum(bool(r.get("bug")) for r in ordered),
+        "stale": sum(bool(r["stale_outputs"]) for r in ordered),
     }
     meta = {
         "config_hash": config.hash,
@@ -800,32 +1304,34 @@ def _run_batch(
         "wall_time": round(wall, 3),
         "startup_time": round(startup, 3),
         "executor": scheduler or f"LocalCluster({workers} x 1 thread)",
+        "interrupted": bool(interrupted),
         "counts": counts,
         "skipped_files": [{"path": p, "reason": r} for p, r in skipped_files],
     }
     summary_path = write_summary(ordered, output_dir / "summary.ecsv", meta=meta)
     index_path = write_index(ordered, output_dir / "index.html", meta=meta)
-    result = BatchResult(
+    return BatchResult(
         records=ordered,
         summary_path=summary_path,
         index_path=index_path,
-        manifest_path=manifest_path,
-        config_path=config_path,
+        manifest_path=paths[1],
+        config_path=paths[0],
         wall_time=wall,
         startup_time=startup,
-        interrupted=interrupted,
+        interrupted=bool(interrupted),
         counts=counts,
     )
-    if interrupted:
-        raise KeyboardInterrupt
-    return result
 
 
-def _run_tasks(client, todo, config, output_dir, records, progress, tqdm):
-    """Submit the tasks and collect their records; True if interrupted."""
+def _run_tasks(client, todo, config, output_dir, records, futures, progress):
+    """Submit the tasks and collect their records (``futures`` is filled as submitted).
+
+    A :class:`KeyboardInterrupt` propagates; the records received so far are in
+    ``records``.
+    """
     from distributed import as_completed
+    from tqdm import tqdm
 
-    futures = {}
     for g in todo:
         fut = client.submit(
             process_group,
@@ -861,13 +1367,8 @@ def _run_tasks(client, todo, config, output_dir, records, progress, tqdm):
                 msg = f"{g.name}: {rec['error']}" + (" [bug]" if rec.get("bug") else "")
                 log.warning("failed %s", msg)
             bar.update(1)
-    except KeyboardInterrupt:
-        log.warning("interrupted: cancelling %d task(s)", sum(not f.done() for f in futures))
-        client.cancel(list(futures))
-        return True
     finally:
         bar.close()
-    return False
 
 
 def _remove_temporaries(output_dir, names):
@@ -902,7 +1403,10 @@ def _with_info(rec, g):
 def write_summary(records, path, meta=None):
     """Write the summary ECSV (one row per group, :data:`SUMMARY_COLUMNS`) atomically.
 
-    ``outputs`` is a ``;``-separated list of file names; ``runtime`` in seconds;
+    ``outputs`` is a ``;``-separated list of file names (the products of this run);
+    ``stale_outputs`` the products of an earlier run kept after a failed attempt, and
+    ``stale_from`` the run that wrote them (UTC time and configuration hash);
+    ``runtime`` in seconds;
     ``sn_median``/``sn_max`` are flux/err over the valid 1D bins (NaN if unknown);
     ``source_id`` is masked when unknown.
 
@@ -949,7 +1453,8 @@ def write_summary(records, path, meta=None):
     for key in ("source_name", "visit"):
         t[key] = np.array([str(v or "") for v in col(key)], dtype=str)
     t["outputs"] = np.array([";".join(v or []) for v in col("outputs", [])], dtype=str)
-    for key in ("figure", "log", "worker"):
+    t["stale_outputs"] = np.array([";".join(v or []) for v in col("stale_outputs", [])], dtype=str)
+    for key in ("stale_from", "figure", "log", "worker"):
         t[key] = np.array([str(v or "") for v in col(key)], dtype=str)
     t.meta.update(meta or {})
     buf = io.StringIO()
@@ -1034,6 +1539,12 @@ def write_index(records, path, meta=None):
             parts.append(
                 f"<div class='err'>{esc(str(r.get('error', '')))}"
                 f"{' [bug]' if r.get('bug') else ''}</div>"
+            )
+        if r.get("stale_outputs"):
+            stale = " ".join(f"<a href='{esc(o)}'>{esc(o)}</a>" for o in r["stale_outputs"])
+            parts.append(
+                f"<span class='small'>kept from an earlier run "
+                f"({esc(str(r.get('stale_from', '')))}), stale: {stale}</span><br>"
             )
         parts.append(
             f"<span class='small'>{links} "

@@ -192,7 +192,10 @@ def _add_batch(sub):
         "--retry-failed", action="store_true", help="with --resume, rerun bad-input failures"
     )
     p.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to reach the scheduler (default 10)"
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to reach the scheduler and its first worker (default 10)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="only write manifest.ecsv and config.toml"
@@ -202,7 +205,7 @@ def _add_batch(sub):
 
 
 def _cmd_batch(args):
-    from .batch import groups_from_inputs, output_lock, run_batch, write_inputs
+    from .batch import BatchInterrupted, groups_from_inputs, output_lock, run_batch, write_inputs
 
     # dask's own INFO messages only with -vv
     logging.getLogger("distributed").setLevel(logging.INFO if args.verbose > 1 else logging.WARNING)
@@ -228,13 +231,29 @@ def _cmd_batch(args):
             timeout=args.timeout,
             skipped_files=skipped,
         )
-    except KeyboardInterrupt:
-        print("interrupted: summary.ecsv lists the groups done", file=sys.stderr)
+    except BatchInterrupted as exc:
+        result = exc.result
+        if result is None:
+            print("interrupted before the run started: nothing written", file=sys.stderr)
+        else:
+            c = result.counts
+            print(
+                f"interrupted: {result.summary_path} lists {c['ok']} group(s) ok, "
+                f"{c['failed']} failed, {c['not_run']} not run; run the same command with "
+                "--resume to finish",
+                file=sys.stderr,
+            )
         return 130
     for r in result.records:
         if r["status"] != "ok":
             bug = " [unexpected error: a bug]" if r.get("bug") else ""
             print(f"failed {r['group']}: {_one_line(r.get('error', ''))}{bug}", file=sys.stderr)
+        if r.get("stale_outputs"):
+            print(
+                f"kept {len(r['stale_outputs'])} stale product(s) of {r['group']} from an "
+                f"earlier run ({r['stale_from']})",
+                file=sys.stderr,
+            )
     c = result.counts
     print(
         f"{len(result.records)} group(s): {c['ok']} ok, {c['failed']} failed, "

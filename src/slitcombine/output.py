@@ -39,9 +39,11 @@ linear offset from the trace along axis 2 (arcsec, ``YSTEP`` pixels per row).
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -535,9 +537,49 @@ def write_hdulist(hdul, path, overwrite=True):
         # fails with an AttributeError on a file object made from a descriptor
         with atomic_path(path) as tmp:
             hdul.writeto(tmp, output_verify="exception", overwrite=True)
-    except (OSError, fits.verify.VerifyError, ValueError) as exc:
+    except OSError as exc:
+        clean = _write_os_error(exc)
+        raise OutputError(f"cannot write {path}: {clean}") from clean
+    except (fits.verify.VerifyError, ValueError) as exc:
         raise OutputError(f"cannot write {path}: {exc}") from exc
     return path
+
+
+#: astropy's words for a full disk, prefixed to the OSError by each nested writer
+_ASTROPY_NO_SPACE = re.compile(r"Not enough space on disk: requested (\d+), available (\d+)\. ")
+
+
+def _write_os_error(exc):
+    """The OSError of a failed FITS write, with astropy's repeated words made one.
+
+    astropy's writers are nested (the HDUList, then each HDU) and each one that fails
+    on a full disk re-raises with ``"Not enough space on disk: requested N, available
+    M. "`` prefixed, so one full disk reads ``"Not enough space on disk: requested
+    682479, available 0. Not enough space on disk: requested 73872, available 0. [Errno
+    28] ..."``.  This gives ``[Errno 28] No space left on device (the file needs 682479
+    bytes, 0 available)``, with the original error as its ``__cause__``.
+
+    Parameters
+    ----------
+    exc : OSError
+        The error raised by ``HDUList.writeto``.
+
+    Returns
+    -------
+    OSError
+        ``exc`` itself when astropy added nothing.
+    """
+    text = str(exc)
+    sizes = _ASTROPY_NO_SPACE.findall(text)
+    if not sizes:
+        return exc
+    needed, available = sizes[0]  # the outermost writer's: the whole file
+    clean = OSError(
+        errno.ENOSPC,
+        f"{os.strerror(errno.ENOSPC)} (the file needs {needed} bytes, {available} available)",
+    )
+    clean.__cause__ = exc
+    return clean
 
 
 def read_spec1d(path):
