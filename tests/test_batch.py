@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -920,3 +921,26 @@ def test_failed_rerun_keeps_earlier_products_and_odd_names_are_skipped(cluster, 
     assert main([*args[:-1], "--resume", *external]) == 0
     summary = Table.read(out / "summary.ecsv")
     assert _text(summary, "stale_outputs") == [""] and summary["status"][0] == "ok"
+
+
+def test_deployment_guide_command_lines_parse():
+    """The ``slitcombine`` command lines of the deployment guide are valid; the page is
+    in the documentation's table of contents; the cluster extra names dask-jobqueue."""
+    import tomllib
+
+    from slitcombine.cli import build_parser
+
+    root = Path(__file__).parents[1]
+    text = (root / "docs" / "deployment.rst").read_text()
+    blocks = re.findall(r"\.\. code-block:: bash\n\n(.*?)(?:\n\n(?=\S)|\Z)", text, re.S)
+    lines = [ln.split("#")[0].strip() for b in blocks for ln in b.replace("\\\n", " ").splitlines()]
+    commands = [ln for ln in lines if ln.startswith("slitcombine ")]
+    assert len(commands) >= 3
+    parser = build_parser()
+    for line in commands:
+        # the shell would expand the job's CPU count
+        args = parser.parse_args(shlex.split(line.replace("$SLURM_CPUS_PER_TASK", "32"))[1:])
+        assert args.func.__name__ == "_cmd_batch", line
+    assert "   deployment\n" in (root / "docs" / "index.rst").read_text()
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert any(r.startswith("dask-jobqueue") for r in extras["optional-dependencies"]["cluster"])

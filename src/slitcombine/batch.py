@@ -4,7 +4,7 @@ One task per group (:func:`process_group`), run on a ``LocalCluster`` of single-
 worker processes or on an existing cluster (``scheduler='tcp://host:port'``).  Paths are
 made absolute in the calling process, and every worker checks that it sees the output
 folder and the first input before any group runs (the workers' working folder is not
-the caller's).
+the caller's; see :doc:`/deployment`).
 
 Output folder::
 
