@@ -791,3 +791,55 @@ def test_round_trip_through_read_slit_multislit_and_fixed_slit(tmp_path):
         rows = _row_of_yslit(exp.wcs, exp.shape, value=exp.slit["source_ypos"])
         ok = np.isfinite(rows)
         np.testing.assert_allclose(rows[ok], fs.truth["trace"][ok, k], atol=0.01)
+
+
+def test_point_source_products_follow_the_pipeline(tmp_path):
+    """source_type='POINT': SCI = raw / PATHLOSS_PS and BARSHADOW = 1 (jwst's barshadow
+    step does not correct point sources), SRCTYPE written."""
+    obs = simulate_observation(
+        tmp_path, source_type="POINT", intrinsic_sigma=0.0, sky_level=0.0, noise=False, **QUIET
+    )
+    truth = obs.truth
+    assert truth.meta["source_type"] == "POINT"
+    for k, path in enumerate(obs.files):
+        model = datamodels.SlitModel(str(path))
+        sel = (truth["flux"] > 0.05 * np.nanmax(truth["flux"])) & (
+            np.isfinite(model.data).sum(axis=0) > 5
+        )
+        assert model.source_type == "POINT"
+        assert np.all(model.barshadow[np.isfinite(model.barshadow)] == 1.0)
+        ujy = model.data * model.pathloss_point * PIXAR_SR * 1e12
+        total = np.nansum(ujy, axis=0)[sel]
+        np.testing.assert_allclose(
+            total / (truth["flux"] * truth["throughput"][:, k])[sel], 1, atol=1e-2
+        )
+        # the pipeline's point-source calibration gives the flux itself
+        flux_cal = np.nansum(model.data * PIXAR_SR * 1e12, axis=0)[sel]
+        assert np.median(flux_cal / truth["flux"][sel]) == pytest.approx(1.0, abs=6e-3)
+        model.close()
+
+
+def test_excess_noise_exceeds_the_written_variances(tmp_path):
+    """excess_noise=1.25: the noise is 1.25x the written sigma, half of the extra
+    variance correlated along the rows."""
+    opts = dict(snr=0, n_nods=2, n_shutters=2, **QUIET)
+    base = simulate_observation(tmp_path / "a", seed=3, **opts)
+    more = simulate_observation(tmp_path / "b", seed=3, excess_noise=1.25, **opts)
+    a = [datamodels.SlitModel(str(p)) for p in base.files]
+    b = [datamodels.SlitModel(str(p)) for p in more.files]
+    for m in (*a, *b):
+        m.close()
+    # same variances written, more noise: the difference of the two nods is sky-free
+    var = a[0].var_poisson + a[0].var_rnoise + a[1].var_poisson + a[1].var_rnoise
+    np.testing.assert_allclose(b[0].var_rnoise, a[0].var_rnoise)
+    za = (a[0].data - a[1].data) / np.sqrt(var)
+    zb = (b[0].data - b[1].data) / np.sqrt(var)
+    ok = np.isfinite(za) & np.isfinite(zb)
+    assert np.std(za[ok]) == pytest.approx(1.0, abs=0.05)
+    assert np.std(zb[ok]) == pytest.approx(1.25, abs=0.06)
+    # the correlated part: neighbouring pixels along a row
+    extra = np.where(ok, zb - za, 0.0)
+    corr = np.sum(extra[:, 1:] * extra[:, :-1]) / np.sum(extra**2)
+    assert 0.3 < corr < 0.6
+    with pytest.raises(ConfigurationError, match="excess_noise"):
+        simulate_observation(tmp_path / "c", excess_noise=0.5)

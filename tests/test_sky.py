@@ -126,10 +126,10 @@ def test_sky_and_bar_are_exact_without_noise(sim_sky_only, sim_clean):
     assert np.median(np.abs(brel)) < 0.0015
     # with a source (S/N 20, lines 8x the continuum): its wings (Airy rings, the
     # spectrograph's wide wing) reach the sky pixels beyond a Gaussian's 4 widths; the
-    # own bar model excludes them out to where they fall below 0.3% of the sky
+    # own bar model excludes them out to where they fall below 1% of the sky
     gs = SlitGroup(sim_clean.files, "clean_src", diffs=False, estimate_sky_kwargs={})
     step = gs.meta["steps"]["barshadow"]
-    assert step["source_distance"] > 6 and step["source_wing_distance_px"] > 5
+    assert step["source_distance"] > 5 and step["source_wing_distance_px"] > 4
     brel = _bar_error(gs)
     assert np.percentile(np.abs(brel), 99) < 0.01
     assert np.median(np.abs(brel)) < 0.002
@@ -157,8 +157,8 @@ def test_own_bar_model_matches_injected_pattern(sim_group, sim_bright_sky):
     # the model's error estimate is honest: median |err| = 0.674 sigma for a Gaussian
     assert np.median(np.abs(rel)) / (0.674 * step["bar_error"]) == pytest.approx(1.0, abs=0.4)
     # the source is excluded out to where its wings (the optics model's, at the median
-    # wavelength) fall below 0.3% of the sky: ~8 PSF widths (~7 px) for this source
-    assert 6 < step["source_distance"] < 10
+    # wavelength) fall below 1% of the sky: ~6 PSF widths (~5 px) for this source
+    assert 5 < step["source_distance"] < 10
     assert step["source_distance"] * 0.6 < step["source_wing_distance_px"] < 10
     assert step["source_leak_growths"] == 0
     assert step["iterations"] < 6  # converged
@@ -178,7 +178,7 @@ def test_own_bar_model_excludes_a_bright_extended_source(tmp_path):
     """Issue 4 and 15: the wings of a bright source must not enter the bar fit.
 
     This source (intrinsic sigma 1 px, ~600 times the sky at its peak) is brighter than
-    0.3% of the sky everywhere in the slitlet through its wings (the Airy rings and the
+    1% of the sky everywhere in the slitlet through its wings (the Airy rings and the
     spectrograph's wide wing): no pixel is sky, and the own model says so and keeps the
     pipeline's correction.  The width of the source is measured right either way (the
     optics model undoes whatever bar shadow divides the data).  A source 50 times
@@ -208,7 +208,7 @@ def test_own_bar_model_excludes_a_bright_extended_source(tmp_path):
     # twice the model's own error estimate (the pixels next to the excluded source
     # region are covered by one exposure only)
     assert np.median(np.abs(rel)) < 2 * 0.674 * step["bar_error"]
-    assert abs(np.mean(rel)) < 0.006
+    assert abs(np.mean(rel)) < 0.01
 
 
 def test_diffs_false_gives_sky_subtracted_exposures(sim_group):

@@ -135,7 +135,7 @@ class ExtractMethods:
         xpos = np.nan_to_num(np.asarray(self.info["source_xpos"], float), nan=0.0)
         ypos = np.nan_to_num(np.asarray(self.info["source_ypos"], float), nan=0.0)
         kwargs = {
-            "lookup_prf": getattr(self, "lookup_prf", None),
+            "lookup_prf": self.profile_prf(),
             "slit_width": slit_width_arcsec(self.slits[0].slit.get("name", ""), self.IS_FIXED_SLIT),
         }
         if self.IS_FIXED_SLIT:
@@ -193,6 +193,7 @@ class ExtractMethods:
         model = apertures.SourceImageModel(
             self.wave.reshape(self.N, ny, nx)[0],
             apertures.open_intervals(self._slit_y0, self._aperture_centres(), half),
+            model=self.optics_model(),
             xpos=float(np.nanmedian(np.asarray(self.info["source_xpos"], float)))
             if np.isfinite(np.asarray(self.info["source_xpos"], float)).any()
             else 0.0,
@@ -206,6 +207,26 @@ class ExtractMethods:
         )
         self._source_image_cache = (key, model)
         return model
+
+    def optics_model(self):
+        """The optics of the source model: :attr:`lookup_prf` if it is an
+        :class:`slitcombine.optics.OpticsModel`, else None (the default optics); a
+        LookupPRF table has no aperture model."""
+        from .optics import OpticsModel
+
+        return self.lookup_prf if isinstance(self.lookup_prf, OpticsModel) else None
+
+    def profile_prf(self):
+        """The translation-invariant point-response model (the ``lookup_prf`` argument
+        of :mod:`slitcombine.profile`): :attr:`lookup_prf` unless it is an optics model
+        (then None: the Gaussian)."""
+        return None if self.optics_model() is not None else self.lookup_prf
+
+    def uses_optics(self):
+        """Whether the source is modelled with the optics through the apertures."""
+        return self.source_type == "compact" and (
+            self.lookup_prf is None or self.optics_model() is not None
+        )
 
     def trace_rows(self):
         """Source row in every column of every exposure, ``(N, nx)`` (from :attr:`yslit`)."""
@@ -282,7 +303,7 @@ class ExtractMethods:
             sigma = self.profile_sigma()
         sigma = np.broadcast_to(np.asarray(sigma, float), (self.N,))
         model = self.source_image_model()
-        if self.source_type == "compact":
+        if self.uses_optics():
             imgs, thr = model.images(self.trace_rows(), sigma)
             with np.errstate(invalid="ignore", divide="ignore"):
                 prof = np.where(thr[:, None, :] > 0, imgs / thr[:, None, :], np.nan)
@@ -290,7 +311,7 @@ class ExtractMethods:
             from . import profile
 
             prof = profile.pixel_profile(
-                self.yslit, self.wave, sigma[:, None], lookup_prf=self.lookup_prf
+                self.yslit, self.wave, sigma[:, None], lookup_prf=self.profile_prf()
             ).reshape(self.N, ny, nx)
             thr = np.array([model.window_fraction(s) for s in sigma])
         prof = prof.reshape(self.N, ny * nx)
@@ -367,7 +388,7 @@ class ExtractMethods:
         wvar = self._weight_variance() * bf**2
         rnoise = self.var_rnoise * bf**2
         sigma = self.profile_sigma(fit)
-        lookup = getattr(self, "lookup_prf", None)
+        lookup = self.profile_prf()
         xpos = np.nan_to_num(np.asarray(self.info["source_xpos"], float), nan=0.0)
         if self.source_type in ("compact", "extended"):
             prof, thr, source = self.source_profiles(sigma, pathloss_source)
@@ -453,7 +474,7 @@ class ExtractMethods:
 
         use_fit = fit if fit is not None else getattr(self, "fit", None)
         sigma = self.profile_sigma(use_fit)
-        lookup = getattr(self, "lookup_prf", None)
+        lookup = self.profile_prf()
         ny, nx = self.sh
         panels = []
         ref = self.calc_reference_exposure

@@ -610,7 +610,7 @@ class OutlierMethods:
             return (0, None) if make_plot else 0
         data, var, valid = self._outlier_inputs()
         sigma, sigma_source = self._profile_sigma()
-        prof = _profile.pixel_profile(self.yslit, self.wave, sigma, lookup_prf=self.lookup_prf)
+        prof = _profile.pixel_profile(self.yslit, self.wave, sigma, lookup_prf=self.profile_prf())
         high, low, zp, info = outliers.profile_outliers(
             data, var, valid, self.yslit, prof, self.sh, grow=grow, nfilt=nfilt
         )

@@ -274,7 +274,7 @@ class TraceMethods:
             inp["vdiff"],
             deg,
         )
-        optical = self.source_type == "compact" and self.lookup_prf is None
+        optical = self.uses_optics()
         if optical and sigma_bounds[0] <= SIGMA_UNIT * 0.1:
             # the optics model describes a point source exactly at sigma = 0 (the
             # Gaussian model's floor of 0.1 px stands for what it lacks)
@@ -287,7 +287,7 @@ class TraceMethods:
                 self.source_image_model(), self._base_rows(), self.trace_rows(), *args, **common
             )
         else:
-            model = profile.DifferenceProfileModel(*args, lookup_prf=self.lookup_prf, **common)
+            model = profile.DifferenceProfileModel(*args, lookup_prf=self.profile_prf(), **common)
         if model.npix == 0:
             raise FitError(
                 f"{self.name}: no valid pixel in the difference image of position {exp!r} "

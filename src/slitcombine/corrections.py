@@ -1078,8 +1078,10 @@ def source_exclusion(sci, yslit, mask, psf, leak=1e-3, floor=4.0, wave=None):
     beyond ``n = sqrt(2 ln(A / leak))`` widths; a real source has wings (the Airy rings
     of the telescope, the spectrograph's wide wing: :mod:`slitcombine.optics`) that
     hold ~1% of its light beyond 3 pixels, so with ``wave`` the distance is the larger of
-    that and the distance where the optics model's profile falls below ``leak / A``,
-    at the median wavelength of the valid pixels (expressed in the same widths).
+    that and the distance where the optics model's profile falls below ``10 leak`` of the
+    sky (1% by default: the precision of the bar model per pixel; a stricter limit leaves
+    no sky beside a source a few tens of times the sky), at the median wavelength of
+    the valid pixels (expressed in the same widths).
 
     Parameters
     ----------
@@ -1125,7 +1127,7 @@ def source_exclusion(sci, yslit, mask, psf, leak=1e-3, floor=4.0, wave=None):
         if wave is not None:
             ok = fin & np.isfinite(wave) & (np.asarray(wave, float) > 0)
             if ok.any():
-                wing = _wing_distance(float(np.median(wave[ok])), s_int, 3 * leak / peak)
+                wing = _wing_distance(float(np.median(wave[ok])), s_int, 10 * leak / peak)
                 info["wing_distance_px"] = round(wing, 2)
                 n_widths = max(n_widths, wing / float(np.median(width[ok])))
     return distance, n_widths, info

@@ -206,8 +206,8 @@ class GratingSetup:
     description: str = ""
 
 
-#: The supported configurations. G395H uses the first 2048 px (2.87-4.23 micron) of its
-#: ~3600 px spectrum, i.e. one detector's worth, to keep files small.
+#: The supported configurations. The H gratings use the first 2048 px of their ~3600 px
+#: spectra (one detector's worth), to keep files small.
 GRATINGS: dict[str, GratingSetup] = {
     "PRISM": GratingSetup(
         "PRISM",
@@ -226,6 +226,26 @@ GRATINGS: dict[str, GratingSetup] = {
     ),
     "G395M": GratingSetup(
         "G395M", "F290LP", 2.87, 5.27, 1348, 1.77e-3, 0.03, "R~1000, 17.7-18.2 A/px"
+    ),
+    "G140H": GratingSetup(
+        "G140H",
+        "F100LP",
+        0.97,
+        1.89,
+        2048,
+        2.36e-4,
+        0.01,
+        "R~2700, 2.36 A/px; only the first 2048 px (0.97-1.45 um) are simulated",
+    ),
+    "G235H": GratingSetup(
+        "G235H",
+        "F170LP",
+        1.66,
+        3.17,
+        2048,
+        3.96e-4,
+        0.01,
+        "R~2700, 3.96 A/px; only the first 2048 px (1.66-2.47 um) are simulated",
     ),
     "G395H": GratingSetup(
         "G395H",
@@ -1525,10 +1545,11 @@ def simulate_observation(
     ----------
     output_dir : str or os.PathLike
         Directory for the files; created if missing.
-    grating : {'PRISM', 'G140M', 'G235M', 'G395M', 'G395H'}
+    grating : {'PRISM', 'G140M', 'G235M', 'G395M', 'G140H', 'G235H', 'G395H'}
         Disperser (see :data:`GRATINGS`).
     filter : str, optional
-        Must match the grating's filter (CLEAR, F100LP, F170LP, F290LP, F290LP) if given.
+        Must match the grating's filter (CLEAR; F100LP for G140M/H, F170LP for G235M/H,
+        F290LP for G395M/H) if given.
     n_shutters : {1, 2, 3, 5}
         Open shutters of the MSA slitlet (ignored for fixed slits).
     fixed_slit : {'S200A1', 'S200A2', 'S400A1', 'S1600A1'}, optional

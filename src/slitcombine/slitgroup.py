@@ -149,7 +149,12 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     reference_exposure : 'auto' or position key value
         The reference nod position; ``'auto'`` picks the middle one.
     lookup_prf : object or None
-        A point-response lookup table for profiles and path loss.
+        The point-response model.  None: the optics model of :mod:`slitcombine.optics`
+        for point and compact sources (:attr:`source_type` ``'compact'``) and the
+        Gaussian of :mod:`slitcombine.profile` otherwise.  A
+        :class:`slitcombine.optics.OpticsModel` replaces the default optics (e.g. a
+        Gaussian telescope PSF); an object of the :class:`slitcombine.profile.LookupPRF`
+        protocol (an empirical lookup table) replaces the Gaussian.
     **kwargs
         Accepted for compatibility; unknown keywords are logged and recorded in
         ``meta['ignored_kwargs']``.
