@@ -213,7 +213,9 @@ def test_nod_difference_figure(product):
     cmap = matplotlib.colormaps["RdBu_r"]
     red_minus_blue = []
     for k, pos in enumerate(g.unp.values):
-        ipos, _, diff, _, vdiff, _ = g.make_diff_image(pos)
+        # the figure shows the data the source is measured on (the detector image of a
+        # compact source)
+        ipos, _, diff, _, vdiff, _ = g._difference_image(pos)
         err = np.sqrt(vdiff)
         vlim = 3 * np.median(err[np.isfinite(err) & (err > 0)])
         row0 = (npos - 1 - k) * ny  # the first position is the top block

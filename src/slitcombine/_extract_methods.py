@@ -445,7 +445,8 @@ class ExtractMethods:
     def plot_2d_differences(self, fit=None, clip_sigma=5, kws=None, figsize=(6, 2)):
         """Figure of the nod-difference images, with the profile model and residuals.
 
-        One column per image kind: the difference images, and if a fit is available
+        One column per image kind: the difference images (of the data the source is
+        measured on: the detector image of a compact source), and if a fit is available
         (``fit`` or :attr:`fit`) the model (per-column optimal amplitude times the
         difference profile) and the residual.  In each column the nod positions are
         stacked as blocks of rows (first position on top), each shown on its own colour
@@ -479,9 +480,17 @@ class ExtractMethods:
         panels = []
         ref = self.calc_reference_exposure
         for pos in self.unp.values:
-            ipos, ineg, diff, _, vdiff, wdiff = self.make_diff_image(pos)
+            ipos, ineg, diff, _, vdiff, wdiff = self._difference_image(pos)
             model = None
-            if use_fit is not None:
+            if use_fit is not None and self.uses_optics():
+                imgs, _ = self.source_image_model().images(
+                    self.trace_rows(), float(np.median(sigma[ipos]))
+                )
+                imgs = imgs.reshape(self.N, -1)
+                dprof = profile._masked_profile_mean(imgs[ipos], self.mask[ipos])
+                if np.any(ineg):
+                    dprof = dprof - profile._masked_profile_mean(imgs[ineg], self.mask[ineg])
+            elif use_fit is not None:
                 dprof = profile.difference_profile(
                     self.yslit,
                     self.wave,
@@ -491,6 +500,7 @@ class ExtractMethods:
                     float(np.median(sigma[ipos])),
                     lookup_prf=lookup,
                 )
+            if use_fit is not None:
                 d2, p2, w2 = (a.reshape(ny, nx) for a in (diff, dprof, wdiff))
                 ok = np.isfinite(d2) & np.isfinite(p2) & (w2 > 0)
                 with np.errstate(invalid="ignore", divide="ignore"):

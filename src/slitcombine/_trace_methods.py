@@ -69,7 +69,7 @@ class TraceMethods:
     # ------------------------------------------------------------ helpers
     def _trace_fit_inputs(self, exp, shift_negatives=True):
         """Difference image of position ``exp`` and the fixed inputs of the profile model."""
-        ipos, ineg, diff, bdiff, vdiff, wdiff = self.make_diff_image(exp)
+        ipos, ineg, diff, bdiff, vdiff, wdiff = self._difference_image(exp)
         data = self.data
         mask = self.mask & np.isfinite(data)
         nx = self.sh[1]
@@ -867,7 +867,7 @@ class TraceMethods:
             diff, y = fit_result["diff"], fit_result["yslit"]
             exp = fit_result.get("exp", exp)
         else:
-            ipos, _, diff, *_ = self.make_diff_image(exp)
+            ipos, _, diff, *_ = self._difference_image(exp)
             m = self.mask[ipos]
             with np.errstate(invalid="ignore", divide="ignore"):
                 y = np.where(m, self.yslit[ipos], 0).sum(axis=0) / m.sum(axis=0)

@@ -209,9 +209,11 @@ class SourceImageModel:
         wave = np.asarray(wave, float)
         self.ny, self.nx = wave.shape
         with np.errstate(invalid="ignore"):
-            wcol = np.nanmedian(np.where(wave > 0, wave, np.nan), axis=0)
+            wave = np.where(wave > 0, wave, np.nan)
+        good = np.isfinite(wave).any(axis=0)
+        wcol = np.full(self.nx, np.nan)
+        wcol[good] = np.nanmedian(wave[:, good], axis=0)
         cols = np.arange(self.nx, dtype=float)
-        good = np.isfinite(wcol)
         if not good.any():
             raise SlitCombineError("no finite wavelength in the cutout")
         self.wave_col = np.interp(cols, cols[good], wcol[good])

@@ -111,6 +111,7 @@ SUMMARY_COLUMNS = (
     "error",
     "sn_median",
     "sn_max",
+    "err_scale",
     "runtime",
     "cpu_time",
     "n_exposures",
@@ -208,19 +209,22 @@ def _write_json(path, record):
 
 
 def _signal_to_noise(spec_path):
-    """Median and maximum of flux/err over the valid bins of a ``.spec.fits``."""
+    """Median and maximum of flux/err over the valid bins of a ``.spec.fits``, and the
+    median factor its errors were multiplied by (``ERRSCALE``, NaN if absent)."""
     from astropy.table import Table
 
     tab = Table.read(spec_path, hdu="SPEC1D")
+    scale = tab.meta.get("ERRSCALE")
+    scale = float(scale) if isinstance(scale, int | float) else float("nan")
     flux = np.asarray(tab["flux"], float)
     err = np.asarray(tab["err"], float)
     ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
     if "valid" in tab.colnames:
         ok &= np.asarray(tab["valid"], bool)
     if not ok.any():
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), scale
     sn = flux[ok] / err[ok]
-    return float(np.median(sn)), float(np.max(sn))
+    return float(np.median(sn)), float(np.max(sn)), scale
 
 
 # ============================================================================ the task
@@ -315,6 +319,7 @@ def process_group(group_row, config, output_dir):
         ``runtime`` and ``cpu_time`` (CPU seconds of the worker process) [s],
         ``outputs`` (file names in ``output_dir``), ``figure``,
         ``sn_median``, ``sn_max`` (of flux/err over valid 1D bins; NaN if none),
+        ``err_scale`` (median factor on the errors, ``ERRSCALE``),
         ``log``, ``worker``, ``config_hash``, ``inputs_hash``, ``mode``, ``version``,
         ``n_warnings``, ``finished`` (UTC ISO time); for a failed attempt, ``stale``:
         None, or the products of an earlier run kept in ``output_dir`` (``outputs``)
@@ -341,6 +346,7 @@ def process_group(group_row, config, output_dir):
         "figure": "",
         "sn_median": float("nan"),
         "sn_max": float("nan"),
+        "err_scale": float("nan"),
         "log": str(Path("logs") / f"{name}.log"),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "config_hash": config_hash,
@@ -377,7 +383,8 @@ def process_group(group_row, config, output_dir):
             if "summary" in paths:
                 record["figure"] = Path(paths["summary"]).name
             if spec is not None:
-                record["sn_median"], record["sn_max"] = _signal_to_noise(spec)
+                sn = _signal_to_noise(spec)
+                record["sn_median"], record["sn_max"], record["err_scale"] = sn
             record["status"] = "ok"
             log.info("group %s: done, outputs %s", name, record["outputs"])
         except SlitCombineError as exc:
@@ -1408,6 +1415,8 @@ def write_summary(records, path, meta=None):
     ``stale_from`` the run that wrote them (UTC time and configuration hash);
     ``runtime`` in seconds;
     ``sn_median``/``sn_max`` are flux/err over the valid 1D bins (NaN if unknown);
+    ``err_scale`` the median factor the errors were multiplied by (the measured noise
+    over the pipeline's propagated sigma, ``ERRSCALE``);
     ``source_id`` is masked when unknown.
 
     Parameters
@@ -1437,7 +1446,7 @@ def write_summary(records, path, meta=None):
     t["bug"] = np.array(col("bug", False), dtype=bool)
     t["error_type"] = np.array([str(v or "") for v in col("error_type")], dtype=str)
     t["error"] = np.array([str(v or "").replace("\n", " ") for v in col("error")], dtype=str)
-    for key in ("sn_median", "sn_max", "runtime", "cpu_time"):
+    for key in ("sn_median", "sn_max", "err_scale", "runtime", "cpu_time"):
         vals = [np.nan if v is None else float(v) for v in col(key, np.nan)]
         t[key] = np.round(np.array(vals, dtype=float), 4)
     t["runtime"].unit = "s"
@@ -1519,6 +1528,9 @@ def write_index(records, path, meta=None):
             if (isinstance(sn, float) and np.isfinite(sn))
             else ""
         )
+        es = r.get("err_scale")
+        if isinstance(es, float) and np.isfinite(es):
+            sn_text += f"errors x{es:.2f}; "
         rt = r.get("runtime")
         rt_text = f"{rt:.2f} s" if isinstance(rt, float) and np.isfinite(rt) else ""
         links = " ".join(f"<a href='{esc(o)}'>{esc(o)}</a>" for o in (r.get("outputs") or []))

@@ -142,9 +142,17 @@ def _cmd_extract(args):
     spec = result.spec
     valid = np.asarray(spec["valid"])
     sn = np.asarray(spec["flux"] / spec["err"])[valid]
+    scale = result.params.get("error_scale", 1.0)
+    noise = (result.params.get("noise_scale") or {}).get("scale")
+    applied = "applied" if result.params.get("rescale_variance") else "not applied"
+    noise_text = (
+        f"; noise {noise:.2f}x the pipeline's sigma ({applied}: errors x{scale:.2f})"
+        if isinstance(noise, float)
+        else ""
+    )
     print(
         f"{result.name}: {int(valid.sum())}/{len(spec)} valid bins, "
-        f"median S/N {np.nanmedian(sn):.2f}, max S/N {np.nanmax(sn):.1f}"
+        f"median S/N {np.nanmedian(sn):.2f}, max S/N {np.nanmax(sn):.1f}{noise_text}"
     )
     for path in paths.values():
         print(path)

@@ -629,6 +629,9 @@ def combine_group(group, **params):
             "sky": np.asarray(pixtab["sky"], float) / pl,
         },
     )
+    with np.errstate(invalid="ignore"):
+        corr = drz["corr_y"][np.isfinite(drz["corr_y"]) & (drz["npix"][1:] > 0)]
+    p["corr_y"] = round(float(np.median(corr)), 4) if corr.size else float("nan")
     prof, pfit = extract.collapsed_profile(
         drz["sci"], drz["profile"], spec["flux"].value, spec["err"].value
     )

@@ -168,7 +168,9 @@ def header_cards(prov):
     list of (str, object, str)
         ``(keyword, value, comment)``: ``SCVERS``, ``DATE``, the main parameters,
         ``WGHTTYPE``, ``DIFFS``, ``NOISESCL`` (measured noise / propagated sigma, if
-        measured), ``ERRSCALE`` (factor applied to the errors), ``CFGHASH`` (the
+        measured), ``ERRSCALE`` (median factor applied to the errors), ``CORRY`` (median
+        correlation coefficient of vertically adjacent pixels of the 2D spectrum, from
+        the resampling footprint), ``CFGHASH`` (the
         configuration hash of the CLI/batch run, if any), ``NINPUT`` and
         ``INFILEn``/``INSUMn`` per input.
     """
@@ -188,6 +190,9 @@ def header_cards(prov):
     if isinstance(noise.get("scale"), float) and np.isfinite(noise["scale"]):
         cards.append(("NOISESCL", round(noise["scale"], 4), "residual rms / propagated sigma"))
     cards.append(("ERRSCALE", float(params.get("error_scale", 1.0)), "median factor on the errors"))
+    corr = params.get("corr_y")
+    if isinstance(corr, float) and np.isfinite(corr):
+        cards.append(("CORRY", round(corr, 4), "2D: corr. of vertically adjacent pixels"))
     config_hash = prov.get("config_hash") or (prov.get("batch") or {}).get("config_hash")
     if config_hash:
         cards.append(("CFGHASH", str(config_hash), "slitcombine configuration hash"))

@@ -262,8 +262,11 @@ def pseudo_drizzle(
     dict
         ``sci``, ``var`` (NaN where no data), ``wht`` (``1/var``, 0 where no data) and
         ``den`` (sum of weights), each ``(2*ny+1, len(wave_grid))``; ``npix`` (number
-        of input pixels touching each output pixel); ``wave`` and ``y`` (the grids);
-        and the ``extra`` keys.
+        of input pixels touching each output pixel); ``corr_y`` (``(2*ny, nwave)``: the
+        correlation coefficient of each output pixel with the one above it, from the
+        input pixels whose footprint both share -- neighbouring wavelength bins share no
+        input pixel and are independent); ``wave`` and ``y`` (the grids); and the
+        ``extra`` keys.
     """
     wave = np.asarray(wave, float)
     yslit = np.asarray(yslit, float)
@@ -289,6 +292,15 @@ def pseudo_drizzle(
     vnum = np.zeros(size)
     npix = np.zeros(size)
     enum = {k: np.zeros(size) for k in ex}
+    cnum = np.zeros(size)  # covariance with the next row up, numerator
+    for k in range(frac.shape[1] - 1):
+        row = first + k
+        use = (frac[:, k] > 0) & (frac[:, k + 1] > 0) & (row >= 0) & (row + 1 < nyo)
+        if use.any():
+            idx = row[use] * nw + ix[use]
+            cnum += np.bincount(
+                idx, w[use] ** 2 * frac[use, k] * frac[use, k + 1] * v[use], minlength=size
+            )
     for k in range(frac.shape[1]):
         row = first + k
         use = (frac[:, k] > 0) & (row >= 0) & (row < nyo)
@@ -321,4 +333,8 @@ def pseudo_drizzle(
     with np.errstate(invalid="ignore", divide="ignore"):
         for key, a in enum.items():
             out[key] = np.where(has, a / den, np.nan).reshape(shape)
+        v2 = var.reshape(shape)
+        d2 = den.reshape(shape)
+        cov = cnum.reshape(shape)[:-1] / (d2[:-1] * d2[1:])
+        out["corr_y"] = cov / np.sqrt(v2[:-1] * v2[1:])
     return out

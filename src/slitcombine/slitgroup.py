@@ -181,10 +181,15 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     bar : numpy.ndarray
         Bar-shadow throughput that divides ``sci``: the pipeline's (1 where absent), or
         the group's own model with ``undo_barshadow=2``.
-    source_type : {None, 'compact', 'extended'}
-        How the source's flux is measured (set by
-        :func:`slitcombine.combine.combine_group`; see :meth:`_source_view`): None is
-        msaexp's behaviour (the data of :attr:`data`).
+    source_type : {'compact', 'extended', None}
+        How the source is measured by the trace fit, :meth:`get_flat_diff_arrays`
+        and the figures (see :meth:`_source_view`; :meth:`make_diff_image` keeps
+        msaexp's meaning, the difference of :attr:`data`): ``'compact'``
+        (default) on the detector image with the bar shadow undone and the optics model
+        of the group's apertures; ``'extended'`` on the bar-shadow corrected data with a
+        Gaussian profile; None is msaexp's behaviour (the data of :attr:`data`, a
+        Gaussian profile).  :func:`slitcombine.combine.combine_group` sets it from its
+        ``source_type`` option.
     xtr, ytr, wtr : numpy.ndarray
         ``(N, nx)`` column, trace row and wavelength along the trace.
     base_coeffs, trace_coeffs : numpy.ndarray
@@ -275,7 +280,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.position_key = position_key
         self.reference_exposure = reference_exposure
         self.lookup_prf = lookup_prf
-        self.source_type = None
+        self.source_type = "compact"
         self.sky_arrays = None if sky_arrays is None else _sky_pair(sky_arrays)
         self.sky_data = None
         self.fit = None
@@ -1089,16 +1094,15 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             log.info("%s: too few faint pixels to measure the noise", self.name)
         return out
 
-    def _source_view(self):
+    def _source_view(self, source_type=...):
         """The data the source is measured on, and the bar-shadow factor applied to sci.
 
-        With :attr:`source_type` ``'compact'`` (set by
-        :func:`slitcombine.combine.combine_group` for point and compact sources) the
-        bar-shadow correction that divides ``sci`` (the group's own model, a table or
-        the pipeline's) is undone: a compact source's light that passed the shutter is
-        not shadowed by the bars (:mod:`slitcombine.optics`), so its flux is measured
-        on the detector image; the sky subtracted is ``sky_background * bar``.
-        Otherwise the data of :attr:`data` (msaexp's meaning).
+        With ``source_type`` (default :attr:`source_type`) ``'compact'`` the bar-shadow
+        correction that divides ``sci`` (the group's own model, a table or the
+        pipeline's) is undone: a compact source's light that passed the shutter is not
+        shadowed by the bars (:mod:`slitcombine.optics`), so its flux is measured on the
+        detector image; the sky subtracted is ``sky_background * bar``.  Otherwise the
+        data of :attr:`data` (msaexp's meaning).
 
         Returns
         -------
@@ -1107,14 +1111,20 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         bar_factor : numpy.ndarray or float
             The factor applied to ``sci - sky_background`` (and to the errors).
         """
-        if self.source_type == "compact" or self.meta["undo_barshadow"] is True:
+        kind = self.source_type if source_type is ... else source_type
+        if kind == "compact" or self.meta["undo_barshadow"] is True:
             bf = self.bar
         else:
             bf = 1.0
         return np.where(self.mask, (self.sci - self.sky_background) * bf, np.nan), bf
 
     def make_diff_image(self, exp=1, separate=False):
-        """Difference image of one nod position against the others.
+        """Difference image of one nod position against the others (of :attr:`data`).
+
+        msaexp's difference image, of :attr:`data` (the bar-shadow correction applied
+        as ``undo_barshadow`` says).  The trace fit and the figures use the same
+        difference of the data the source is measured on (:meth:`_source_view`: the
+        detector image for a compact source).
 
         Parameters
         ----------
@@ -1140,9 +1150,13 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             Weight of ``diff``: the inverse of the ``weight_type`` variance, 0 where
             invalid.
         """
+        return self._difference_image(exp, separate, source_type=None)
+
+    def _difference_image(self, exp, separate=False, source_type=...):
+        """:meth:`make_diff_image` of the data of :meth:`_source_view` (``source_type``)."""
         ipos = np.asarray(self.unp[exp])
         ineg = ~ipos if self.meta["diffs"] else np.zeros_like(ipos)
-        data, bf = self._source_view()
+        data, bf = self._source_view(source_type)
         # data carrying the bar-shadow throughput: so do their variances
         var, wvar = self.var * bf**2, self._weight_variance() * bf**2
         out = nods.difference_image(
