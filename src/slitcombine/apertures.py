@@ -231,27 +231,39 @@ class SourceImageModel:
         self._columns = {}
 
     def _strip_table(self, sigma):
-        """Strip profiles at the wavelength nodes for one width (a few kept)."""
+        """Strip profiles at the wavelength nodes for one width (a few kept).
+
+        Averages over the cells of the grid ``u`` (from a grid 5 times finer): the
+        light of each cell is right whatever the sampling of a narrow Airy core.
+        """
         key = round(float(sigma), 4)
         table = self._strips.get(key)
         if table is None:
+            sub = 5
+            fine = (self.u[:, None] + ((np.arange(sub) + 0.5) / sub - 0.5)[None, :] * self.step)
             table = self.model.strip_profiles(
-                self.nodes, self.u, sigma=key, xpos=self.xpos, slit_width=self.slit_width
+                self.nodes, fine.ravel(), sigma=key, xpos=self.xpos, slit_width=self.slit_width
             )
+            table = table.reshape(self.nodes.size, self.u.size, sub).mean(axis=2)
             if len(self._strips) >= 24:
                 self._strips.clear()
             self._strips[key] = table
         return table
 
     def _column_table(self, k):
-        """``(nx, nu)`` strip profile of every column at the width node ``k``."""
+        """``(nx, nu + 2 P)`` strip profile of every column at the width node ``k``.
+
+        Zero-padded with ``P = nz + 2`` samples on both sides, so that any window of
+        ``nz + 1`` samples starting in ``[0, nu + P]`` exists.
+        """
         table = self._columns.get(k)
         if table is None:
             nodes = self._strip_table(SIGMA_NODES[k])
-            table = np.empty((self.nx, self.u.size))
+            pad = self.z.size + 2
+            table = np.zeros((self.nx, self.u.size + 2 * pad))
             # linear interpolation between the wavelength nodes, per column
             j, t = self._wave_weights
-            table[:] = nodes[j] * (1.0 - t)[:, None] + nodes[j + 1] * t[:, None]
+            table[:, pad:-pad] = nodes[j] * (1.0 - t)[:, None] + nodes[j + 1] * t[:, None]
             if len(self._columns) >= 8:
                 self._columns.clear()
             self._columns[k] = table
@@ -269,32 +281,44 @@ class SourceImageModel:
 
         Linear in ``sigma**2`` between the width nodes :data:`SIGMA_NODES`; with
         ``derivs`` also the derivatives with respect to the source row and to sigma.
+        The fine grid and the table share their step, so a column's samples are one
+        contiguous window of its table, interpolated with one fraction.
         """
+        from numpy.lib.stride_tricks import sliding_window_view
+
         sigma = float(abs(sigma))
         s2 = SIGMA_NODES**2
         k = int(np.clip(np.searchsorted(s2, sigma * sigma) - 1, 0, s2.size - 2))
         a = (sigma * sigma - s2[k]) / (s2[k + 1] - s2[k])
-        t0, t1 = self._column_table(k), self._column_table(k + 1)
+        nz = self.z.size
+        pad = nz + 2
         rows = np.asarray(rows, float)
         good = np.isfinite(rows)
         du = self.step
-        pos = (self.z[None, :] - np.where(good, rows, 0.0)[:, None] - self.u[0]) / du
-        inside = (pos >= 0) & (pos < self.u.size - 1) & good[:, None]
-        pos = np.clip(pos, 0.0, self.u.size - 1.000001)
-        i0 = pos.astype(np.intp)
-        f = pos - i0
-        flat = i0 + (np.arange(self.nx) * self.u.size)[:, None]
-        lo0, hi0 = t0.ravel()[flat], t0.ravel()[flat + 1]
-        lo1, hi1 = t1.ravel()[flat], t1.ravel()[flat + 1]
-        v0 = lo0 + f * (hi0 - lo0)
-        v1 = lo1 + f * (hi1 - lo1)
-        light = np.where(inside, v0 + a * (v1 - v0), 0.0)
+        # position of z[0] on the table (in samples, padding included)
+        p0 = (self.z[0] - np.where(good, rows, 0.0) - self.u[0]) / du + pad
+        i0 = np.floor(p0).astype(np.intp)
+        f = (p0 - i0)[:, None]
+        last = self.u.size + pad  # a window starting beyond this holds only padding
+        good &= (i0 >= 0) & (i0 <= last)
+        i0 = np.clip(i0, 0, last)
+        cols = np.arange(self.nx)
+        seg = []
+        for table in (self._column_table(k), self._column_table(k + 1)):
+            win = sliding_window_view(table, nz + 1, axis=1)[cols, i0]  # (nx, nz + 1)
+            seg.append((win[:, :-1], win[:, 1:] - win[:, :-1]))
+        (lo0, d0), (lo1, d1) = seg
+        v0 = lo0 + f * d0
+        v1 = lo1 + f * d1
+        light = v0 + a * (v1 - v0)
+        light[~good] = 0.0
         if not derivs:
             return light, None, None
         # d/d(row) = -d/du; d/dsigma = 2 sigma d/d(sigma^2)
-        slope = (hi0 - lo0) + a * ((hi1 - lo1) - (hi0 - lo0))
-        d_row = np.where(inside, -slope / du, 0.0)
-        d_sig = np.where(inside, (v1 - v0) * (2.0 * sigma / (s2[k + 1] - s2[k])), 0.0)
+        d_row = -(d0 + a * (d1 - d0)) / du
+        d_sig = (v1 - v0) * (2.0 * sigma / (s2[k + 1] - s2[k]))
+        d_row[~good] = 0.0
+        d_sig[~good] = 0.0
         return light, d_row, d_sig
 
     def images(self, src_rows, sigma, derivs=False):

@@ -26,7 +26,9 @@ the pixel-integrated cross-dispersion profile of :func:`slitcombine.profile.pixe
 of each exposure (the source sits at ``yslit = 0`` of every exposure), so it has the
 positive trace and the negative traces of the other nods.  ``path_profile`` is the same
 with each exposure's profile multiplied by its slit throughput ``T`` (``pathloss``
-column: ``T_e``); without a path-loss model ``T = 1``.
+column: ``T_e``); without a path-loss model ``T = 1``.  ``path_profile_abs`` adds the
+positive and negative terms of ``path_profile`` in absolute value: the source light in
+the row whatever cancels (:mod:`slitcombine.noise`).
 
 1D extraction
 -------------
@@ -97,6 +99,7 @@ PIXEL_TABLE_UNITS = {
     "bar": None,
     "profile": None,
     "path_profile": None,
+    "path_profile_abs": None,
     "pathloss": None,
     "normalization": None,
     "exptime": u.s,
@@ -188,7 +191,10 @@ def build_pixel_table(
     extra = {} if extra is None else dict(extra)
     ppl = profile * thr
 
-    cols = {k: [] for k in ("q", "e", "flux", "var", "wvar", "rn", "vpos", "sky", "prof", "ppl")}
+    cols = {
+        k: []
+        for k in ("q", "e", "flux", "var", "wvar", "rn", "vpos", "sky", "prof", "ppl", "pabs")
+    }
     cols["bits"] = []
     for pos in np.unique(positions):
         ipos = positions == pos
@@ -227,6 +233,7 @@ def build_pixel_table(
             cols["sky"].append(sky[e, q] + neg["sky"][q])
             cols["prof"].append(profile[e, q] - neg["prof"][q])
             cols["ppl"].append(ppl[e, q] - neg["ppl"][q])
+            cols["pabs"].append(np.abs(ppl[e, q]) + np.abs(neg["ppl"][q]))
             cols["bits"].append(bits[q])
     cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
     q = cat["q"].astype(np.int64)
@@ -249,6 +256,7 @@ def build_pixel_table(
     tab["sky"] = cat["sky"].astype(fd)
     tab["profile"] = cat["prof"].astype(fd)
     tab["path_profile"] = cat["ppl"].astype(fd)
+    tab["path_profile_abs"] = cat["pabs"].astype(fd)
     tab["pathloss"] = thr[e, q].astype(fd)
     for key, arr in extra.items():
         a = np.asarray(arr)

@@ -18,15 +18,26 @@ source flux ``F`` is the weighted least-squares amplitude of ``p``; the residual
 ``z = (d - F p) / sqrt(v (1 - h))``
 
 with the leverage ``h = p^2 / v / sum(p^2 / v)`` (the amplitude was fitted to the same
-pixels, which makes the residuals smaller by ``sqrt(1 - h)``).  Only rows whose model is
-fainter than ``model_fraction`` times their noise enter, so that an imperfect model of
-a bright source (a PSF never fits to 1%) does not pass for noise: the sky between the
-traces, the faint wings, and every pixel of a faint source.  Their spread is measured in
-wavelength bands of at least ``min_pixels`` rows with the biweight scale
-(:func:`astropy.stats.biweight_scale`: robust to missed cosmic rays, 87% efficient),
-and interpolated linearly in wavelength between the band centres (flat beyond).  The
-factor applied to the errors is ``max(scale, 1)``: a scale below 1 is noise in the
-measurement, not a reason to trust the data more than their variances.
+pixels, which makes the residuals smaller by ``sqrt(1 - h)``).  A model is never
+perfect: where the source is bright its residuals hold the model's error as well as the
+noise.  So the rows are sorted by the source light they hold in units of their noise,
+``L = |F| p_abs / sqrt(v)`` (``p_abs``: the positive and negative traces counted apart,
+``path_profile_abs``, so that a row where they cancel is not taken as faint), and in
+bins of ``L`` the spread of ``z`` (biweight scale: robust to missed cosmic rays, 87%
+efficient) is fitted with
+
+``scale(L)**2 = s**2 + (eps L)**2``
+
+(non-negative weighted least squares over the bins): ``s`` is the noise over the
+propagated sigma, ``eps`` the model's fractional error.  Faint rows (the sky between the
+traces, the wings, all of a faint source) pin ``s`` directly; for a bright source with
+few faint rows the fit extrapolates the brighter bins to ``L = 0`` instead of taking
+the model's error for noise.  This is done in wavelength bands of at least
+``min_pixels`` rows (up to :data:`MAX_BANDS`) and ``s`` is interpolated linearly in
+wavelength between the band centres (flat beyond).  The factor applied to the errors is
+``max(s, 1)``: a scale below 1 is noise in the measurement, not a reason to trust the
+data more than their variances.  The errors of ``s`` count the distinct detector pixels
+(the rows of one pixel in the differences of the different nods share its noise).
 """
 
 from __future__ import annotations
@@ -35,11 +46,14 @@ import logging
 
 import numpy as np
 from astropy.stats import biweight_scale
+from scipy.optimize import nnls
 
 __all__ = [
-    "DEFAULT_MODEL_FRACTION",
     "DEFAULT_MIN_PIXELS",
+    "MAX_BANDS",
+    "LIGHT_EDGES",
     "model_residuals",
+    "noise_and_model_error",
     "band_scales",
     "NoiseScale",
     "measure_noise_scale",
@@ -47,14 +61,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Rows whose model exceeds this fraction of their noise are left out.
-DEFAULT_MODEL_FRACTION = 1.0
-
-#: Smallest number of rows of a wavelength band (a 2% precision on its scale).
+#: Smallest number of rows of a wavelength band.
 DEFAULT_MIN_PIXELS = 1500
 
 #: Largest number of wavelength bands.
 MAX_BANDS = 8
+
+#: Edges of the bins of source light per row, in units of the row's noise.
+LIGHT_EDGES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, np.inf)
+
+#: Fewest rows of a light bin.
+_MIN_BIN_ROWS = 30
+
+#: Efficiency of the biweight scale for Gaussian residuals.
+_BIWEIGHT_EFFICIENCY = 0.87
 
 
 def model_residuals(flux, var, model, group_key, min_rows=3):
@@ -77,6 +97,8 @@ def model_residuals(flux, var, model, group_key, min_rows=3):
         ``(n,)`` residuals in units of the propagated sigma (NaN where undefined).
     fitted : numpy.ndarray
         ``(n,)`` the fitted model ``F p`` (uJy).
+    amplitude : numpy.ndarray
+        ``(n,)`` the fitted amplitude ``F`` of the row's group (uJy).
     """
     flux = np.asarray(flux, float)
     var = np.asarray(var, float)
@@ -94,11 +116,86 @@ def model_residuals(flux, var, model, group_key, min_rows=3):
         fitted = amp[inv] * model
         z = (flux - fitted) / np.sqrt(var * np.clip(1.0 - lev, 1e-3, None))
     z[~ok | (nrow[inv] < min_rows)] = np.nan
-    return z, fitted
+    return z, fitted, amp[inv]
 
 
-def band_scales(z, wave, min_pixels=DEFAULT_MIN_PIXELS, max_bands=MAX_BANDS):
-    """Biweight scale of residuals in wavelength bands of equal numbers of rows.
+def _scale_and_error(z, pixel):
+    s = float(biweight_scale(z))
+    n_eff = np.unique(pixel).size
+    return s, s / np.sqrt(2.0 * _BIWEIGHT_EFFICIENCY * max(n_eff - 1, 1))
+
+
+def noise_and_model_error(z, light, pixel=None, edges=LIGHT_EDGES):
+    """Fit ``scale(L)**2 = s**2 + (eps L)**2`` to the spread of residuals in light bins.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        ``(n,)`` normalised residuals.
+    light : numpy.ndarray
+        ``(n,)`` source light of each row in units of its noise (``L``).
+    pixel : numpy.ndarray, optional
+        ``(n,)`` detector pixel of each row (for the errors; default: rows independent).
+    edges : sequence of float
+        Edges of the light bins.
+
+    Returns
+    -------
+    dict
+        ``scale`` (``s``), ``scale_err``, ``model_error`` (``eps``, fraction), ``npix``
+        (rows used), ``bins`` (per bin: ``light``, ``scale``, ``scale_err``, ``npix``);
+        ``scale`` is NaN without a usable bin.
+    """
+    z = np.asarray(z, float)
+    light = np.asarray(light, float)
+    ok = np.isfinite(z) & np.isfinite(light)
+    z, light = z[ok], light[ok]
+    pixel = np.arange(z.size) if pixel is None else np.asarray(pixel)[ok]
+    idx = np.digitize(light, edges) - 1
+    bins = []
+    for k in range(len(edges) - 1):
+        sel = idx == k
+        if sel.sum() < _MIN_BIN_ROWS:
+            continue
+        s, err = _scale_and_error(z[sel], pixel[sel])
+        bins.append(
+            {
+                "light": float(np.median(light[sel])),
+                "scale": s,
+                "scale_err": err,
+                "npix": int(sel.sum()),
+            }
+        )
+    out = {"scale": float("nan"), "scale_err": float("nan"), "model_error": float("nan")}
+    out.update(npix=int(sum(b["npix"] for b in bins)), bins=bins)
+    if not bins:
+        return out
+    x = np.array([b["light"] ** 2 for b in bins])
+    y = np.array([b["scale"] ** 2 for b in bins])
+    sig = np.array([2.0 * b["scale"] * b["scale_err"] for b in bins])
+    sig = np.maximum(sig, 1e-6)
+    design = np.column_stack([np.ones_like(x), x]) / sig[:, None]
+    if len(bins) == 1:
+        s2, e2 = y[0], 0.0
+        s2_err = sig[0]
+    else:
+        (s2, e2), _ = nnls(design, y / sig)
+        try:
+            cov = np.linalg.inv(design.T @ design)
+            s2_err = float(np.sqrt(max(cov[0, 0], 0.0)))
+        except np.linalg.LinAlgError:
+            s2_err = float(sig.min())
+    s = float(np.sqrt(max(s2, 0.0)))
+    out.update(
+        scale=s,
+        scale_err=float(s2_err / (2.0 * max(s, 1e-3))),
+        model_error=float(np.sqrt(max(e2, 0.0))),
+    )
+    return out
+
+
+def band_scales(z, wave, light, min_pixels=DEFAULT_MIN_PIXELS, max_bands=MAX_BANDS, pixel=None):
+    """:func:`noise_and_model_error` in wavelength bands of equal numbers of rows.
 
     Parameters
     ----------
@@ -106,36 +203,52 @@ def band_scales(z, wave, min_pixels=DEFAULT_MIN_PIXELS, max_bands=MAX_BANDS):
         ``(n,)`` normalised residuals (NaN ignored).
     wave : numpy.ndarray
         ``(n,)`` wavelengths, um.
+    light : numpy.ndarray
+        ``(n,)`` source light of each row in units of its noise.
     min_pixels : int
         Rows per band (fewer rows in total: one band, or none below 50).
     max_bands : int
         Largest number of bands.
+    pixel : numpy.ndarray, optional
+        ``(n,)`` detector pixel of each row (for the errors).
 
     Returns
     -------
     astropy.table.Table
         One row per band: ``wave_min``, ``wave_max``, ``wave`` (median, um), ``scale``
-        (dimensionless), ``scale_err`` (1 sigma) and ``npix``.  Empty without 50 rows.
+        (``s``, dimensionless), ``scale_err`` (1 sigma), ``model_error`` (``eps``) and
+        ``npix`` (rows).  Empty without 50 rows or a usable light bin.
     """
     from astropy import units as u
     from astropy.table import Table
 
-    ok = np.isfinite(z) & np.isfinite(wave)
-    z, wave = np.asarray(z, float)[ok], np.asarray(wave, float)[ok]
+    ok = np.isfinite(z) & np.isfinite(wave) & np.isfinite(light)
+    z, wave, light = (np.asarray(a, float)[ok] for a in (z, wave, light))
+    pixel = np.arange(z.size) if pixel is None else np.asarray(pixel)[ok]
     tab = Table(
-        names=("wave_min", "wave_max", "wave", "scale", "scale_err", "npix"),
-        dtype=(float, float, float, float, float, int),
+        names=("wave_min", "wave_max", "wave", "scale", "scale_err", "model_error", "npix"),
+        dtype=(float, float, float, float, float, float, int),
     )
     if z.size < 50:
         return tab
     nband = int(np.clip(z.size // max(int(min_pixels), 1), 1, max_bands))
     order = np.argsort(wave, kind="stable")
     for idx in np.array_split(order, nband):
-        zz, ww = z[idx], wave[idx]
-        s = float(biweight_scale(zz))
-        # biweight efficiency ~0.87 for Gaussian residuals
-        err = s / np.sqrt(2.0 * 0.87 * max(zz.size - 1, 1))
-        tab.add_row((ww.min(), ww.max(), float(np.median(ww)), s, err, zz.size))
+        fit = noise_and_model_error(z[idx], light[idx], pixel[idx])
+        if not np.isfinite(fit["scale"]):
+            continue
+        ww = wave[idx]
+        tab.add_row(
+            (
+                ww.min(),
+                ww.max(),
+                float(np.median(ww)),
+                fit["scale"],
+                fit["scale_err"],
+                fit["model_error"],
+                idx.size,
+            )
+        )
     for c in ("wave_min", "wave_max", "wave"):
         tab[c].unit = u.um
     return tab
@@ -148,27 +261,30 @@ class NoiseScale:
     ----------
     bands : astropy.table.Table
         :func:`band_scales` output.
-    pooled : float
-        Scale of all the rows together (NaN if not measured).
-    npix : int
-        Number of rows used.
+    pooled : dict
+        :func:`noise_and_model_error` of all the rows together.
     per_exposure : dict
         ``{exposure index: scale}`` (pooled over wavelength).
-    model_fraction : float
-        The model-to-noise limit of the rows used.
 
     Attributes
     ----------
-    bands, pooled, npix, per_exposure, model_fraction
+    bands, per_exposure
         As given.
+    pooled : float
+        Scale of all the rows together (NaN if not measured).
+    pooled_err, model_error : float
+        Its error and the model's fractional error of the pooled fit.
+    npix : int
+        Rows used.
     """
 
-    def __init__(self, bands, pooled, npix, per_exposure, model_fraction):
+    def __init__(self, bands, pooled, per_exposure):
         self.bands = bands
-        self.pooled = float(pooled)
-        self.npix = int(npix)
+        self.pooled = float(pooled["scale"])
+        self.pooled_err = float(pooled["scale_err"])
+        self.model_error = float(pooled["model_error"])
+        self.npix = int(pooled["npix"])
         self.per_exposure = dict(per_exposure)
-        self.model_fraction = float(model_fraction)
 
     @property
     def measured(self):
@@ -213,16 +329,22 @@ class NoiseScale:
 
     def as_dict(self):
         """Summary for ``meta`` and provenance (plain Python types)."""
+
+        def r4(v):
+            return round(float(v), 4) if np.isfinite(v) else None
+
         return {
-            "scale": round(self.pooled, 4) if np.isfinite(self.pooled) else None,
+            "scale": r4(self.pooled),
+            "scale_err": r4(self.pooled_err),
+            "model_error": r4(self.model_error),
             "n_pixels": self.npix,
-            "model_fraction": self.model_fraction,
             "bands": [
                 {
                     "wave_min": round(float(r["wave_min"]), 4),
                     "wave_max": round(float(r["wave_max"]), 4),
                     "scale": round(float(r["scale"]), 4),
                     "scale_err": round(float(r["scale_err"]), 4),
+                    "model_error": round(float(r["model_error"]), 4),
                     "npix": int(r["npix"]),
                 }
                 for r in self.bands
@@ -231,21 +353,15 @@ class NoiseScale:
         }
 
 
-def measure_noise_scale(
-    pixtab,
-    model_fraction=DEFAULT_MODEL_FRACTION,
-    min_pixels=DEFAULT_MIN_PIXELS,
-    max_bands=MAX_BANDS,
-):
+def measure_noise_scale(pixtab, min_pixels=DEFAULT_MIN_PIXELS, max_bands=MAX_BANDS):
     """Noise of a pixel table relative to its propagated variances (see the module notes).
 
     Parameters
     ----------
     pixtab : astropy.table.Table
-        Pixel table with ``flux``, ``var``, ``wave``, ``exposure_index``, ``xslit`` and
-        ``path_profile`` (or ``profile``).
-    model_fraction : float
-        Rows whose fitted model exceeds this fraction of their sigma are left out.
+        Pixel table with ``flux``, ``var``, ``wave``, ``exposure_index``, ``xslit``,
+        ``pixel_index`` and ``path_profile`` (or ``profile``); ``path_profile_abs`` if
+        present.
     min_pixels : int
         Rows per wavelength band.
     max_bands : int
@@ -263,15 +379,29 @@ def measure_noise_scale(
     exp_idx = np.asarray(pixtab["exposure_index"], np.int64)
     col = np.rint(np.asarray(pixtab["xslit"], float)).astype(np.int64)
     key = exp_idx * (int(col.max()) + 1 if col.size else 1) + col
-    z, fitted = model_residuals(flux, var, model, key)
-    with np.errstate(invalid="ignore"):
-        faint = np.abs(fitted) < model_fraction * np.sqrt(var)
-    use = faint & np.isfinite(z)
-    bands = band_scales(z[use], wave[use], min_pixels=min_pixels, max_bands=max_bands)
-    pooled = float(biweight_scale(z[use])) if use.sum() >= 50 else float("nan")
+    z, fitted, amp = model_residuals(flux, var, model, key)
+    total = (
+        np.asarray(pixtab["path_profile_abs"], float)
+        if "path_profile_abs" in pixtab.colnames
+        else np.abs(model)
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        light = np.abs(amp) * total / np.sqrt(var)
+    pix = np.asarray(pixtab["pixel_index"]) if "pixel_index" in pixtab.colnames else None
+    use = np.isfinite(z) & np.isfinite(light)
+    bands = band_scales(
+        z[use],
+        wave[use],
+        light[use],
+        min_pixels=min_pixels,
+        max_bands=max_bands,
+        pixel=None if pix is None else pix[use],
+    )
+    pooled = noise_and_model_error(z[use], light[use], None if pix is None else pix[use])
     per_exp = {}
     for e in np.unique(exp_idx[use]):
         sel = use & (exp_idx == e)
-        if sel.sum() >= 50:
-            per_exp[int(e)] = float(biweight_scale(z[sel]))
-    return NoiseScale(bands, pooled, int(use.sum()), per_exp, model_fraction)
+        fit = noise_and_model_error(z[sel], light[sel], None if pix is None else pix[sel])
+        if np.isfinite(fit["scale"]):
+            per_exp[int(e)] = fit["scale"]
+    return NoiseScale(bands, pooled, per_exp)

@@ -1052,36 +1052,34 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             self.meta["weight_type"], self.var, self.var_rnoise, self.exptime, self.bar
         )
 
-    def measure_noise_scale(self, model_fraction=1.0, min_pixels=1500):
+    def measure_noise_scale(self, min_pixels=1500):
         """Measure how the noise compares with the propagated variances.
 
         :func:`slitcombine.noise.measure_noise_scale` of the pixel table
         (:meth:`get_flat_diff_arrays` with the current traces, width and
-        :attr:`source_type`): the spread of the residuals of the fitted source model
-        over the pixels where that model is fainter than ``model_fraction`` times the
-        noise (the sky between the traces, the wings, all of a faint source), per
-        wavelength band.
+        :attr:`source_type`): the spread of the residuals of the fitted source model as
+        a function of the source light in each pixel, split into the noise over the
+        propagated sigma and the model's own error, per wavelength band.
 
         Parameters
         ----------
-        model_fraction : float
-            Pixels whose model exceeds this fraction of their sigma are left out.
         min_pixels : int
             Pixels per wavelength band.
 
         Returns
         -------
         dict
-            ``scale`` (the biweight scale of all the residuals used, dimensionless; None
-            without 50 of them), ``n_pixels``, ``bands`` (``wave_min``, ``wave_max``
-            [um], ``scale``, ``scale_err``, ``npix`` per band), ``per_exposure``
-            (``{exposure index: scale}``) and ``model_fraction``.  Also stored in
+            ``scale`` (noise / propagated sigma, all pixels together, dimensionless;
+            None if not measured), ``scale_err``, ``model_error`` (the source model's
+            fractional error), ``n_pixels``, ``bands`` (``wave_min``, ``wave_max``
+            [um], ``scale``, ``scale_err``, ``model_error``, ``npix`` per band) and
+            ``per_exposure`` (``{exposure index: scale}``).  Also stored in
             ``meta['noise_scale']``.
         """
         from . import noise
 
         tab = self.get_flat_diff_arrays(with_pathloss=False)
-        out = noise.measure_noise_scale(tab, model_fraction, min_pixels).as_dict()
+        out = noise.measure_noise_scale(tab, min_pixels).as_dict()
         self.meta["noise_scale"] = out
         if out["scale"] is not None:
             log.info(
