@@ -32,7 +32,7 @@ MSAEXP_PYTHON_ENV = "SLITCOMBINE_MSAEXP_PYTHON"
 
 CEERS_DIR = "data/ceers-prism-1345_933"
 CEERS_PATTERN = "jw01345062001_03101_0000?_nrs2_phot.138.1345_933.fits"
-SUBCOMMANDS = ("slitgroup", "fit_all_traces", "extract", "read_spectrum")
+SUBCOMMANDS = ("slitgroup", "fit_all_traces", "extract", "read_spectrum", "data_dir")
 
 
 class PeerError(RuntimeError):
@@ -102,7 +102,8 @@ def run_peer(
     python
         The msaexp virtual environment's python; ``None`` means :func:`default_msaexp_python`.
     subcommand
-        ``"slitgroup"``, ``"fit_all_traces"`` or ``"extract"``.
+        ``"slitgroup"``, ``"fit_all_traces"``, ``"extract"``, ``"read_spectrum"`` or
+        ``"data_dir"``.
     args
         Further command-line arguments (input files first, then options).
     timeout

@@ -23,9 +23,18 @@ Subcommands
     repeat (construction timed separately, not included).  ``--preset default``: SlitGroup
     and fit_all_traces defaults (N=3, pixel-integrated Gaussian profile).  ``--preset
     extract``: the arguments ``extract_spectra`` uses (N=4, lookup-table PRF, degree 0).
-``extract FILES... [--outdir D] [--target T] [--root R] [--kwargs JSON] [--repeat R]``
+``extract FILES... [--outdir D] [--target T] [--root R] [--kwargs JSON] [--repeat R]
+[--arrays] [--traces]``
     Time ``msaexp.slit_combine.extract_spectra(...)`` end to end (it writes into D) and
-    report SPEC1D values near [OIII] 5008 (2.62 um) and H-alpha (3.43 um).
+    report SPEC1D values near [OIII] 5008 (2.62 um) and H-alpha (3.43 um).  ``--arrays``
+    adds every SPEC1D column as a list (``spec1d["arrays"]``); ``--traces`` runs with
+    ``get_xobj=True`` and adds, per group and exposure, the trace row of every detector
+    column, the wavelength there and the bar-shadow array that divides the data at that
+    row (``traces``; see :func:`_trace_report`).
+``data_dir``
+    Where the msaexp package keeps its data files (``msaexp_data_dir``) and the path of
+    the PRISM/MSA lookup-table PSF that ``extract_spectra`` loads (``lookup_prf_file``),
+    found without importing msaexp.  No input files.
 ``read_spectrum FILES...``
     Read 1D spectrum files (e.g. slitcombine's ``{name}.spec.fits``) with msaexp's own
     readers, ``msaexp.spectrum.SpectrumSampler`` and ``msaexp.spectrum.read_spectrum``,
@@ -507,6 +516,53 @@ def _line_report(tab, center, half_width=LINE_HALF_WIDTH):
     return out
 
 
+def _trace_report(obj):
+    """Where msaexp put the source: per exposure, the row of ``yslit = 0`` in every column.
+
+    ``ypix - yslit`` is the trace row (msaexp's ``update_trace_from_coeffs``: ``yslit =
+    ypix - base(x) - offset(x)``), the same in every row of a column.  ``wave`` is the
+    wavelength of the pixel nearest the trace, ``bar`` the bar-shadow array
+    (``obj.bar``: the pipeline's BARSHADOW with ``undo_barshadow=False``) interpolated
+    linearly in rows at the trace; ``phot_corr`` (the factor that multiplied the pipeline
+    SCI, e.g. ``PIXAR_SR * 1e12 * PATHLOSS_UN``) likewise.  NaN where undefined.
+    """
+    import numpy as np
+
+    ny, nx = obj.sh
+    rows = np.arange(ny, dtype=float)
+    out = []
+    for i in range(obj.N):
+        trace = np.nanmedian((obj.ypix[i] - obj.yslit[i]).reshape(ny, nx), axis=0)
+        wave2 = np.asarray(obj.wave[i], float).reshape(ny, nx)
+        bar2 = np.asarray(obj.bar[i], float).reshape(ny, nx)
+        phot2 = np.asarray(getattr(obj, "phot_corr", np.full_like(obj.bar, np.nan))[i], float)
+        phot2 = phot2.reshape(ny, nx)
+        near = np.clip(np.round(np.nan_to_num(trace, nan=-1.0)).astype(int), 0, ny - 1)
+        cols = np.arange(nx)
+        wave = np.where(np.isfinite(trace), wave2[near, cols], np.nan)
+        bar = np.full(nx, np.nan)
+        phot = np.full(nx, np.nan)
+        for j in np.flatnonzero(np.isfinite(trace)):
+            for arr, dest in ((bar2, bar), (phot2, phot)):
+                ok = np.isfinite(arr[:, j])
+                if ok.sum() > 1 and rows[ok][0] <= trace[j] <= rows[ok][-1]:
+                    dest[j] = np.interp(trace[j], rows[ok], arr[ok, j])
+        out.append(
+            {
+                "file": Path(obj.files[i]).name,
+                "trace_row": trace,
+                "wave": wave,
+                "bar": bar,
+                "phot_corr": phot,
+                "base_coeffs": np.asarray(obj.base_coeffs[i], float),
+                "trace_coeffs": np.asarray(obj.trace_coeffs[i], float),
+                "source_ypos": float(obj.info["source_ypos"][i]),
+                "source_xpos": float(obj.info["source_xpos"][i]),
+            }
+        )
+    return {"sh": [int(ny), int(nx)], "exposures": out}
+
+
 class _StepTimer:
     """Accumulate wall time spent inside selected msaexp functions during extract_spectra."""
 
@@ -548,6 +604,8 @@ def cmd_extract(args):
     kwargs = {"make_2d_plots": True}
     if args.kwargs:
         kwargs.update(json.loads(args.kwargs))
+    if args.traces:
+        kwargs["get_xobj"] = True
 
     tmp_out = None
     if args.outdir:
@@ -584,6 +642,9 @@ def cmd_extract(args):
             times.append(time.perf_counter() - t0)
             if i == args.repeat - 1:
                 breakdown = timer.report()
+        xobj = None
+        if kwargs.get("get_xobj") and isinstance(hdul, tuple):
+            hdul, xobj = hdul
         if hdul is None:
             raise RuntimeError("extract_spectra returned None (no valid spectra)")
         grating_keys = list(hdul)
@@ -637,6 +698,9 @@ def cmd_extract(args):
             }
             offs = {k: h[k] for k in h if str(k).startswith(("OFFC", "OFFD", "SIGMA"))}
             spec["header_fit"] = offs
+            if args.arrays:
+                spec["arrays"] = {c: np.asarray(tab[c], dtype=float) for c in tab.colnames}
+                spec["units"] = {c: str(tab[c].unit) for c in tab.colnames}
         written = sorted(p.name for p in outdir.iterdir())
     finally:
         os.chdir(cwd)
@@ -644,6 +708,14 @@ def cmd_extract(args):
             shutil.rmtree(tmp_out, ignore_errors=True)
 
     out = _header("extract", files, import_s)
+    if xobj is not None:
+        out["traces"] = {str(k): _trace_report(v["obj"]) for k, v in xobj.items()}
+        # the profile-fit priors extract_spectra used (module globals it sets)
+        out["fit_priors"] = {
+            k: getattr(sc, k, None)
+            for k in ("SIGMA_PRIOR", "PIX_SCALE", "CENTER_PRIOR", "CENTER_WIDTH", "HUBER_ALPHA")
+        }
+    out.update(_data_paths())
     out.update(
         {
             "target": args.target,
@@ -658,6 +730,28 @@ def cmd_extract(args):
             "peak_rss_mb": _peak_rss_mb(),
         }
     )
+    return out
+
+
+def _data_paths():
+    """msaexp's data folder and its merged PRISM/MSA lookup-table PSF (no msaexp import)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("msaexp")
+    if spec is None or spec.origin is None:
+        return {"msaexp_data_dir": None, "lookup_prf_file": None}
+    data = Path(spec.origin).resolve().parent / "data"
+    prf = data / "psf" / "nirspec_merged_s200a1_exp_psf_lookup_001.fits"
+    return {
+        "msaexp_data_dir": str(data),
+        "lookup_prf_file": str(prf) if prf.is_file() else None,
+    }
+
+
+def cmd_data_dir(args):
+    """Paths of msaexp's data files (see :func:`_data_paths`)."""
+    out = _header("data_dir", [], 0.0)
+    out.update(_data_paths())
     return out
 
 
@@ -748,7 +842,19 @@ def _parser():
     sp.add_argument(
         "--kwargs", default=None, help="JSON dict of extra extract_spectra keyword arguments"
     )
+    sp.add_argument(
+        "--arrays", action="store_true", help="report every SPEC1D column as a list"
+    )
+    sp.add_argument(
+        "--traces",
+        action="store_true",
+        help="run with get_xobj=True and report the trace row, wavelength and bar shadow "
+        "at the trace of every exposure",
+    )
     sp.set_defaults(func=cmd_extract)
+
+    sp = sub.add_parser("data_dir", help="where msaexp keeps its data files")
+    sp.set_defaults(func=cmd_data_dir, files=[], repeat=1)
 
     sp = sub.add_parser("read_spectrum", help="read 1D spectrum files with msaexp's readers")
     common(sp, 1)
