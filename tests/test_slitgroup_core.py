@@ -410,3 +410,31 @@ def test_evaluate_steps_with_a_one_output_step():
     wcs = WCS([(a, Scale(2)), (b, None)])
     (out,) = geometry.evaluate_steps(wcs, "a", "b", np.array([1.0, 2.0, 3.0]))
     np.testing.assert_array_equal(out, wcs.get_transform("a", "b")(np.array([1.0, 2.0, 3.0])))
+
+
+def test_msaexp_attributes_and_meta_keys(ceers_files):
+    """var_total, dwave_dx, meta_comment and msaexp's bookkeeping keys (issue 17)."""
+    g = SlitGroup(ceers_files, "attrs", hot_cold_kwargs={})
+    ny, nx = g.sh
+    assert g.var_total.shape == (g.N, ny * nx)
+    np.testing.assert_array_equal(g.var_total, g.var_rnoise + g.var_poisson + g.var_sky)
+    g.var_total = g.var_total * 2.0
+    np.testing.assert_array_equal(g.var, g.var_total)
+    assert g.dwave_dx.shape == (g.N, ny * nx)
+    w = g.wave.reshape(g.N, ny, nx)
+    col = nx // 2
+    expect = 0.5 * (w[0, ny // 2, col + 1] - w[0, ny // 2, col - 1])
+    assert g.dwave_dx.reshape(g.N, ny, nx)[0, ny // 2, col] == pytest.approx(expect)
+    # PRISM: ~0.01 um per column at 3 um
+    assert 0.005 < np.nanmedian(g.dwave_dx) < 0.03
+    for key in ("nhot", "ncold", "percentile_outliers", "removed_pathloss", "own_barshadow"):
+        assert key in g.meta and key in g.meta_comment
+    assert g.meta["removed_pathloss"] == "PATHLOSS_UN"  # CEERS has no SRCTYPE
+    assert (
+        g.meta["percentile_outliers"]
+        == g.meta["steps"]["percentile_outliers"]["n_outliers"]
+        + (g.meta["steps"]["percentile_outliers"]["n_grown"])
+    )
+    hot = g.meta["steps"]["hot_cold"]
+    assert (g.meta["nhot"], g.meta["ncold"]) == (hot["nhot"], hot["ncold"])
+    assert all(isinstance(v, str) and v for v in g.meta_comment.values())

@@ -303,6 +303,7 @@ class ExtractMethods:
             sigma = self.profile_sigma()
         sigma = np.broadcast_to(np.asarray(sigma, float), (self.N,))
         model = self.source_image_model()
+        table = self.profile_prf()  # a LookupPRF table given by the user, or None
         if self.uses_optics():
             imgs, thr = model.images(self.trace_rows(), sigma)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -311,28 +312,37 @@ class ExtractMethods:
             from . import profile
 
             prof = profile.pixel_profile(
-                self.yslit, self.wave, sigma[:, None], lookup_prf=self.profile_prf()
+                self.yslit, self.wave, sigma[:, None], lookup_prf=table
             ).reshape(self.N, ny, nx)
-            thr = np.array([model.window_fraction(s) for s in sigma])
+            if table is None:
+                thr = np.array([model.window_fraction(s) for s in sigma])
         prof = prof.reshape(self.N, ny * nx)
         if self.meta.get("undo_pathloss") == 2:
             return prof, None, "none (already applied)"
         has_ps = all(getattr(s, "pathloss_ps", None) is not None for s in self.slits)
         if pathloss_source == "pipeline" and not has_ps:
             raise ConfigurationError("pathloss_source='pipeline' but a file has no PATHLOSS_PS")
-        thr_pix = np.broadcast_to(thr[:, None, :], (self.N, ny, nx)).reshape(self.N, -1)
-        if pathloss_source == "model" or not has_ps:
-            return prof, thr_pix, "model"
-        point = model.throughput(
-            self.catalogue_rows(), 0.0, transmission=model.planned_transmission
-        )
+        if table is not None and not self.uses_optics():
+            # the table's own throughput at the catalogue position (its loss across the
+            # slit), and of a point source there for the pipeline's normalisation
+            thr_pix = self.slit_throughput(sigma, "model")[0]
+            if pathloss_source == "model" or not has_ps:
+                return prof, thr_pix, "model"
+            point_pix = self.slit_throughput(np.zeros(self.N), "model")[0]
+        else:
+            thr_pix = np.broadcast_to(thr[:, None, :], (self.N, ny, nx)).reshape(self.N, -1)
+            if pathloss_source == "model" or not has_ps:
+                return prof, thr_pix, "model"
+            point = model.throughput(
+                self.catalogue_rows(), 0.0, transmission=model.planned_transmission
+            )
+            point_pix = np.broadcast_to(point[:, None, :], (self.N, ny, nx)).reshape(self.N, -1)
         ps = np.stack(
             [
                 np.asarray(s.pathloss_ps, float)[sl].ravel()
                 for s, sl in zip(self.slits, self.slices, strict=True)
             ]
         )
-        point_pix = np.broadcast_to(point[:, None, :], (self.N, ny, nx)).reshape(self.N, -1)
         with np.errstate(invalid="ignore", divide="ignore"):
             scaled = np.where(point_pix > 0, ps * thr_pix / point_pix, np.nan)
         return prof, scaled, "pipeline"

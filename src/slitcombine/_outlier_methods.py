@@ -314,6 +314,8 @@ class OutlierMethods:
             flag = np.where(bad & (flag == 0), 2, flag)
         n_new = self._reject_pixels(self._broadcast_pixels(bad), Reject.HOT_COLD)
         self._record(step, n_rejected=n_new, dilate=n_dil, **info)
+        self.meta["nhot"] = int(info["nhot"])
+        self.meta["ncold"] = int(info["ncold"])
         log.info("%s: hot/cold pixels: %d cold, %d hot", self.name, info["ncold"], info["nhot"])
         return info["ncold"], info["nhot"], flag
 
@@ -405,6 +407,9 @@ class OutlierMethods:
         flags = flags | (grown & ~seeds)
         n_new = self._reject_pixels(flags, Reject.PERCENTILE) if update else 0
         if update:
+            self.meta["percentile_outliers"] = self.meta.get("percentile_outliers", 0) + int(
+                flags.sum()
+            )
             self._record(
                 step,
                 threshold=round(thr, 3),

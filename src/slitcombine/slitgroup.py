@@ -73,6 +73,63 @@ _ON = MappingProxyType({})
 _EXTENDED_CALIBRATION_DEFAULT = MappingProxyType({"threshold": 0.01})
 
 
+#: One-line description of each ``SlitGroup.meta`` key (msaexp's ``meta_comment``): the
+#: header comments of the product's cards.  Copied into every group's ``meta_comment``.
+META_COMMENTS = {
+    "version": "slitcombine version",
+    "name": "Label of the group",
+    "position_key": "Method for determining offset groups",
+    "diffs": "Calculated with exposure differences",
+    "grating_diffs": "Diffs forced for gratings",
+    "stuck_threshold": "Stuck-closed shutter threshold",
+    "hot_cold_kwargs": "Options of the hot/cold pixel step",
+    "bad_shutter_names": "Shutters masked as bad (pitches from the source shutter)",
+    "dilate_failed_open": "Dilate the failed-open mask",
+    "num_shutters": "Number of shutters used for the bar-shadow model",
+    "undo_barshadow": "Bar shadow update behaviour",
+    "min_bar": "Minimum allowed bar-shadow value",
+    "bar_corr_mode": "Bar-shadow correction type",
+    "fix_prism_norm": "Apply the PRISM slit renormalisation",
+    "extended_calibration_kwargs": "Options of the extended-range calibration",
+    "with_sflat_correction": "Field-dependent s-flat correction",
+    "with_extra_dq": "Extra DQ pixel mask",
+    "slit_hotpix_kwargs": "Options of the slit hot-pixel step",
+    "sky_file": "Filename of a global sky background table",
+    "set_background_spectra_kwargs": "Options of the background-spectra step",
+    "global_sky_df": "Degrees of freedom of the fit with the global sky",
+    "estimate_sky_kwargs": "Options of the sky fit",
+    "flag_profile_kwargs": "Options of the profile outlier step",
+    "do_multiple_mask": "Mask pixels bad in most exposures",
+    "flag_trace_kwargs": "Options of the trace outlier step",
+    "flag_2d_kwargs": "Options of the 2D outlier step",
+    "flag_percentile_kwargs": "Options of the percentile outlier step",
+    "undo_pathloss": "Remove pipeline pathloss correction",
+    "trace_with_xpos": "Trace includes x offset in shutter",
+    "trace_with_ypos": "Trace includes y offset in shutter",
+    "trace_from_yoffset": "Trace derived from y offsets",
+    "with_fs_offset": "Extra fixed slit offset",
+    "fit_shutter_offset_kwargs": "Options of the shutter-offset fit",
+    "shutter_offset": "Global offset to fixed shutter coordinate, pixels",
+    "nod_offset": "Nod offset size, pixels",
+    "pad_border": "Border padding, pixels",
+    "weight_type": "Weighting scheme for 2D combination",
+    "reference_exposure": "Reference exposure argument",
+    "has_lookup_prf": "A point-response model was given",
+    "has_sky_arrays": "Sky arrays specified",
+    "nhot": "Number of flagged hot pixels",
+    "ncold": "Number of flagged cold pixels",
+    "percentile_outliers": "Masked pixels from flag_percentile_outliers",
+    "removed_pathloss": "Pipeline pathloss correction removed",
+    "own_barshadow": "Internal bar shadow correction applied",
+    "wrapped_barshadow": "Bar shadow was wrapped for central shutter",
+    "bar_correction": "Bar-shadow model used",
+    "slit_pixel_scale": "Pixel scale along the slitlet, arcsec",
+    "slit_shutter_scale": "Scale of shutter coordinates per pixel",
+    "noise_scale": "Measured noise / propagated sigma",
+    "steps": "What every step did",
+}
+
+
 class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     """Container for the exposures (nods) of one source in one slitlet and grating.
 
@@ -181,6 +238,11 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     bar : numpy.ndarray
         Bar-shadow throughput that divides ``sci``: the pipeline's (1 where absent), or
         the group's own model with ``undo_barshadow=2``.
+    meta_comment : dict
+        One-line description of each ``meta`` key (:data:`META_COMMENTS`).
+    var_total, dwave_dx : numpy.ndarray
+        msaexp's total variance (uJy^2) and wavelength step per column (um/px), see
+        the properties.
     source_type : {'compact', 'extended', None}
         How the source is measured by the trace fit, :meth:`get_flat_diff_arrays`
         and the figures (see :meth:`_source_view`; :meth:`make_diff_image` keeps
@@ -327,8 +389,16 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             "reference_exposure": reference_exposure,
             "has_lookup_prf": lookup_prf is not None,
             "has_sky_arrays": self.sky_arrays is not None,
+            # msaexp's bookkeeping keys, filled by the steps
+            "nhot": 0,
+            "ncold": 0,
+            "percentile_outliers": 0,
+            "removed_pathloss": None,
+            "own_barshadow": False,
+            "wrapped_barshadow": False,
             "steps": {},
         }
+        self.meta_comment = dict(META_COMMENTS)
         if with_fs_offset:
             log.warning(
                 "%s: with_fs_offset is ignored: fixed-slit traces are placed at the "
@@ -470,6 +540,31 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     def exptime(self):
         """Exposure time of each exposure, s (``meta.exposure.exposure_time``)."""
         return np.array(self.info["exptime"], dtype=float)
+
+    @property
+    def var_total(self):
+        """Total variance of each pixel, uJy^2, ``(N, ny*nx)``: msaexp's name for :attr:`var`.
+
+        ``var_rnoise + var_poisson + var_sky`` (the pipeline's ``VAR_FLAT`` is not used,
+        as in msaexp's default), with the corrections and the noise scaling applied to
+        all of them.  Setting it sets :attr:`var`.
+        """
+        return self.var
+
+    @var_total.setter
+    def var_total(self, value):
+        self.var = np.asarray(value, float)
+
+    @property
+    def dwave_dx(self):
+        """Wavelength step per detector column at every pixel, um / pixel, ``(N, ny*nx)``.
+
+        ``numpy.gradient`` of :attr:`wave` along the columns of each exposure (NaN
+        where the wavelength is undefined).
+        """
+        ny, nx = self.sh
+        with np.errstate(invalid="ignore"):
+            return np.gradient(self.wave.reshape(self.N, ny, nx), axis=2).reshape(self.N, -1)
 
     @property
     def IS_FIXED_SLIT(self):
@@ -800,6 +895,8 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.xslit = np.broadcast_to(xx.ravel().astype(float), flat).copy()
         self.ypix = np.broadcast_to(yy.ravel().astype(float), flat).copy()
         self.meta["pathloss_undone"] = pathloss_used
+        used = sorted(set(pathloss_used) - {"none"})
+        self.meta["removed_pathloss"] = (used[0] if len(used) == 1 else used) if used else None
         self._step(
             "pathloss_undo",
             "COMPLETE" if any(p != "none" for p in pathloss_used) else "SKIPPED",
