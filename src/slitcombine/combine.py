@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Extraction options of :func:`combine` and their defaults.
 #:
-#: * ``wave_sample`` - output wavelength points per native detector column (msaexp 1.05);
+#: * ``wave_sample`` - output wavelength points per native detector column (1: one bin
+#:   per column; msaexp uses 1.05, whose bins then share pixels);
 #: * ``wave_grid`` - explicit output wavelength grid (um), overrides ``wave_sample``;
 #: * ``wave_range`` - (min, max) um limits of the automatic grid;
 #: * ``ny``, ``step`` - 2D grid of ``2 ny + 1`` rows of ``step`` pixels around the trace;
@@ -628,6 +629,7 @@ def combine_group(group, **params):
             "profile": np.asarray(pixtab["profile"], float),
             "sky": np.asarray(pixtab["sky"], float) / pl,
         },
+        dwave=np.asarray(pixtab["dwave_dx"], float) if "dwave_dx" in pixtab.colnames else None,
     )
     with np.errstate(invalid="ignore"):
         corr = drz["corr_y"][np.isfinite(drz["corr_y"]) & (drz["npix"][1:] > 0)]

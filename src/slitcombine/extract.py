@@ -74,6 +74,7 @@ __all__ = [
     "DEFAULT_BOXCAR_HALFWIDTH",
     "PIXEL_TABLE_UNITS",
     "build_pixel_table",
+    "bin_footprints",
     "extract_1d",
     "collapsed_profile",
 ]
@@ -278,6 +279,75 @@ def build_pixel_table(
     return tab
 
 
+def bin_footprints(wave, dwave, edges, max_span=8):
+    """The wavelength bins each pixel falls in, and which fraction of it.
+
+    A pixel is assigned whole to the bin of its wavelength when the bins are at least as
+    wide as the detector columns (the default grid: one bin per column); when some bin
+    is narrower than the local column width ``|dwave|``, every pixel is spread over the
+    bins its footprint ``wave +- |dwave|/2`` overlaps, in proportion to the overlap, so
+    that no bin of a grid finer than the pixels is left empty (neighbouring bins then
+    share pixels).
+
+    Parameters
+    ----------
+    wave : numpy.ndarray
+        ``(n,)`` pixel wavelengths, um.
+    dwave : numpy.ndarray or None
+        ``(n,)`` wavelength step per column at each pixel, um (None: whole pixels).
+    edges : numpy.ndarray
+        Bin edges, um (increasing).
+    max_span : int
+        Most bins one pixel may be spread over.
+
+    Returns
+    -------
+    rows : numpy.ndarray
+        Row index of each (pixel, bin) entry.
+    ibin : numpy.ndarray
+        Bin index of each entry.
+    frac : numpy.ndarray
+        Fraction of the pixel in that bin (1 for whole pixels); fractions of a pixel
+        partly off the grid sum to less than 1.
+    """
+    wave = np.asarray(wave, float)
+    ib = bin_index(wave, edges)
+    whole = np.flatnonzero(ib >= 0)
+    if dwave is None:
+        return whole, ib[whole], np.ones(whole.size)
+    dw = np.abs(np.asarray(dwave, float))
+    width = np.diff(edges)
+    local = np.where(ib >= 0, width[np.clip(ib, 0, width.size - 1)], np.inf)
+    finite = np.isfinite(dw) & (dw > 0)
+    if not np.any(finite & (local < 0.999 * np.where(finite, dw, 0.0))):
+        return whole, ib[whole], np.ones(whole.size)
+    dw = np.where(finite, dw, 0.0)
+    lo, hi = wave - 0.5 * dw, wave + 0.5 * dw
+    first = np.searchsorted(edges, lo, side="right") - 1
+    rows_all, bins_all, frac_all = [], [], []
+    ok = np.isfinite(wave)
+    for k in range(int(max_span)):
+        b = first + k
+        valid = ok & (b >= 0) & (b < width.size)
+        if not valid.any():
+            if np.all(~ok | (b >= width.size)):
+                break
+            continue
+        bb = np.clip(b, 0, width.size - 1)
+        overlap = np.minimum(hi, edges[bb + 1]) - np.maximum(lo, edges[bb])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = np.where(dw > 0, overlap / np.where(dw > 0, dw, 1.0), (b == ib).astype(float))
+        use = valid & (f > 1e-9)
+        rows_all.append(np.flatnonzero(use))
+        bins_all.append(b[use])
+        frac_all.append(np.minimum(f[use], 1.0))
+    if not rows_all:
+        return whole, ib[whole], np.ones(whole.size)
+    rows = np.concatenate(rows_all)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], np.concatenate(bins_all)[order], np.concatenate(frac_all)[order]
+
+
 def _dense_variance(tab, n_exp, npix):
     """``(N, npix)`` exposure variances recovered from the ``var_pos`` column (NaN if absent)."""
     dense = np.full((n_exp, npix), np.nan)
@@ -374,35 +444,35 @@ def extract_1d(
     nbin = wave_grid.size
     edges = bin_edges(wave_grid)
     wave = _col(tab, "wave")
-    ibin_all = bin_index(wave, edges)
     d = _col(tab, "flux")
     w = _col(tab, "weight")
     m0 = _col(tab, "profile")
     mpl = _col(tab, "path_profile", m0)
-    y = _col(tab, "yslit")
-    ok = (ibin_all >= 0) & np.isfinite(d) & np.isfinite(w) & np.isfinite(m0) & np.isfinite(mpl)
-    if not ok.any():
+    finite = np.isfinite(d) & np.isfinite(w) & np.isfinite(m0) & np.isfinite(mpl)
+    rows, ibin, frac = bin_footprints(wave, _col(tab, "dwave_dx"), edges)
+    keep = finite[rows]
+    rows, ibin, frac = rows[keep], ibin[keep], frac[keep]
+    if rows.size == 0:
         raise SlitCombineError(
             f"no pixel of the table falls on the wavelength grid "
             f"({wave_grid[0]:.4f}-{wave_grid[-1]:.4f} um; data "
             f"{np.nanmin(wave):.4f}-{np.nanmax(wave):.4f} um)"
         )
-    rows = np.flatnonzero(ok)
-    ibin = ibin_all[rows]
-    d, w, m0, mpl, y = d[rows], w[rows], m0[rows], mpl[rows], y[rows]
+    d, w, m0, mpl = d[rows], w[rows], m0[rows], mpl[rows]
+    y = _col(tab, "yslit")[rows]
     sky = _col(tab, "sky", np.zeros(len(tab)))[rows]
     var = _col(tab, "var")[rows]
     norm = _col(tab, "normalization", np.ones(len(tab)))[rows]
     terms = _Terms(tab, rows, ibin, exposure_variance)
 
     def bsum(values):
-        return np.bincount(ibin, values, minlength=nbin)
+        return np.bincount(ibin, frac * values, minlength=nbin)
 
     def estimate(uw):
         num = bsum(uw * d)
         den_pl = bsum(uw * mpl)
         den0 = bsum(uw * m0)
-        vnum = terms.numerator_variance(uw, nbin)
+        vnum = terms.numerator_variance(frac * uw, nbin)
         with np.errstate(invalid="ignore", divide="ignore"):
             flux = num / den_pl
             err = np.sqrt(vnum) / np.abs(den_pl)

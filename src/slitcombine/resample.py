@@ -47,7 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Output wavelength sampling relative to the native one (>1 = finer), as msaexp.
-DEFAULT_WAVE_SAMPLE = 1.05
+DEFAULT_WAVE_SAMPLE = 1.0
 #: Half-size of the cross-dispersion grid: ``2 * ny + 1`` rows centred on the trace.
 DEFAULT_NY = 13
 #: Sub-samples of each input pixel in the cross-dispersion direction.
@@ -103,8 +103,10 @@ def wavelength_grid(wave, mask=None, wave_sample=DEFAULT_WAVE_SAMPLE, wave_range
 
     The native sampling is the wavelength step between detector columns along the
     trace (:func:`native_dispersion`); the grid has ``wave_sample`` points per native
-    pixel (``wave_sample=1.05``: bins 5% narrower than a detector column, as msaexp's
-    default), so it follows the strongly non-linear PRISM dispersion.
+    pixel (the default 1: one bin per column, so every bin holds pixels and neighbouring
+    bins share none; msaexp's 1.05 makes bins 5% narrower than a column, whose pixels
+    are then shared between bins, :func:`slitcombine.extract.bin_footprints`), so it
+    follows the strongly non-linear PRISM dispersion.
 
     Parameters
     ----------
@@ -235,6 +237,7 @@ def pseudo_drizzle(
     oversample=DEFAULT_OVERSAMPLE,
     pixfrac=DEFAULT_PIXFRAC,
     extra=None,
+    dwave=None,
 ):
     """Resample a pixel table onto a rectified (wavelength, yslit) grid.
 
@@ -256,6 +259,11 @@ def pseudo_drizzle(
     extra : dict of str -> numpy.ndarray, optional
         Further ``(n,)`` quantities resampled with the same weights (e.g. the profile
         model and the sky); their weighted means are returned under the same keys.
+    dwave : numpy.ndarray, optional
+        ``(n,)`` wavelength step per detector column at each pixel, um: with a grid finer
+        than the columns each pixel is spread over the wavelength bins it overlaps
+        (:func:`slitcombine.extract.bin_footprints`), so that no column of the image is
+        empty.  None: each pixel in the bin of its wavelength.
 
     Returns
     -------
@@ -273,17 +281,21 @@ def pseudo_drizzle(
     d = np.asarray(values, float)
     v = np.asarray(variances, float)
     w = np.asarray(weights, float)
+    from .extract import bin_footprints
+
     edges_w = bin_edges(wave_grid)
     ycen, yedges = cross_dispersion_grid(ny, step)
     nw, nyo = len(wave_grid), len(ycen)
-    ix = bin_index(wave, edges_w)
-    ok = (ix >= 0) & np.isfinite(yslit) & np.isfinite(d) & np.isfinite(v) & (w > 0)
+    ok = np.isfinite(yslit) & np.isfinite(d) & np.isfinite(v) & (w > 0)
     ok &= np.isfinite(w)
     extra = {} if extra is None else {k: np.asarray(a, float) for k, a in extra.items()}
     for a in extra.values():
         ok &= np.isfinite(a)
-    ix, y, d, v, w = ix[ok], yslit[ok], d[ok], v[ok], w[ok]
-    ex = {k: a[ok] for k, a in extra.items()}
+    rows, ix, fw = bin_footprints(wave, dwave, edges_w)
+    keep = ok[rows]
+    rows, ix, fw = rows[keep], ix[keep], fw[keep]
+    y, d, v, w = yslit[rows], d[rows], v[rows], w[rows] * fw
+    ex = {k: a[rows] for k, a in extra.items()}
     first, frac = _row_fractions(y, yedges, oversample, pixfrac)
 
     size = nyo * nw
