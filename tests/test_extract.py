@@ -415,7 +415,7 @@ def test_given_width_still_fits_the_trace(tmp_path_factory):
 
     sim = _simulate(tmp_path_factory, "width", noise=False, source_ypos=0.15, nx=150, seed=3)
     result = combine(sim.files, profile_sigma=np.int64(1) * 0.3)
-    assert result.params["trace_fit_status"] == "fitted, width fixed"
+    assert result.params["trace_fit_status"].startswith("fitted, width fixed, offset degree")
     np.testing.assert_allclose(result.sigma, 0.3)
     assert np.any(result.group.trace_coeffs != 0)
     ratio = _accuracy(result, sim.truth)[0]
@@ -432,8 +432,10 @@ def test_given_width_still_fits_the_trace(tmp_path_factory):
 def test_ceers_lines_stand_out(ceers_files):
     """[OIII] 5008 (2.62 um) and H-alpha (3.43 um) of CEERS 1345_933.
 
-    Measured peak S/N (default options, this version): [OIII] 56.4 at 2.631 um,
-    H-alpha 40.3 at 3.437 um; msaexp 0.9.19 records 52.7 and 35.8 (benchmarks/results).
+    Measured peak S/N (default options, this version: errors scaled by the measured noise,
+    ~1.24x the pipeline's): [OIII] 48.3 at 2.619 um, H-alpha 34.2 at 3.439 um; with the
+    pipeline's variances 56-60 and 40-42; msaexp 0.9.19 records 52.7 and 35.8
+    (benchmarks/results).
     """
     result = combine(ceers_files, name="ceers")
     spec = result.spec

@@ -404,9 +404,16 @@ class TraceMethods:
         if all(n not in ("sigma", "c0") for n in hit):
             # only curvature/slope terms: typically poorly constrained by the data
             # (on CEERS c2 runs to any bound for a chi2 gain of a few)
-            hint = "a lower degree (the data may not constrain them) or wider trace_bounds"
+            lower = max(int(fit["degree"]) - 1, 0)
+            hint = (
+                f"a lower degree, the data may not constrain them (trace_kwargs="
+                f"{{'degree': {lower}}}; command line --set trace.degree={lower})"
+            )
         else:
-            hint = "wider bounds if the source is really there"
+            hint = (
+                "wider bounds if the source is really there (trace_kwargs={'widen_bounds': "
+                "True}; command line --set trace.widen_bounds=true)"
+            )
         log.warning(
             "%s: position %s: %s at the fit bounds (sigma_bounds=%s px x 10, "
             "trace_bounds=%s px); try %s",

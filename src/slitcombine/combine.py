@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 #: * ``fit_traces`` - run ``SlitGroup.fit_all_traces`` (if available) before extracting;
 #: * ``trace_kwargs`` - keywords of ``fit_all_traces`` (``widen_bounds`` defaults to True
 #:   here unless ``sigma_bounds`` or ``trace_bounds`` are given: a fit stopped at the
-#:   width or offset bound is refitted with wider bounds);
+#:   width or offset bound is refitted with wider bounds; without ``degree`` or ``x0``
+#:   the offset polynomial's degree follows the trace S/N, :data:`DEGREE_SN`);
 #: * ``profile_sigma`` - intrinsic width (px) to use instead of the trace fit's;
 #: * ``include_pixtab`` - also write the pixel table (PIXTAB extension);
 #: * ``rescale_variance`` - multiply every variance by the square of the measured noise
@@ -486,6 +487,15 @@ def _fit_traces(group, p):
             # gives are kept
             if not {"sigma_bounds", "trace_bounds"} & set(trace_kw):
                 trace_kw.setdefault("widen_bounds", True)
+            auto_degree = None
+            if "degree" not in trace_kw and "x0" not in trace_kw:
+                # the offset polynomial the data can constrain: a curvature needs a
+                # bright source (on CEERS it runs to its bound for a chi2 gain of a few)
+                try:
+                    sn_value, auto_degree = _degree_from_sn(group)
+                    trace_kw["degree"] = auto_degree
+                except FitError as exc:
+                    log.info("%s: no S/N for the trace degree (%s): degree 2", group.name, exc)
             if p["profile_sigma"] is not None:
                 # the given width is held fixed; the trace offsets are still fitted
                 from ._trace_methods import SIGMA_UNIT
@@ -494,6 +504,8 @@ def _fit_traces(group, p):
             try:
                 fits = group.fit_all_traces(**trace_kw)
                 trace_status = "fitted" if p["profile_sigma"] is None else "fitted, width fixed"
+                if auto_degree is not None:
+                    trace_status += f", offset degree {auto_degree} (trace S/N {sn_value:.1f})"
                 widened = sorted({w for f in fits.values() for w in f.get("widened_bounds", [])})
                 if widened:
                     trace_status += f", bounds widened ({'; '.join(widened)})"
@@ -504,6 +516,17 @@ def _fit_traces(group, p):
             trace_status = "not available in this version; default profile width used"
             log.info("%s: no trace fit available; default profile width", group.name)
     return trace_status
+
+
+#: Trace S/N (80th percentile over columns) -> degree of the trace-offset polynomial
+#: fitted by combine() when none is given: 0 below 5, 1 up to 20, 2 above.
+DEGREE_SN = ([5.0, 5.0001, 20.0, 20.0001], [0, 1, 1, 2])
+
+
+def _degree_from_sn(group):
+    """``(sn_value, degree)`` of :meth:`SlitGroup.fit_params_by_sn` with :data:`DEGREE_SN`."""
+    _, sn_value, _, degree = group.fit_params_by_sn(degree_sn=DEGREE_SN)
+    return sn_value, int(degree)
 
 
 def _classify(group, p):
