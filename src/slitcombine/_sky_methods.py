@@ -8,9 +8,12 @@ They are thin: they read the group's arrays, call the pure functions of
 slitcombine.sky and slitcombine.corrections, and store the results on the group.  ``SlitGroup``
 inherits this class, which holds no state of its own.
 
-Calibration files are looked up in ``$SLITCOMBINE_CALIB_DIR`` (see
-:mod:`slitcombine.corrections` for the names and formats); when none is configured or
-found the step is a logged no-op recorded in ``meta['steps']``.
+Calibration files are looked up in ``$SLITCOMBINE_CALIB_DIR``, then in the table set
+fetched by ``slitcombine calib fetch`` (see :mod:`slitcombine.corrections` for the names,
+msaexp's alternatives and the formats, :mod:`slitcombine.calib` for the fetch); when none
+is found the step is a logged no-op recorded in ``meta['steps']``.  A default step
+skipped because no table of its kind is installed at all is said once per group at
+WARNING, with the fix (:meth:`SkyMethods._warn_missing_tables`).
 """
 
 from __future__ import annotations
@@ -73,6 +76,51 @@ class SkyMethods:
     def _wave_range(self):
         w = self.wave[np.isfinite(self.wave)]
         return (float(w.min()), float(w.max())) if w.size else None
+
+    def _skip_for_table(self, step, kind, names, dirs, log_text):
+        """Record ``step`` as SKIPPED for lack of a table of ``kind``; warn once per group.
+
+        ``missing_table`` in the step's record is True when no calibration folder holds
+        a table of that kind at all (nothing fetched or configured), which a fetch fixes;
+        then :meth:`_warn_missing_tables` says so.  A table set without this one case
+        (a visit without a sky table, as in msaexp) is only logged at INFO.
+        """
+        from .calib import FETCHED_KINDS
+
+        reason = corr.missing_table_reason(names, dirs)
+        absent = kind in FETCHED_KINDS and not corr.calibration_kind_available(kind, dirs)
+        self._step(step, "SKIPPED", reason=reason, looked_for=names, missing_table=absent)
+        log.info("%s: %s: %s", self.name, log_text, reason)
+        if absent:
+            self._warn_missing_tables()
+
+    def _warn_missing_tables(self):
+        """Say once, at WARNING, which default steps lack their calibration tables.
+
+        The first step skipped for lack of a table evaluates the whole plan of the group
+        (:func:`slitcombine.calib.plan_for_group`: the steps done as recorded, the others
+        predicted with the same lookups), so the one message names every table missing.
+        ``meta['missing_tables']`` keeps the list (``'step: name'``); the log record
+        carries it as its ``missing_tables`` attribute (a batch says it once per run).
+        """
+        if "missing_tables" in self.meta:
+            return
+        from .calib import plan_for_group
+
+        rows = [r for r in plan_for_group(self) if r.missing]
+        missing = [f"{r.step}: {' or '.join(r.looked_for) or r.kind}" for r in rows]
+        self.meta["missing_tables"] = missing
+        if missing:
+            log.warning(
+                "%s: default step(s) skipped for lack of calibration tables (%s); msaexp "
+                "applies them, so the fluxes differ from msaexp's.  Fix: run `slitcombine "
+                "calib fetch` (msaexp's published tables into the user cache) or point "
+                "$%s at a folder of tables",
+                self.name,
+                "; ".join(missing),
+                corr.CALIB_DIR_ENV,
+                extra={"missing_tables": missing},
+            )
 
     # ------------------------------------------------------------------ sky spline
     def estimate_sky(
@@ -255,10 +303,13 @@ class SkyMethods:
         ----------
         sky_file : str, path-like or None
             A CSV file (``wave`` um, ``flux`` uJy per pixel); ``None`` or ``"read"``:
-            look up ``{visit}_sky.csv`` in the calibration directories
-            (``$SLITCOMBINE_CALIB_DIR``).  When none is configured or the file is not
-            there, nothing is read: the step is ``SKIPPED`` in ``meta['steps']`` with the
-            reason, and logged.
+            look up ``{visit}_sky.csv`` or msaexp's ``msa_sky/{visit}_sky.csv`` in the
+            calibration directories (``$SLITCOMBINE_CALIB_DIR``, then the fetched
+            tables).  When none is there, nothing is read: the step is ``SKIPPED`` in
+            ``meta['steps']`` with the reason, ``meta['sky_file']`` is ``'N/A'``, and
+            it is logged (at WARNING once per group when no sky table is installed at
+            all).  ``meta['sky_file']`` is the base name of the table read (msaexp's
+            meaning), ``meta['steps']['global_sky']['file']`` its path.
 
         Returns
         -------
@@ -272,18 +323,13 @@ class SkyMethods:
             grating, or does not cover the data's wavelengths.
         """
         if sky_file is None or str(sky_file) == "read":
-            name = f"{self.info['visit'][0]}_sky.csv"
+            visit = str(self.info["visit"][0])
+            names = corr.calibration_table_names("global_sky", visit=visit)
             dirs = corr.calibration_dirs()
-            path = corr.find_calibration_file(name, dirs)
+            path = corr.find_calibration_table("global_sky", dirs, visit=visit)
             if path is None:
-                reason = (
-                    f"no calibration directory configured (${corr.CALIB_DIR_ENV})"
-                    if not dirs
-                    else f"no {name} in {[str(d) for d in dirs]}"
-                )
-                self.meta["sky_file"] = None
-                self._step("global_sky", "SKIPPED", reason=reason, looked_for=name)
-                log.info("%s: no global sky: %s", self.name, reason)
+                self.meta["sky_file"] = "N/A"
+                self._skip_for_table("global_sky", "global_sky", names, dirs, "no global sky")
                 no_sky = self.sky_arrays is None and self.meta.get("estimate_sky_kwargs") is None
                 if not self.meta["diffs"] and no_sky:
                     log.warning(
@@ -300,7 +346,7 @@ class SkyMethods:
             path, grating=self.grating, wave_range=self._wave_range()
         )
         self.sky_arrays = (wave, flux)
-        self.meta["sky_file"] = str(path)
+        self.meta["sky_file"] = path.name  # msaexp's meaning: the table's base name
         self.meta["has_sky_arrays"] = True
         self._step("global_sky", "COMPLETE", file=str(path), rows=int(wave.size))
         log.info("%s: global sky read from %s (%d rows)", self.name, path, wave.size)
@@ -475,6 +521,11 @@ class SkyMethods:
         is set to False and ``meta['bar_correction']`` says which model was used.  Fixed
         slits (no bar shadow) are left alone.  If the own model cannot be fitted (too few
         sky pixels) the pipeline correction is kept and the step says ``FALLBACK``.
+        msaexp's bookkeeping keys: ``meta['own_barshadow']`` is True when the pipeline
+        correction was replaced (by a table or the own model: msaexp's "internal bar
+        shadow correction"), False when it was kept; ``meta['wrapped_barshadow']`` is
+        True when a table was wrapped into the central shutter for a slitlet of more
+        than 3 shutters.
 
         Parameters
         ----------
@@ -508,6 +559,8 @@ class SkyMethods:
         n_shut = int(self.meta["num_shutters"])
         bar_pipe = self.bar.copy()
         has_bar = all(s.barshadow is not None for s in self.slits)
+        self.meta["own_barshadow"] = False
+        self.meta["wrapped_barshadow"] = False
         if self.IS_FIXED_SLIT:
             self.meta["undo_barshadow"] = False
             self.meta["bar_correction"] = "none (fixed slit)"
@@ -618,6 +671,10 @@ class SkyMethods:
                 n_low = self._reject_pixels(bar_new < min_bar, Reject.LOW_BAR)
         self.meta["undo_barshadow"] = False
         self.meta["bar_correction"] = source
+        # msaexp's bookkeeping: a model of ours (table or own fit) replaced the
+        # pipeline's; the table wrapped into the central shutter (> 3 shutters)
+        self.meta["own_barshadow"] = True
+        self.meta["wrapped_barshadow"] = path is not None and wrap is True
         self._step(
             "barshadow",
             "COMPLETE",
@@ -793,20 +850,17 @@ class SkyMethods:
         numpy.ndarray or None
             The correction, or None.
         """
-        name = f"{self.grating.lower()}_slit_renormalize.yaml"
         if self.IS_FIXED_SLIT:
             self._step("normalization", "SKIPPED", reason="fixed slit (MSA correction)")
             return None
+        grating = self.grating.lower()
         dirs = corr.calibration_dirs()
-        path = corr.find_calibration_file(name, dirs)
+        path = corr.find_calibration_table("renormalization", dirs, grating=grating)
         if path is None:
-            reason = (
-                f"no calibration directory configured (${corr.CALIB_DIR_ENV})"
-                if not dirs
-                else f"no {name} in {[str(d) for d in dirs]}"
+            names = corr.calibration_table_names("renormalization", grating=grating)
+            self._skip_for_table(
+                "normalization", "renormalization", names, dirs, "no normalization correction"
             )
-            self._step("normalization", "SKIPPED", reason=reason, looked_for=name)
-            log.info("%s: no normalization correction: %s", self.name, reason)
             return None
         table = corr.read_renormalization(path, grating=self.grating)
         factor = np.empty_like(self.sci)
@@ -846,25 +900,22 @@ class SkyMethods:
             self._step("sflat", "SKIPPED", reason="fixed slit (MSA correction)")
             return None
         dirs = corr.calibration_dirs()
-        pattern = f"sflat_{self.grating.lower()}_q*.fits"
-        if not any(any(Path(d).glob(pattern)) for d in dirs):
-            reason = (
-                f"no calibration directory configured (${corr.CALIB_DIR_ENV})"
-                if not dirs
-                else f"no {pattern} in {[str(d) for d in dirs]}"
-            )
-            self._step("sflat", "SKIPPED", reason=reason)
-            log.info("%s: no s-flat: %s", self.name, reason)
+        grating = self.grating.lower()
+        if not corr.calibration_kind_available("sflat", dirs, grating=grating):
+            names = corr.calibration_table_names("sflat", grating=grating, quadrant="*")
+            self._step("sflat", "SKIPPED", reason=corr.missing_table_reason(names, dirs))
+            log.info("%s: no s-flat: %s", self.name, self.meta["steps"]["sflat"]["reason"])
             return None
         flat = np.empty_like(self.sci)
         used = []
         for j in range(self.N):
             q = self.slits[j].asdf_slit_attribute("quadrant")
-            name = f"sflat_{self.grating.lower()}_q{q}.fits"
-            path = corr.find_calibration_file(name, dirs)
+            path = corr.find_calibration_table("sflat", dirs, grating=grating, quadrant=q)
             if path is None:
-                self._step("sflat", "SKIPPED", reason=f"no {name} in {[str(d) for d in dirs]}")
-                log.info("%s: no s-flat %s", self.name, name)
+                names = corr.calibration_table_names("sflat", grating=grating, quadrant=q)
+                reason = corr.missing_table_reason(names, dirs)
+                self._step("sflat", "SKIPPED", reason=reason, looked_for=names)
+                log.info("%s: no s-flat: %s", self.name, reason)
                 return None
             table = corr.read_sflat(path, grating=self.grating)
             _, x, y = self._slit_position(j, path)
@@ -912,13 +963,18 @@ class SkyMethods:
                 reason="the pipeline flats are not extended-range (R_FFLAT/R_SFLAT/R_DFLAT)",
             )
             return None
-        name = f"sensitivity_{self.grating.lower()}_{self.filter.lower()}.fits"
-        path = corr.find_calibration_file(name)
+        fields = {"grating": self.grating, "filter": self.filter}
+        dirs = corr.calibration_dirs()
+        path = corr.find_calibration_table("sensitivity", dirs, **fields)
         if path is None:
-            self._step(
-                "extended_calibration", "SKIPPED", reason=f"no {name} found", looked_for=name
+            names = corr.calibration_table_names("sensitivity", **fields)
+            self._skip_for_table(
+                "extended_calibration",
+                "sensitivity",
+                names,
+                dirs,
+                "no extended-range sensitivity",
             )
-            log.info("%s: no extended-range sensitivity %s", self.name, name)
             return None
         det = str(self.info["detector"][0])
         wave, sens = corr.read_sensitivity(path, grating=self.grating, detector=det)
@@ -948,13 +1004,10 @@ class SkyMethods:
         """
         det = str(self.info["detector"][0]).lower()
         dirs = corr.calibration_dirs()
-        path = None
-        for name in (f"badpix_{det}.fits", f"msaexp_badpix_{det}.yaml"):
-            path = corr.find_calibration_file(name, dirs)
-            if path is not None:
-                break
+        path = corr.find_calibration_table("bad_pixels", dirs, detector=det)
         if path is None:
-            self._step("extra_dq", "SKIPPED", reason=f"no bad-pixel map for {det}")
+            names = corr.calibration_table_names("bad_pixels", detector=det)
+            self._skip_for_table("extra_dq", "bad_pixels", names, dirs, "no extra bad pixels")
             return 0
         bad_det = corr.read_bad_pixel_map(path)
         ny, nx = self.sh

@@ -264,6 +264,59 @@ class _GroupLog:
         return False
 
 
+class _MissingTables(logging.Handler):
+    """Collect the calibration tables a group lacked, from its WARNING (this thread only).
+
+    :meth:`slitcombine.SlitGroup` steps warn once per group with the list as the log
+    record's ``missing_tables`` attribute; the batch says it once per run
+    (:func:`_warn_missing_tables`).
+    """
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.tables = set()
+        self.logger = logging.getLogger("slitcombine")
+        tid = threading.get_ident()
+        self.addFilter(lambda record: record.thread == tid)
+
+    def emit(self, record):
+        self.tables.update(getattr(record, "missing_tables", None) or ())
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+        return False
+
+
+def _warn_missing_tables(records):
+    """One WARNING for the run: the groups whose default steps lacked calibration tables.
+
+    Parameters
+    ----------
+    records : list of dict
+        The groups' records (``missing_tables``: ``'step: table names'``).
+    """
+    lacking = [r for r in records if r.get("missing_tables")]
+    if not lacking:
+        return
+    steps = sorted({str(t).split(":")[0] for r in lacking for t in r["missing_tables"]})
+    first = lacking[0]
+    log.warning(
+        "%d of %d group(s) ran without the calibration tables of the default step(s) %s "
+        "(e.g. %s: %s); msaexp applies them, so the fluxes differ from msaexp's.  Fix: run "
+        "`slitcombine calib fetch` (msaexp's published tables into the user cache) or set "
+        "$SLITCOMBINE_CALIB_DIR; each group's log says which",
+        len(lacking),
+        len(records),
+        ", ".join(steps),
+        first.get("group"),
+        "; ".join(first["missing_tables"]),
+    )
+
+
 def _work_prepare(name, members, config, output_dir):
     """Mode ``prepare``: build the SlitGroup and write ``{name}.group.json``."""
     from .provenance import to_jsonable
@@ -321,7 +374,9 @@ def process_group(group_row, config, output_dir):
         ``sn_median``, ``sn_max`` (of flux/err over valid 1D bins; NaN if none),
         ``err_scale`` (median factor on the errors, ``ERRSCALE``),
         ``log``, ``worker``, ``config_hash``, ``inputs_hash``, ``mode``, ``version``,
-        ``n_warnings``, ``finished`` (UTC ISO time); for a failed attempt, ``stale``:
+        ``n_warnings``, ``missing_tables`` (default steps skipped for lack of a
+        calibration table, ``'step: names'``; said once per run by :func:`run_batch`),
+        ``finished`` (UTC ISO time); for a failed attempt, ``stale``:
         None, or the products of an earlier run kept in ``output_dir`` (``outputs``)
         with ``finished``, ``config_hash``, ``inputs_hash`` and ``version`` of the run
         that wrote them (None where no sidecar recorded it).
@@ -362,6 +417,7 @@ def process_group(group_row, config, output_dir):
     sidecar.unlink(missing_ok=True)  # a stale "ok" must not outlive a new attempt
     with (
         _GroupLog(_log_path(output_dir, name), level),
+        _MissingTables() as lacking,
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("default")
@@ -406,6 +462,7 @@ def process_group(group_row, config, output_dir):
         for w in caught:
             log.warning("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
         record["n_warnings"] = len(caught)
+        record["missing_tables"] = sorted(lacking.tables)
         record["runtime"] = time.perf_counter() - t0
         record["cpu_time"] = time.process_time() - c0
         record["finished"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -1247,6 +1304,7 @@ def _run_batch(
             if (interrupted or guard.interrupted) and futures:
                 session.cancel(futures)
             session.close()
+    _warn_missing_tables(result.records)
     if result.interrupted:
         raise BatchInterrupted(result)
     _remove_temporaries(output_dir, [g.name for g in todo])

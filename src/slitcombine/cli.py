@@ -273,6 +273,114 @@ def _cmd_batch(args):
     return result.exit_code
 
 
+def _add_calib(sub):
+    p = sub.add_parser(
+        "calib",
+        help="calibration tables: fetch msaexp's published tables, show what uses them",
+        description="The seed's default steps (global sky, PRISM renormalisation, bar-shadow "
+        "tables, extended-range sensitivity, extra bad pixels) read reference tables that "
+        "msaexp publishes inside its package.  'fetch' downloads that package with pip "
+        "(nothing is installed) and keeps only its tables, in the user cache; they are "
+        "searched after $SLITCOMBINE_CALIB_DIR.  Exit status 2 on any error.",
+    )
+    csub = p.add_subparsers(dest="calib_command", metavar="ACTION")
+    f = csub.add_parser(
+        "fetch",
+        help="download msaexp's distribution with pip and unpack its tables into the cache",
+    )
+    f.add_argument(
+        "--msaexp-version",
+        default=None,
+        metavar="V",
+        help="msaexp version (default: the one slitcombine was compared with, or the archive's)",
+    )
+    f.add_argument(
+        "--from-archive",
+        default=None,
+        metavar="FILE",
+        help="unpack a local msaexp source archive (.tar.gz) or wheel instead of running pip",
+    )
+    f.add_argument("--force", action="store_true", help="fetch again even if already there")
+    f.set_defaults(func=_cmd_calib_fetch)
+    s = csub.add_parser("status", help="which default steps will run, with which table")
+    s.add_argument("files", nargs="*", metavar="FILE", help="slit files to check")
+    s.add_argument("--grating", default=None, help="a grating instead of files (e.g. PRISM)")
+    s.add_argument("--filter", default=None, help="with --grating (e.g. CLEAR)")
+    _add_config_options(s)
+    s.set_defaults(func=_cmd_calib_status)
+    q = csub.add_parser("path", help="print the folder of the fetched tables")
+    q.set_defaults(func=_cmd_calib_path)
+    for action in csub.choices.values():
+        for flag, name, text in (("-v", "--verbose", "more"), ("-q", "--quiet", "fewer")):
+            action.add_argument(
+                flag, name, action="count", default=argparse.SUPPRESS, help=f"{text} messages"
+            )
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _cmd_calib_fetch(args):
+    from .calib import DEFAULT_MSAEXP_VERSION, fetch
+
+    if args.from_archive is None:
+        version = args.msaexp_version or DEFAULT_MSAEXP_VERSION
+        print(f"downloading msaexp {version} with pip (no dependencies, nothing installed) ...")
+    result = fetch(version=args.msaexp_version, archive=args.from_archive, force=args.force)
+    m = result.manifest
+    counts = ", ".join(f"{n} {kind}" for kind, n in result.counts.items())
+    state = "fetched" if result.changed else "already there (intact)"
+    print(f"msaexp {m['version']} tables {state}: {counts}")
+    print(f"from {m['archive']['name']} (sha256 {m['archive']['sha256'][:16]}...)")
+    print(result.folder)
+    return 0
+
+
+def _cmd_calib_status(args):
+    from .calib import Target, default_plan, format_plan, read_manifest, target_from_file
+    from .corrections import CALIB_DIR_ENV, calibration_dirs
+
+    dirs = calibration_dirs()
+    env_dirs = calibration_dirs(fetched=False)
+    print("calibration folders, searched in order:")
+    if not dirs:
+        print(f"  none: ${CALIB_DIR_ENV} is not set and no tables were fetched")
+    for d in dirs:
+        if d in env_dirs:
+            print(f"  {d}  (${CALIB_DIR_ENV})")
+        else:
+            m = read_manifest(d) or {}
+            print(f"  {d}  (msaexp {m.get('version')} tables, slitcombine calib fetch)")
+    options = None
+    if args.config or args.set:
+        options = _load_config(args).group_kwargs()
+    if args.files:
+        targets = [target_from_file(f) for f in args.files]
+    else:
+        grating = args.grating.upper() if args.grating else None
+        filt = args.filter.upper() if args.filter else ("CLEAR" if grating == "PRISM" else None)
+        targets = [Target(grating=grating, filter=filt, label=grating or "any grating")]
+    missing = False
+    for t in targets:
+        rows = default_plan(t, options, dirs)
+        missing |= any(r.missing for r in rows)
+        print()
+        print(format_plan(t, rows, dirs))
+    if missing:
+        print("\nsome default steps will be skipped: run `slitcombine calib fetch`")
+    return 0
+
+
+def _cmd_calib_path(args):
+    from .calib import fetched_dir, tables_dir
+
+    folder = fetched_dir()
+    if folder is None:
+        print(f"{tables_dir()} (nothing fetched yet: slitcombine calib fetch)", file=sys.stderr)
+        print(tables_dir())
+        return 1
+    print(folder)
+    return 0
+
+
 def build_parser():
     """The argument parser of the ``slitcombine`` command."""
     parser = argparse.ArgumentParser(
@@ -290,6 +398,7 @@ def build_parser():
     _add_simulate(sub)
     _add_extract(sub)
     _add_batch(sub)
+    _add_calib(sub)
     # -v/-q also after the command (``slitcombine batch ... -q``); given there they
     # replace the count given before it
     for command in sub.choices.values():

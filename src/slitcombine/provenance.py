@@ -91,9 +91,15 @@ def collect(group, parameters, inputs=None):
     -------
     dict
         ``versions``, ``date`` (UTC, ISO), ``parameters``, ``group_meta``, ``inputs``
-        (list of ``{filename, checksum}``) and ``trace_fit`` (the scalar and short
-        entries of the group's ``fit``, if any; per-pixel arrays are left out).
+        (list of ``{filename, checksum}``), ``trace_fit`` (the scalar and short
+        entries of the group's ``fit``, if any; per-pixel arrays are left out) and
+        ``calibration``: the calibration tables the group read, with their set
+        (source, version), sha256 and the default steps skipped for lack of one
+        (:func:`slitcombine.calib.tables_provenance`; ``summary`` is ``'none'`` when no
+        table was used).
     """
+    from .calib import tables_provenance
+
     if inputs is None:
         inputs = group.slit_metadata()
     files = [{"filename": str(r["filename"]), "checksum": str(r["checksum"])} for r in inputs]
@@ -111,6 +117,7 @@ def collect(group, parameters, inputs=None):
         "group_meta": to_jsonable(group.meta),
         "inputs": files,
         "trace_fit": to_jsonable(fit_summary),
+        "calibration": to_jsonable(tables_provenance(getattr(group, "meta", {}))),
     }
 
 
@@ -126,7 +133,7 @@ def provenance_table(prov):
     -------
     astropy.table.Table
         Columns ``section`` (``versions``, ``parameters``, ``group_meta``, ``inputs``,
-        ``trace_fit``, ``date``), ``key`` and ``value`` (JSON).
+        ``trace_fit``, ``calibration``, ``date``), ``key`` and ``value`` (JSON).
     """
     rows = []
     for section, content in prov.items():
@@ -171,8 +178,9 @@ def header_cards(prov):
         measured), ``ERRSCALE`` (median factor applied to the errors), ``CORRY`` (median
         correlation coefficient of vertically adjacent pixels of the 2D spectrum, from
         the resampling footprint), ``CFGHASH`` (the
-        configuration hash of the CLI/batch run, if any), ``NINPUT`` and
-        ``INFILEn``/``INSUMn`` per input.
+        configuration hash of the CLI/batch run, if any), ``CALTABS`` (the calibration
+        table set(s) used, e.g. ``'msaexp 0.9.19'``, or ``'none'``) and ``CALNTAB`` (the
+        number of tables read), ``NINPUT`` and ``INFILEn``/``INSUMn`` per input.
     """
     cards = [
         ("SCVERS", prov["versions"]["slitcombine"], "slitcombine version"),
@@ -196,6 +204,10 @@ def header_cards(prov):
     config_hash = prov.get("config_hash") or (prov.get("batch") or {}).get("config_hash")
     if config_hash:
         cards.append(("CFGHASH", str(config_hash), "slitcombine configuration hash"))
+    calib = prov.get("calibration")
+    if isinstance(calib, dict):
+        cards.append(("CALTABS", str(calib.get("summary", "none"))[:68], "calibration tables"))
+        cards.append(("CALNTAB", len(calib.get("tables") or []), "calibration tables read"))
     cards.append(("NINPUT", len(prov["inputs"]), "number of input exposures"))
     for i, item in enumerate(prov["inputs"]):
         cards.append((f"INFILE{i}", item["filename"], ""))
