@@ -130,8 +130,13 @@ class CombineResult:
 
         return build_hdulist(self)
 
-    def plot(self):
+    def plot(self, truth=None):
         """Summary figure: rectified 2D spectrum above the 1D f_nu spectrum, with the profile.
+
+        Parameters
+        ----------
+        truth : (array-like, array-like), optional
+            ``(wave, flux)`` (um, uJy) of a known spectrum to overplot (simulations).
 
         Returns
         -------
@@ -142,7 +147,9 @@ class CombineResult:
         d = self.drizzled
         prof = {"pix": d["y"], "profile": self.prof1d["profile"], "pfit": self.prof1d["pfit"]}
         title = f"{self.name}  {self.group.grating}/{self.group.filter}  N={self.group.N}"
-        return summary_figure(self.spec, d["sci"], d["wave"], d["y"], prof1d=prof, title=title)
+        return summary_figure(
+            self.spec, d["sci"], d["wave"], d["y"], prof1d=prof, title=title, truth=truth
+        )
 
     def write(self, directory, figures=True, overwrite=True):
         """Write ``{name}.spec.fits`` (and the PNG figures) into ``directory``.

@@ -105,11 +105,13 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
 
     One column per kind of image (the difference, and if any panel has a model, the
     model and the residual difference - model).  In each column the images of the
-    nod positions are stacked vertically (first position on top, black separators),
-    each divided by its own colour scale ``clip_sigma`` times its median error, so
-    that every block spans -1 to +1 like a separate panel with its own limits; the
-    left axis names each position and its colour scale (uJy per pixel).  The traces
-    are drawn on every block (red: positive, wheat: negative).
+    nod positions are stacked vertically (first position on top, black separators).
+    Every pixel is shown in units of its own error (the colour bar: -``clip_sigma`` to
+    +``clip_sigma`` sigma), so the noisy red end of a PRISM spectrum does not saturate
+    and the residual shows what the model misses in sigma; the left axis names each
+    position and its median error (uJy per pixel); a ``*`` marks the reference position
+    (explained under the figure).  The traces are drawn on every block (red: positive,
+    wheat: negative).
 
     Parameters
     ----------
@@ -119,11 +121,11 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
         ``model`` (``(ny, nx)``, uJy per pixel, or None) and ``traces`` (list of
         ``(row_per_column, positive)``, rows in pixels).
     clip_sigma : float
-        Colour scale of each block: +-``clip_sigma`` times its median error.
+        Colour scale: +-``clip_sigma`` times each pixel's error.
     kws : dict, optional
         Extra ``imshow`` keywords (override the defaults).  If they set ``vmin``,
         ``vmax`` or ``norm`` the images are shown in uJy per pixel, not divided by
-        each block's colour scale.
+        the errors.
     figsize : (float, float)
         Size of one row of panels (one nod position, one column), inches; the figure
         is ``figsize[0] * (1 + 0.6 * (ncol - 1))`` by ``figsize[1] * npos`` inches.
@@ -148,10 +150,13 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
 
     stacks = {kind: np.full((npos * ny, nx), np.nan) for kind in kinds}
     centres, labels, traces = [], [], {True: [], False: []}
+    starred = False
     for k, panel in enumerate(panels):
         row0 = (npos - 1 - k) * ny  # first position on top
-        vlim = _colour_scale(np.asarray(panel["err"], float), clip_sigma)
-        scale = 1.0 if in_ujy else vlim
+        err = np.asarray(panel["err"], float)
+        median_err = _colour_scale(err, 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = 1.0 if in_ujy else np.where(err > 0, err * clip_sigma, np.nan)
         diff = np.asarray(panel["diff"], float)
         model = panel.get("model")
         stacks["difference"][row0 : row0 + ny] = diff / scale
@@ -160,15 +165,16 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
             stacks["model"][row0 : row0 + ny] = model / scale
             stacks["residual"][row0 : row0 + ny] = (diff - model) / scale
         centres.append(row0 + 0.5 * (ny - 1))
-        labels.append(panel["label"] + ("" if in_ujy else f"\n\u00b1{vlim:.3g} uJy"))
+        starred |= str(panel["label"]).endswith("*")
+        labels.append(panel["label"] + ("" if in_ujy else f"\nerr {median_err:.3g} uJy"))
         for positive in (True, False):
             x, y = _trace_path(panel.get("traces", []), ny, row0, positive)
             if x is not None:
                 traces[positive].append((x, y))
 
-    fig = _new_figure((figsize[0] * (1 + 0.6 * (ncol - 1)), figsize[1] * npos))
+    fig = _new_figure((figsize[0] * (1 + 0.6 * (ncol - 1)) + 0.6, figsize[1] * npos + 0.2))
     width, height = fig.get_size_inches()
-    left, right, bottom, top, gap = 1.0, 0.1, 0.45, 0.45, 0.08
+    left, right, bottom, top, gap = 1.0, 0.7, 0.65, 0.45, 0.08
     aw = (width - left - right - gap * (ncol - 1)) / ncol
     ah = height - bottom - top
     xticks = _ticks(0, nx - 1, 4, integer=True)
@@ -194,24 +200,52 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
             ax.hlines(np.arange(1, npos) * ny - 0.5, -0.5, nx - 0.5, color="k", lw=0.8)
         ax.set_xlim(-0.5, nx - 0.5)
         ax.set_ylim(-0.5, npos * ny - 0.5)
-        # every text costs ~1 ms to draw: tick labels and the x label on the first
-        # column only (the columns share the same x pixels)
+        ax.set_xticks(xticks)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("x (pixel)", fontsize=8)
         if c == 0:
-            ax.set_xticks(xticks)
             ax.set_yticks(centres, labels=labels)
-            ax.tick_params(labelsize=7)
-            ax.set_xlabel("x (pixel)", fontsize=8)
         else:
-            ax.set_xticks(xticks, labels=[])
             ax.set_yticks([])
         ax.set_title(kind, fontsize=8)
+    # colour bar: the images are in units of each pixel's error (or uJy with kws)
+    cax = _add_axes(fig, width - right + 0.12, bottom, 0.12, ah)
+    ramp = np.linspace(-1.0, 1.0, 101)[:, None]  # the -1..1 of the images
+    cax.add_artist(PixelImage(cax, colour(ramp)))
+    cax.set_xlim(-0.5, 0.5)
+    cax.set_ylim(-0.5, 100.5)
+    ends = (f"-{clip_sigma:g}", "0", f"+{clip_sigma:g}") if not in_ujy else ("-1", "0", "1")
+    cax.set_yticks([0, 50, 100], labels=list(ends))
+    cax.yaxis.tick_right()
+    cax.set_xticks([])
+    cax.tick_params(labelsize=7)
+    unit = "uJy / pixel (kws)" if in_ujy else "data / error (sigma)"
+    cax.set_ylabel(unit, fontsize=7)
+    cax.yaxis.set_label_position("right")
+    if starred:
+        fig.text(
+            left / width,
+            0.04 / height,
+            "* the reference position: its trace fit is applied to every position",
+            fontsize=7,
+            ha="left",
+            va="bottom",
+        )
     if title:
         fig.text(0.5, 1 - 0.05 / height, title, ha="center", va="top", fontsize=9)
     return fig
 
 
-def summary_figure(spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.5)):
+def summary_figure(
+    spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.5), truth=None
+):
     """Rectified 2D spectrum above the 1D spectrum (f_nu), with the collapsed profile.
+
+    The 2D image has a colour bar in uJy per pixel on an arcsinh stretch (linear within
+    the noise, compressed above: the noisy red end and the lines both readable).  The
+    1D panel shows the optimal and boxcar spectra, the +-1 sigma band, and the truth if
+    given; when emission lines rise far above the continuum the main scale follows the
+    continuum and an inset shows the full range (no peak is clipped unseen).
 
     Parameters
     ----------
@@ -229,13 +263,19 @@ def summary_figure(spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.
         Title.
     figsize : (float, float)
         Inches.
+    truth : (numpy.ndarray, numpy.ndarray), optional
+        ``(wave, flux)``: a known spectrum (um, uJy) to overplot (simulations).
 
     Returns
     -------
     matplotlib.figure.Figure
-        Three axes: the 1D spectrum, the 2D spectrum and the profile.
+        The axes of the 1D spectrum, the 2D spectrum, the profile and the colour bar
+        (and the inset when there is one).
     """
+    from matplotlib.colors import AsinhNorm
     from matplotlib.image import NonUniformImage
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     wave = np.asarray(wave, float)
     y = np.asarray(y, float)
@@ -253,27 +293,34 @@ def summary_figure(spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.
     fig = _new_figure(figsize)
     left, bottom, top, gap, pgap, right = 0.85, 0.55, 0.45, 0.08, 0.2, 0.15
     pw = 0.13 * width
-    mw = width - left - pgap - pw - right
+    mw = width - left - pgap - pw - right - 0.35  # room for the colour bar
     h = height - bottom - top - gap
     h1, h2 = h * 1.6 / 2.6, h / 2.6
     ax1 = _add_axes(fig, left, bottom, mw, h1)
     ax2 = _add_axes(fig, left, bottom + h1 + gap, mw, h2)
-    axp = _add_axes(fig, left + mw + pgap, bottom + h1 + gap, pw, h2)
+    axp = _add_axes(fig, left + mw + pgap + 0.35, bottom + h1 + gap, pw, h2)
     xticks = _ticks(*xlim, 6)
     yticks2 = _ticks(*ylim2, 4, integer=True)
 
     finite = sci2d[np.isfinite(sci2d)]
     if finite.size:
-        lo, hi = np.percentile(finite, [5, 99.5])
-        vlim = max(abs(lo), abs(hi)) or 1.0
+        noise = 1.4826 * float(np.median(np.abs(finite - np.median(finite)))) or 1.0
+        vlim = float(np.percentile(np.abs(finite), 99.9)) or 1.0
     else:
-        vlim = 1.0
+        noise, vlim = 1.0, 1.0
+    norm = AsinhNorm(linear_width=2.0 * noise, vmin=-vlim, vmax=vlim)
     # nearest-neighbour image on the (non-uniform) wavelength grid: the same picture
     # as a flat pcolormesh with mid-point edges, several times faster to draw
-    image = NonUniformImage(ax2, interpolation="nearest", cmap="RdBu_r", extent=(*xlim, *ylim2))
+    image = NonUniformImage(
+        ax2, interpolation="nearest", cmap="RdBu_r", norm=norm, extent=(*xlim, *ylim2)
+    )
     image.set_data(wave, y, sci2d)
-    image.set_clim(-vlim, vlim)
     ax2.add_image(image)
+    cax = _add_axes(fig, left + mw + 0.08, bottom + h1 + gap, 0.1, h2)
+    ticks = sorted({0.0, *(round(float(v), 3) for v in (vlim, -vlim, 3 * noise, -3 * noise))})
+    fig.colorbar(image, cax=cax, ticks=ticks, format="%.2g")
+    cax.tick_params(labelsize=6)
+    cax.set_title("uJy/px", fontsize=6, pad=2)
     ax2.set_xlim(*xlim)
     ax2.set_ylim(*ylim2)
     ax2.set_xticks(xticks, labels=[])
@@ -282,37 +329,54 @@ def summary_figure(spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.
 
     fv = np.where(valid, flux, np.nan)
     ev = np.where(valid, err, np.nan)
-    ax1.fill_between(wave, fv - ev, fv + ev, step="mid", color="0.7", lw=0)
-    ax1.step(wave, fv, where="mid", color="k", lw=0.8)
-    keys = [("optimal", "k"), ("\u00b11 sigma", "0.55")]
+    fb = None
     if "flux_boxcar" in spec.colnames:
         fb = np.asarray(getattr(spec["flux_boxcar"], "value", spec["flux_boxcar"]), float)
-        ax1.step(wave, fb, where="mid", color="tab:orange", lw=0.6, alpha=0.6)
-        keys.insert(1, ("boxcar", "tab:orange"))
-    ax1.axhline(0, color="0.5", lw=0.5)
+
+    def draw_1d(ax, lw=0.8):
+        ax.fill_between(wave, fv - ev, fv + ev, step="mid", color="tab:blue", alpha=0.3, lw=0)
+        if fb is not None:
+            ax.step(wave, fb, where="mid", color="tab:orange", lw=0.6 * lw, alpha=0.7)
+        ax.step(wave, fv, where="mid", color="k", lw=lw)
+        if truth is not None:
+            ax.plot(*truth, color="tab:red", lw=lw)
+        ax.axhline(0, color="0.5", lw=0.5)
+        ax.set_xlim(*xlim)
+
+    draw_1d(ax1)
+    handles = [
+        Line2D([], [], color="k", lw=0.8, label="optimal"),
+        Patch(color="tab:blue", alpha=0.3, label="\u00b11 sigma"),
+    ]
+    if fb is not None:
+        handles.insert(1, Line2D([], [], color="tab:orange", lw=0.6, label="boxcar"))
+    if truth is not None:
+        handles.append(Line2D([], [], color="tab:red", lw=0.8, label="truth"))
     ylim1 = (-1.0, 1.0)
+    full_top = np.nan
     if np.isfinite(fv).any():
-        top1 = float(np.nanpercentile(fv + ev, 99.5))
+        top1 = float(np.nanpercentile(fv + ev, 95))
+        full_top = float(np.nanmax(fv + ev))
         low1 = float(min(-0.1 * top1, np.nanpercentile(fv - ev, 0.5)))
         if np.isfinite(top1) and top1 > 0 and np.isfinite(low1):
-            ylim1 = (low1, 1.15 * top1)
+            # the whole range unless a few bins (lines) rise far above the continuum
+            top = full_top if full_top < 2.0 * top1 else 1.5 * top1
+            ylim1 = (low1, 1.15 * top)
     ax1.set_ylim(*ylim1)
-    ax1.set_xlim(*xlim)
     ax1.set_xticks(xticks)
     ax1.set_yticks(_ticks(*ylim1, 5))
     ax1.set_xlabel("wavelength (um)")
     ax1.set_ylabel("f_nu (uJy)")
-    for i, (text, colour) in enumerate(keys):  # a legend costs more than the plot
-        ax1.text(
-            0.99,
-            0.97 - 0.06 * i,
-            text,
-            color=colour,
-            fontsize=7,
-            ha="right",
-            va="top",
-            transform=ax1.transAxes,
-        )
+    ax1.legend(handles=handles, fontsize=7, loc="upper right", frameon=False)
+    if np.isfinite(full_top) and full_top > ylim1[1]:
+        # peaks above the scale: the full range in an inset
+        inset = ax1.inset_axes((0.02, 0.5, 0.3, 0.46))
+        draw_1d(inset, lw=0.5)
+        inset.set_ylim(ylim1[0], 1.05 * full_top)
+        inset.set_xticks([])
+        inset.set_yticks(_ticks(0, full_top, 2))
+        inset.tick_params(labelsize=6)
+        inset.set_title("full range", fontsize=6, pad=2)
 
     if prof1d is not None:
         pix = np.asarray(prof1d["pix"], float)
