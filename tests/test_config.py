@@ -172,3 +172,24 @@ def test_extract_cli_uses_config(sim_files, tmp_path):
         # 2 ny + 1 rows of the rectified 2D grid: --set overrides the file
         assert hdul["SCI"].data.shape[0] == 11
     assert main(["extract", *sim_files, "--output-dir", str(out), "--set", "extract.nyy=3"]) == 2
+
+
+def test_written_config_lists_every_option(tmp_path):
+    """Every keyword of a step's methods appears (commented with its default) and parses."""
+    cfg = Config.default()
+    text = cfg.write(tmp_path / "config.toml").read_text()
+    section = text.split("[trace]")[1].split("\n[")[0]
+    # fit_single_trace keywords are passed on by fit_all_traces: listed with their defaults
+    assert "# degree = 2  # unset: 0, 1 or 2 from the trace S/N" in section
+    assert "# sigma_bounds = [1, 20]" in section
+    assert "# ref_exp = 2" in section
+    # every group keyword of SlitGroup that is a configuration value has a line with a note
+    group = text.split("[group]")[1].split("\n[")[0]
+    assert 'position_key = "y_index"  # ' in group
+    # uncommenting a listed default gives a valid configuration with that value set
+    edited = text.replace("# degree = 2  #", "degree = 1  #", 1)
+    path = tmp_path / "edited.toml"
+    path.write_text(edited)
+    reread = load_config(path)
+    assert reread.sections["trace"]["degree"] == 1
+    assert reread.hash != cfg.hash

@@ -57,6 +57,7 @@ import inspect
 import json
 import logging
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,6 +118,16 @@ STEP_METHODS = {
     "set_background_spectra": "set_background_spectra",
     "fit_shutter_offset": "fit_shutter_offset",
     "trace": "fit_all_traces",
+}
+
+#: Further methods whose keywords a step section passes on (fit_all_traces passes its
+#: extra keywords to fit_single_trace).
+_STEP_ALSO = {"trace": ("fit_single_trace",)}
+
+#: Options whose effective default, when left unset, is chosen by :func:`combine_group`
+#: rather than the method's signature default (noted in the written configuration).
+_CHOSEN_WHEN_UNSET = {
+    ("trace", "degree"): "unset: 0, 1 or 2 from the trace S/N (combine.DEGREE_SN)",
 }
 
 #: Keyword arguments of SlitGroup that hold Python objects, not configuration values.
@@ -198,6 +209,89 @@ def _schema():
     scalars["discovery"] = copy.deepcopy(DISCOVERY_DEFAULTS)
     scalars["batch"] = copy.deepcopy(BATCH_DEFAULTS)
     return _Schema(scalars=scalars, steps=steps)
+
+
+def _param_docs(obj):
+    """``{parameter: first sentence of its description}`` from a numpydoc docstring."""
+    doc = inspect.getdoc(obj) or ""
+    lines = doc.splitlines()
+    out = {}
+    try:
+        start = lines.index("Parameters") + 2
+    except ValueError:
+        return out
+    names, desc = [], []
+
+    def flush():
+        text = " ".join(d.strip() for d in desc).strip()
+        sentence = re.split(r"(?<!e\.g)(?<!i\.e)\.\s", text)[0].rstrip(".")
+        if len(sentence) > 110:
+            sentence = sentence[:107].rsplit(" ", 1)[0] + " ..."
+        for n in names:
+            out.setdefault(n, sentence)
+
+    for line in lines[start:]:
+        if line and not line.startswith(" "):
+            if line.strip() and set(line.strip()) == {"-"}:
+                break  # the next section
+            flush()
+            head = line.split(" : ")[0]
+            names = [n.strip() for n in head.split(",") if n.strip()]
+            desc = []
+        elif line.strip():
+            desc.append(line)
+    flush()
+    return out
+
+
+def _option_docs(section, step=None):
+    """Descriptions of the options of a section (from the code's docstrings)."""
+    from .slitgroup import SlitGroup
+
+    if step is not None:
+        docs = {}
+        for method in _STEP_ALSO.get(section, ()) + (STEP_METHODS.get(section),):
+            if method is not None and hasattr(SlitGroup, method):
+                docs.update(_param_docs(getattr(SlitGroup, method)))
+        return docs
+    if section == "group":
+        return _param_docs(SlitGroup)
+    if section == "extract":
+        from . import combine
+
+        return _extract_option_docs(inspect.getsource(combine))
+    return {}
+
+
+def _extract_option_docs(source):
+    """The ``#: * ``name`` - text`` lines of :data:`slitcombine.combine.EXTRACT_DEFAULTS`."""
+    out = {}
+    for line in source.splitlines():
+        line = line.strip()
+        if line.startswith("#: * ``") and "`` - " in line:
+            names, _, text = line[len("#: * ") :].partition(" - ")
+            for name in names.replace("``", "").split(","):
+                out.setdefault(name.strip(), text.split(";")[0].strip())
+    return out
+
+
+def _method_defaults(section):
+    """Every keyword of the step's method and its default (the seed's ones first)."""
+    from .slitgroup import SlitGroup
+
+    out = {}
+    for method in (STEP_METHODS.get(section),) + _STEP_ALSO.get(section, ()):
+        if method is None or not hasattr(SlitGroup, method):
+            continue
+        for p in _signature_params(getattr(SlitGroup, method)):
+            if p.name in ("self", "exp", "evaluate", "x0") or p.name in out:
+                continue
+            if p.default is inspect.Parameter.empty:
+                continue
+            if _is_config_value(p.default) or hasattr(p.default, "tolist"):
+                value = p.default.tolist() if hasattr(p.default, "tolist") else p.default
+                out[p.name] = value
+    return out
 
 
 def _is_config_value(value):
@@ -518,22 +612,39 @@ class Config:
             f"# slitcombine {__version__} effective configuration",
             f"# config_hash = {self.hash}",
         ]
+        lines += [
+            "# Every option of every section is listed: set ones as 'key = value', the",
+            "# others commented out with their default ('# key = default  # what it is').",
+        ]
         schema = _schema()
         order = list(schema.scalars)[:1] + list(schema.steps) + list(schema.scalars)[1:]
         for name in order:
             values = self.sections[name]
+            step = schema.steps.get(name)
+            docs = _option_docs(name, step)
             lines.append("")
             lines.append(f"[{_toml_key(name)}]")
-            if name in schema.steps:
-                step = schema.steps[name]
+            if step is not None:
                 default = "on" if step.default_on else "off"
-                lines.append(f"# {step.target} {step.kwarg} (default: {default})")
-            items = list(values.items())
-            for key, value in items:
+                method = STEP_METHODS.get(name, "")
+                lines.append(
+                    f"# {step.target} {step.kwarg} -> SlitGroup.{method} (default: {default})"
+                )
+            for key, value in values.items():
+                note = f"  # {docs[key]}" if docs.get(key) else ""
                 if value is None:
-                    lines.append(f"# {_toml_key(key)} = none")
+                    lines.append(f"# {_toml_key(key)} = none{note}")
                 else:
-                    lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+                    lines.append(f"{_toml_key(key)} = {_toml_value(value)}{note}")
+            if step is not None:
+                for key, value in _method_defaults(name).items():
+                    if key in values or key == "enabled" or key.startswith("make_plot"):
+                        continue
+                    note = f"  # {docs[key]}" if docs.get(key) else ""
+                    if (name, key) in _CHOSEN_WHEN_UNSET:
+                        note = f"  # {_CHOSEN_WHEN_UNSET[name, key]}; {docs.get(key, '')}"
+                    shown = "none" if value is None else _toml_value(value)
+                    lines.append(f"# {_toml_key(key)} = {shown}{note}")
         return "\n".join(lines) + "\n"
 
     def write(self, path, header=None):
