@@ -1,8 +1,10 @@
 """Shared test fixtures.
 
-Real data live in ``../shared/data`` next to the repository root, or in
-``$SLITCOMBINE_SHARED/data``.  Tests that need them skip when they are absent, and fail
-instead under CI (``CI=true``), where the data must be present.
+Real data are kept in ``tests/data`` (the three public CEERS exposures, their visit's sky
+table and test copies of a few of msaexp's calibration tables), so that a fresh clone runs
+every test.  A folder missing there is looked up in ``../shared/data`` next to the
+repository root, or in ``$SLITCOMBINE_SHARED/data``; tests that need it skip when it is
+absent everywhere, and fail instead under CI (``CI=true``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def shared_dir():
@@ -27,6 +30,8 @@ def shared_dir():
 
 
 def _need_shared(what):
+    if (TEST_DATA / what).is_dir():
+        return TEST_DATA / what
     base = shared_dir()
     path = None if base is None else base / "data" / what
     if path is None or not path.exists():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import asdf
@@ -40,13 +39,6 @@ IMAGE_EXTENSIONS = (
     "PATHLOSS_UN",
 )
 QUIET = {"n_crs": 0, "n_hot": 0, "n_dead": 0}
-
-
-def _shared_data():
-    env = os.environ.get("SLITCOMBINE_SHARED")
-    root = Path(__file__).resolve().parents[1]
-    base = Path(env) / "data" if env else root / ".." / "shared" / "data"
-    return base / "ceers-prism-1345_933"
 
 
 def _asdf_tree(path):
@@ -216,11 +208,9 @@ def test_nod_geometry_matches_ceers_conventions(prism3):
         m.close()
 
 
-def test_nod_sign_agrees_with_real_ceers_files(prism3):
+def test_nod_sign_agrees_with_real_ceers_files(prism3, ceers_files):
     """Same sign of dy_slit/drow and of the trace shift per y_offset as the real files."""
-    files = sorted(_shared_data().glob("*_phot.*.fits"))
-    if len(files) < 2:
-        pytest.skip("shared CEERS data not available")
+    files = [Path(f) for f in ceers_files]
 
     def geometry(path):
         tree = _asdf_tree(path)
