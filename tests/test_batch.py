@@ -352,8 +352,43 @@ def test_unexpected_exception_is_recorded_as_bug(data, tmp_path, monkeypatch):
     assert side["bug"] is True and side["inputs_hash"] == inputs_hash(members)
 
 
-def test_nested_folders_need_recursive_discovery(data, tmp_path, capsys):
-    """MAST-like nesting: slit files one level down are found with discovery.recursive."""
+def test_groups_with_warnings_are_shown_as_such(data, tmp_path, monkeypatch):
+    """Issue 18.10: summary.ecsv has a warnings column, index.html says 'with warnings'."""
+    import logging
+
+    import slitcombine.batch as batch
+    from slitcombine.batch import write_index, write_summary
+
+    work = batch._work_prepare
+
+    def warn_then_work(*args, **kwargs):
+        logging.getLogger("slitcombine.profile").warning("trace c2 at its bound (test)")
+        logging.getLogger("slitcombine.profile").warning("trace c2 at its bound (test)")
+        return work(*args, **kwargs)
+
+    cfg = Config.default().with_overrides(["batch.mode=prepare"])
+    members = [str(f) for f in data["sims"][0].files]
+    plain = process_group({"group": "plain", "members": members}, cfg, tmp_path)
+    monkeypatch.setattr(batch, "_work_prepare", warn_then_work)
+    warned = process_group({"group": "warned", "members": members}, cfg, tmp_path)
+    assert plain["status"] == warned["status"] == "ok"
+    # the missing-table warning has its own column: not counted here
+    assert plain["n_warnings"] == 0 and plain["warnings"] == []
+    assert warned["n_warnings"] == 1  # distinct messages
+    assert warned["warnings"] == ["trace c2 at its bound (test)"]
+    summary = Table.read(write_summary([plain, warned], tmp_path / "summary.ecsv"))
+    assert list(summary["warnings"]) == [0, 1]
+    assert summary["first_warning"][1] == "trace c2 at its bound (test)"
+    counts = {"ok": 2, "warned": 1, "failed": 0, "resumed": 0}
+    page = write_index([plain, warned], tmp_path / "index.html", {"counts": counts})
+    text = page.read_text()
+    assert "2 group(s): 2 ok (1 with warnings)" in text
+    assert "ok with 1 warning(s)" in text and "class='g warned'" in text
+    assert "trace c2 at its bound (test)" in text
+
+
+def test_nested_folders_are_searched_by_default(data, tmp_path, capsys):
+    """Issue 18.10: MAST-like nesting is searched; --dry-run says what it found/skipped."""
     from slitcombine.discovery import read_manifest
 
     top = tmp_path / "mastDownload"
@@ -362,14 +397,53 @@ def test_nested_folders_need_recursive_discovery(data, tmp_path, capsys):
     for f in data["multi"].files:
         shutil.copy(f, obs)
     args = ["batch", str(top), "--output-dir", str(tmp_path / "o"), "--dry-run"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "no slit files" in err and "in this folder;" in err
-    assert "--set discovery.recursive=true" in err
-    assert main([*args, "--set", "discovery.recursive=true"]) == 0
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    n_files = len(data["multi"].files)
+    assert f"found {n_files} slit file(s) in 1 folder(s): 3 group(s) (3 PRISM/CLEAR)" in out
+    assert "0 file(s) skipped" in out
     groups = read_manifest(tmp_path / "o" / "manifest.ecsv")
     assert len(groups) == 3  # the three sources of the MultiSlitModel files
     assert all(str(obs) in str(m) for g in groups for m in g.members)
+    # a flat search: nothing at the top -> a usage error that says where they are
+    flat = [*args[:-1], "--set", "discovery.recursive=false", "--dry-run"]
+    flat[3] = str(tmp_path / "o2")
+    assert main(flat) == 2
+    err = capsys.readouterr().err
+    assert "no slit files" in err and "in this folder;" in err
+    assert "--set discovery.recursive=true" in err
+    # some files at the top, more below: the dry run lists the folders it did not search
+    shutil.copy(data["sims"][0].files[0], top)
+    flat[3] = str(tmp_path / "o3")
+    assert main(flat) == 0
+    out = capsys.readouterr().out
+    assert "found 1 slit file(s) in 1 folder(s): 1 group(s)" in out
+    assert f"not searched: {obs} ({n_files} slit file(s))" in out
+
+
+def test_one_source_through_two_slits_gives_two_groups(tmp_path):
+    """Issue 18.10: the same source id in another slitlet, or in a fixed slit, is apart."""
+    from slitcombine.simulate import simulate_observation
+
+    common = dict(root=ROOT, source_id=7, detector="NRS1", nx=48, n_crs=0, noise=False)
+    simulate_observation(tmp_path, slitlet_id=42, **common)
+    simulate_observation(tmp_path, slitlet_id=43, **common)
+    simulate_observation(tmp_path, fixed_slit="S200A1", **common)
+    groups, skipped = discover([tmp_path])
+    assert not skipped
+    names = sorted(g.name for g in groups)
+    assert len(groups) == 3, names
+    assert any(n.endswith("-s42") for n in names) and any(n.endswith("-s43") for n in names)
+    assert any(n.endswith("-s200a1") for n in names)
+    by_type = {g.info["exp_type"] for g in groups}
+    assert by_type == {"NRS_MSASPEC", "NRS_FIXEDSLIT"}
+    # each group holds one slit's exposures only, and it combines (no "slitlet differs")
+    for g in groups:
+        assert len(g.members) == 3
+    from slitcombine import SlitGroup
+
+    for g in groups:
+        assert SlitGroup(list(g.members), g.name).N == 3
 
 
 def test_bad_inputs_are_usage_errors(data, tmp_path, capsys):

@@ -22,11 +22,51 @@ def test_version_console_script():
 def test_info_summarises_each_file(ceers_files, capsys):
     assert main(["info", *ceers_files]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
-    for i, line in enumerate(lines, start=1):
+    assert len(lines) == 3 + 4  # one per file, then the group's nod offsets
+    for i, line in enumerate(lines[:3], start=1):
         assert "source 1345_933" in line and "slitlet 138" in line
         assert "PRISM/CLEAR" in line and "shape 25x341" in line
         assert f"nod position {i} of 3" in line and "exptime 1021.2 s" in line
+    # issue 18.13: YOFFSET is explained, and the nods are given in shutters and pixels
+    assert "shutters 1x1 (YOFFSET 11.817 arcsec: dither offset of the pointing" in lines[0]
+    assert "shutters x11" in lines[1] and "shutters 11x" in lines[2]
+    assert "from the median YOFFSET 11.817 arcsec (1 shutter = 0.529 arcsec" in lines[3]
+    offsets = [line.split(": ", 1)[1] for line in lines[4:]]
+    assert offsets == [
+        "+0.000 arcsec = +0.00 shutter = +0.00 px",
+        "+0.529 arcsec = +1.00 shutter = +5.11 px",
+        "-0.529 arcsec = -1.00 shutter = -5.11 px",
+    ]
+
+
+def test_unmatched_pattern_says_no_file_matches(ceers_dir, tmp_path, capsys):
+    """Issue 18.13: a wildcard the shell left as typed is expanded, or named as unmatched."""
+    pattern = str(tmp_path / "jw*_phot.*.fits")
+    for args in (
+        ["info", pattern],
+        ["extract", pattern, "--output-dir", str(tmp_path / "o")],
+        ["batch", pattern, "--output-dir", str(tmp_path / "b"), "--dry-run"],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: {pattern}: no file matches this pattern", err
+    assert not (tmp_path / "b").exists()
+    # a quoted pattern that matches is expanded
+    assert main(["info", str(ceers_dir / "jw*_0000[12]_*.fits")]) == 0
+    assert capsys.readouterr().out.count("source 1345_933") == 2
+
+
+def test_simulate_source_id_and_visit(tmp_path, capsys):
+    """Issue 18.10: simulate takes the source id, slitlet, visit and detector."""
+    args = ["simulate", str(tmp_path), "--visit", "jw01234005001", "--source-id", "77"]
+    assert main([*args, "--slitlet-id", "12", "--detector", "nrs2", "--nods", "2"]) == 0
+    names = sorted(p.name for p in tmp_path.glob("*.fits"))
+    assert names == [f"jw01234005001_03101_0000{i}_nrs2_phot.012.1234_77.fits" for i in (1, 2)]
+    assert main(["info", *(str(tmp_path / n) for n in names)]) == 0
+    out = capsys.readouterr().out
+    assert "(id 77) slitlet 12" in out
+    assert main(["simulate", str(tmp_path / "x"), "--visit", "bad"]) == 2
+    assert "jwPPPPPOOOVVV" in capsys.readouterr().err
 
 
 def test_info_bad_file_one_line_error(tmp_path, capsys):

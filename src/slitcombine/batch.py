@@ -112,6 +112,8 @@ SUMMARY_COLUMNS = (
     "sn_median",
     "sn_max",
     "err_scale",
+    "warnings",
+    "first_warning",
     "runtime",
     "cpu_time",
     "n_exposures",
@@ -264,23 +266,35 @@ class _GroupLog:
         return False
 
 
-class _MissingTables(logging.Handler):
-    """Collect the calibration tables a group lacked, from its WARNING (this thread only).
+class _GroupWarnings(logging.Handler):
+    """Collect a group's WARNING records of the ``slitcombine`` logger (this thread only).
 
-    :meth:`slitcombine.SlitGroup` steps warn once per group with the list as the log
-    record's ``missing_tables`` attribute; the batch says it once per run
-    (:func:`_warn_missing_tables`).
+    The calibration tables a group lacked come as the ``missing_tables`` attribute of
+    one WARNING per group (:meth:`slitcombine.SlitGroup` steps); they are kept apart
+    (``tables``: the batch says it once per run, :func:`_warn_missing_tables`), every
+    other warning is kept as its one-line message (``messages``, distinct, in order), so
+    that a group that finished with warnings is shown as such.
     """
 
     def __init__(self):
         super().__init__(logging.WARNING)
         self.tables = set()
+        self.messages = []
         self.logger = logging.getLogger("slitcombine")
         tid = threading.get_ident()
         self.addFilter(lambda record: record.thread == tid)
 
     def emit(self, record):
-        self.tables.update(getattr(record, "missing_tables", None) or ())
+        tables = getattr(record, "missing_tables", None)
+        if tables:
+            self.tables.update(tables)
+            return
+        try:
+            text = " ".join(record.getMessage().split())
+        except (TypeError, ValueError) as exc:  # a malformed log call: keep what it was
+            text = f"{record.msg!r} ({exc})"
+        if text not in self.messages:
+            self.messages.append(text)
 
     def __enter__(self):
         self.logger.addHandler(self)
@@ -374,7 +388,9 @@ def process_group(group_row, config, output_dir):
         ``sn_median``, ``sn_max`` (of flux/err over valid 1D bins; NaN if none),
         ``err_scale`` (median factor on the errors, ``ERRSCALE``),
         ``log``, ``worker``, ``config_hash``, ``inputs_hash``, ``mode``, ``version``,
-        ``n_warnings``, ``missing_tables`` (default steps skipped for lack of a
+        ``n_warnings`` and ``warnings`` (the distinct WARNING messages of the group's
+        log, Python warnings included, at most 20), ``missing_tables`` (default steps
+        skipped for lack of a
         calibration table, ``'step: names'``; said once per run by :func:`run_batch`),
         ``finished`` (UTC ISO time); for a failed attempt, ``stale``:
         None, or the products of an earlier run kept in ``output_dir`` (``outputs``)
@@ -417,7 +433,7 @@ def process_group(group_row, config, output_dir):
     sidecar.unlink(missing_ok=True)  # a stale "ok" must not outlive a new attempt
     with (
         _GroupLog(_log_path(output_dir, name), level),
-        _MissingTables() as lacking,
+        _GroupWarnings() as warned,
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("default")
@@ -461,8 +477,11 @@ def process_group(group_row, config, output_dir):
             record["stale"] = _keep_earlier_products(output_dir, name, previous, record)
         for w in caught:
             log.warning("%s: %s (%s:%s)", w.category.__name__, w.message, w.filename, w.lineno)
-        record["n_warnings"] = len(caught)
-        record["missing_tables"] = sorted(lacking.tables)
+        failed_message = f"group {name} failed"
+        messages = [m for m in warned.messages if not m.startswith(failed_message)]
+        record["n_warnings"] = len(messages)
+        record["warnings"] = messages[:20]
+        record["missing_tables"] = sorted(warned.tables)
         record["runtime"] = time.perf_counter() - t0
         record["cpu_time"] = time.process_time() - c0
         record["finished"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -1356,6 +1375,7 @@ def _write_reports(
         ordered.append(_with_info(rec, by_name[g.name]))
     counts = {
         "ok": sum(r["status"] == "ok" for r in ordered),
+        "warned": sum(r["status"] == "ok" and bool(r.get("n_warnings")) for r in ordered),
         "failed": sum(r["status"] == "failed" for r in ordered),
         "not_run": sum(r["status"] == "not run" for r in ordered),
         "resumed": sum(bool(r.get("resumed")) for r in ordered),
@@ -1475,6 +1495,8 @@ def write_summary(records, path, meta=None):
     ``sn_median``/``sn_max`` are flux/err over the valid 1D bins (NaN if unknown);
     ``err_scale`` the median factor the errors were multiplied by (the measured noise
     over the pipeline's propagated sigma, ``ERRSCALE``);
+    ``warnings`` the number of distinct warnings in the group's log (a group ``ok``
+    with warnings deserves a look) and ``first_warning`` the first of them;
     ``source_id`` is masked when unknown.
 
     Parameters
@@ -1504,7 +1526,14 @@ def write_summary(records, path, meta=None):
     t["bug"] = np.array(col("bug", False), dtype=bool)
     t["error_type"] = np.array([str(v or "") for v in col("error_type")], dtype=str)
     t["error"] = np.array([str(v or "").replace("\n", " ") for v in col("error")], dtype=str)
-    for key in ("sn_median", "sn_max", "err_scale", "runtime", "cpu_time"):
+    for key in ("sn_median", "sn_max", "err_scale"):
+        vals = [np.nan if v is None else float(v) for v in col(key, np.nan)]
+        t[key] = np.round(np.array(vals, dtype=float), 4)
+    t["warnings"] = np.array([int(v or 0) for v in col("n_warnings", 0)], dtype=np.int64)
+    t["first_warning"] = np.array(
+        [_shorten((r.get("warnings") or [""])[0]) for r in records], dtype=str
+    )
+    for key in ("runtime", "cpu_time"):
         vals = [np.nan if v is None else float(v) for v in col(key, np.nan)]
         t[key] = np.round(np.array(vals, dtype=float), 4)
     t["runtime"].unit = "s"
@@ -1529,11 +1558,19 @@ def write_summary(records, path, meta=None):
     return atomic_write_text(path, buf.getvalue())
 
 
+def _shorten(text, limit=200):
+    """``text`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 _CSS = """
 body{font-family:sans-serif;margin:1em 2em;background:#fafafa}
 .g{display:inline-block;vertical-align:top;width:480px;margin:6px;padding:6px;
    background:#fff;border:1px solid #ccc}
 .g.failed{border-color:#c33;background:#fff4f4}
+.g.warned{border-color:#d90;background:#fffbf0}
+.warn{color:#850;font-size:85%;word-break:break-word}
 .g img{width:100%}
 .err{color:#a00;font-family:monospace;font-size:90%;word-break:break-word}
 .small{font-size:85%;color:#555}
@@ -1564,7 +1601,8 @@ def write_index(records, path, meta=None):
         "<title>slitcombine batch</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>slitcombine batch</h1>",
-        f"<p>{len(records)} group(s): {counts.get('ok', 0)} ok, "
+        f"<p>{len(records)} group(s): {counts.get('ok', 0)} ok "
+        f"({counts.get('warned', 0)} with warnings), "
         f"{counts.get('failed', 0)} failed, {counts.get('resumed', 0)} from a previous run. "
         f"Configuration <a href='config.toml'>config.toml</a> "
         f"(hash <code>{esc(str(meta.get('config_hash', '')))}</code>), "
@@ -1579,7 +1617,8 @@ def write_index(records, path, meta=None):
     for r in records:
         status = str(r.get("status", ""))
         name = str(r.get("group", ""))
-        cls = "g" if status == "ok" else "g failed"
+        warned = [str(w) for w in (r.get("warnings") or [])]
+        cls = "g failed" if status != "ok" else ("g warned" if warned else "g")
         sn = r.get("sn_median")
         sn_text = (
             f"S/N median {sn:.1f}, max {r.get('sn_max', np.nan):.1f}; "
@@ -1595,6 +1634,7 @@ def write_index(records, path, meta=None):
         parts.append(
             f"<div class='{cls}' id='{esc(name)}'><b>{esc(name)}</b> "
             f"<span class='small'>{esc(status)}"
+            f"{f' with {len(warned)} warning(s)' if warned and status == 'ok' else ''}"
             f"{' (previous run)' if r.get('resumed') else ''}</span><br>"
         )
         parts.append(
@@ -1609,6 +1649,12 @@ def write_index(records, path, meta=None):
             parts.append(
                 f"<div class='err'>{esc(str(r.get('error', '')))}"
                 f"{' [bug]' if r.get('bug') else ''}</div>"
+            )
+        if warned:
+            items = "".join(f"<li>{esc(_shorten(w, 400))}</li>" for w in warned)
+            parts.append(
+                f"<details class='warn'><summary>{len(warned)} warning(s): "
+                f"{esc(_shorten(warned[0], 120))}</summary><ul>{items}</ul></details>"
             )
         if r.get("stale_outputs"):
             stale = " ".join(f"<a href='{esc(o)}'>{esc(o)}</a>" for o in r["stale_outputs"])

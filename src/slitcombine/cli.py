@@ -11,6 +11,7 @@ import argparse
 import gc
 import logging
 import sys
+from pathlib import Path
 
 from ._version import __version__
 from .errors import SlitCombineError
@@ -24,10 +25,17 @@ def _one_line(message):
 
 
 def _cmd_info(args):
+    from .discovery import expand_patterns
     from .reading import list_slits, read_slit
 
     status = 0
-    for path in args.files:
+    exposures = []
+    try:
+        files = expand_patterns(args.files)
+    except SlitCombineError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    for path in files:
         try:
             slits = list_slits(path)
             if len(slits) > 1:
@@ -36,11 +44,40 @@ def _cmd_info(args):
                     exp = read_slit(path, extver=s["extver"])
                     print("  " + exp.summary())
             else:
-                print(read_slit(path).summary())
+                exp = read_slit(path)
+                exposures.append(exp)
+                print(exp.summary())
         except SlitCombineError as exc:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             status = 2
+    for line in _nod_offset_lines(exposures):
+        print(line)
     return status
+
+
+def _nod_offset_lines(exposures):
+    """Nod offsets (arcsec, shutters, pixels) of the exposures of each source/slitlet."""
+    from .instrument import PIXEL_SCALE, SHUTTER_PITCH
+    from .nods import nod_offsets
+
+    groups = {}
+    for exp in exposures:
+        key = (exp.slit.get("source_name"), exp.slit.get("slitlet_id"), exp.grating, exp.filter)
+        groups.setdefault(key, []).append(exp)
+    lines = []
+    for (source, slitlet, grating, filt), members in groups.items():
+        y = [m.meta["dither"].get("y_offset") for m in members]
+        if len(members) < 2 or any(v is None for v in y):
+            continue
+        ref, arcsec, shutters, pixels = nod_offsets(y)
+        lines.append(
+            f"nod offsets of {source} (slitlet {slitlet}, {grating}/{filt}) from the median "
+            f"YOFFSET {ref:.3f} arcsec (1 shutter = {SHUTTER_PITCH} arcsec = "
+            f"{SHUTTER_PITCH / PIXEL_SCALE:.2f} px at the nominal {PIXEL_SCALE} arcsec/px):"
+        )
+        for m, a, sh, px in zip(members, arcsec, shutters, pixels, strict=True):
+            lines.append(f"  {m.path.name}: {a:+.3f} arcsec = {sh:+.2f} shutter = {px:+.2f} px")
+    return lines
 
 
 def _add_demo(sub):
@@ -74,6 +111,14 @@ def _add_simulate(sub):
     p.add_argument("--redshift", type=float, default=4.23)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--crs", type=int, default=20, help="cosmic rays per exposure (not flagged)")
+    p.add_argument("--source-id", type=int, default=1, help="SOURCEID (default %(default)s)")
+    p.add_argument("--slitlet-id", type=int, default=42, help="SLITID (default %(default)s)")
+    p.add_argument(
+        "--visit",
+        default="jw09999001001",
+        help="visit root jwPPPPPOOOVVV: program, observation, visit (default %(default)s)",
+    )
+    p.add_argument("--detector", default="NRS1", help="NRS1 or NRS2 (default %(default)s)")
     p.set_defaults(func=_cmd_simulate)
 
 
@@ -92,6 +137,10 @@ def _cmd_simulate(args):
         redshift=args.redshift,
         n_crs=args.crs,
         seed=args.seed,
+        root=args.visit,
+        source_id=args.source_id,
+        slitlet_id=args.slitlet_id,
+        detector=args.detector.upper(),
     )
     for f in sim.files:
         print(f)
@@ -127,11 +176,12 @@ def _cmd_extract(args):
     import numpy as np
 
     from .combine import combine
+    from .discovery import expand_patterns
     from .output import check_output_dir
 
     check_output_dir(args.output_dir)  # fail before the work, not after
     config = _load_config(args)
-    files = args.files
+    files = expand_patterns(args.files)
     if args.source_id is not None:
         sid = args.source_id.strip()
         sid = int(sid) if sid.lstrip("+-").isdigit() else sid
@@ -157,6 +207,33 @@ def _cmd_extract(args):
     for path in paths.values():
         print(path)
     return 0
+
+
+def _discovery_lines(inputs, groups, skipped, config):
+    """What discovery found: files, folders, groups, skipped files and unsearched folders."""
+    from collections import Counter
+
+    from .discovery import unsearched_folders
+
+    files = {str(m[0] if isinstance(m, (tuple, list)) else m) for g in groups for m in g.members}
+    folders = {str(Path(f).parent) for f in files}
+    kinds = Counter(
+        f"{g.info.get('grating')}/{g.info.get('filter')}" for g in groups if g.info.get("grating")
+    )
+    lines = [
+        f"found {len(files)} slit file(s) in {len(folders)} folder(s): {len(groups)} group(s)"
+        + (f" ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})" if kinds else "")
+        + f"; {len(skipped)} file(s) skipped"
+    ]
+    d = config.section("discovery")
+    if not d["recursive"]:
+        dirs = [i for i in inputs if not str(i).lower().endswith(".ecsv")]
+        for folder, n in unsearched_folders(dirs, d["patterns"]):
+            lines.append(
+                f"not searched: {folder} ({n} slit file(s)); search sub-folders with "
+                "--set discovery.recursive=true"
+            )
+    return lines
 
 
 def _add_config_options(p):
@@ -223,8 +300,11 @@ def _cmd_batch(args):
         print(f"skipped {_one_line(reason)}", file=sys.stderr)
     if args.dry_run:
         with output_lock(args.output_dir):  # not under a running batch's feet
-            for path in write_inputs(groups, config, args.output_dir):
-                print(path)
+            paths = write_inputs(groups, config, args.output_dir)
+        for line in _discovery_lines(args.inputs, groups, skipped, config):
+            print(line)
+        for path in paths:
+            print(path)
         return 0
     try:
         result = run_batch(
@@ -264,7 +344,9 @@ def _cmd_batch(args):
             )
     c = result.counts
     print(
-        f"{len(result.records)} group(s): {c['ok']} ok, {c['failed']} failed, "
+        f"{len(result.records)} group(s): {c['ok']} ok"
+        f"{f' ({w} with warnings: see summary.ecsv)' if (w := c.get('warned')) else ''}, "
+        f"{c['failed']} failed, "
         f"{c['resumed']} from a previous run; {result.wall_time:.1f} s "
         f"(+{result.startup_time:.1f} s cluster start)"
     )
@@ -319,12 +401,14 @@ def _add_calib(sub):
 
 
 def _cmd_calib_fetch(args):
-    from .calib import DEFAULT_MSAEXP_VERSION, fetch
+    from .calib import fetch
 
-    if args.from_archive is None:
-        version = args.msaexp_version or DEFAULT_MSAEXP_VERSION
-        print(f"downloading msaexp {version} with pip (no dependencies, nothing installed) ...")
-    result = fetch(version=args.msaexp_version, archive=args.from_archive, force=args.force)
+    result = fetch(
+        version=args.msaexp_version,
+        archive=args.from_archive,
+        force=args.force,
+        report=lambda message: print(f"{message} ...", flush=True),
+    )
     m = result.manifest
     counts = ", ".join(f"{n} {kind}" for kind, n in result.counts.items())
     state = "fetched" if result.changed else "already there (intact)"

@@ -84,8 +84,8 @@ DISCOVERY_DEFAULTS = {
     "join": [0, 3],
     # glob patterns of slit files in an input folder
     "patterns": ["*_phot.*.fits", "*_cal.fits"],
-    # also search the sub-folders of an input folder
-    "recursive": False,
+    # also search the sub-folders of an input folder (MAST's download layout has them)
+    "recursive": True,
 }
 
 #: What each group task does.

@@ -29,10 +29,11 @@ output names; then run ``slitcombine batch manifest.ecsv --output-dir ...``.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,8 @@ __all__ = [
     "SlitEntry",
     "GroupSpec",
     "find_slit_files",
+    "unsearched_folders",
+    "expand_patterns",
     "scan_file",
     "visit_key",
     "group_entries",
@@ -161,7 +164,71 @@ class GroupSpec:
 
 
 # ---------------------------------------------------------------------------- finding
-def find_slit_files(inputs, patterns=None, recursive=False):
+def expand_patterns(paths):
+    """Expand the wildcard arguments a shell left as typed (quoted, or matching nothing).
+
+    Parameters
+    ----------
+    paths : iterable of str or path-like
+        Files, folders or glob patterns (``*``, ``?``, ``[...]``).  A path that exists is
+        kept as it is, even if its name has such characters.
+
+    Returns
+    -------
+    list of str
+        The paths, each pattern replaced by its sorted matches.
+
+    Raises
+    ------
+    InputFileError
+        A pattern matches no file ("no file matches this pattern").
+    """
+    out = []
+    for path in paths:
+        path = str(path)
+        if glob.has_magic(path) and not Path(path).exists():
+            matched = sorted(glob.glob(path))
+            if not matched:
+                raise InputFileError(path, "no file matches this pattern")
+            out += matched
+        else:
+            out.append(path)
+    return out
+
+
+def unsearched_folders(inputs, patterns=None, depth=3):
+    """Sub-folders of the input folders that hold slit files a flat search misses.
+
+    Parameters
+    ----------
+    inputs : iterable of str or path-like
+        Folders and files (files are ignored).
+    patterns : list of str, optional
+        Glob patterns (default those of :data:`slitcombine.config.DISCOVERY_DEFAULTS`).
+    depth : int
+        How many levels below each input folder to look (MAST's download layout,
+        ``mastDownload/JWST/<observation>/``, needs 3).
+
+    Returns
+    -------
+    list of (str, int)
+        ``(folder, number of matching files)``, sorted.
+    """
+    patterns = list(patterns or DISCOVERY_DEFAULTS["patterns"])
+    counts = Counter()
+    for item in inputs:
+        path = Path(item)
+        if not path.is_dir():
+            continue
+        for level in range(1, depth + 1):
+            for pat in patterns:
+                for hit in path.glob("*/" * level + pat):
+                    if hit.is_file():
+                        counts[str(hit.parent)] += 1
+    return sorted(counts.items())
+
+
+def find_slit_files(inputs, patterns=None, recursive=True):
     """Expand folders and files into a sorted list of candidate slit files.
 
     Parameters
@@ -171,7 +238,7 @@ def find_slit_files(inputs, patterns=None, recursive=False):
     patterns : list of str, optional
         Glob patterns (default ``*_phot.*.fits`` and ``*_cal.fits``).
     recursive : bool
-        Search sub-folders too.
+        Search sub-folders too (the default: MAST's download layout has them).
 
     Returns
     -------
@@ -184,7 +251,7 @@ def find_slit_files(inputs, patterns=None, recursive=False):
     """
     patterns = list(patterns or DISCOVERY_DEFAULTS["patterns"])
     found = []
-    for item in inputs:
+    for item in expand_patterns(inputs):
         path = Path(item)
         if path.is_dir():
             hits = set()
@@ -357,7 +424,7 @@ def _one_per_exposure(entries):
 
 
 def group_entries(entries, join=None):
-    """Group slit entries by source, grating/filter and visit key.
+    """Group slit entries by source, grating/filter, visit key, exposure type and slit.
 
     Parameters
     ----------
@@ -369,22 +436,33 @@ def group_entries(entries, join=None):
     -------
     list of GroupSpec
         Sorted by name.  The name is ``{visit}_{grating}-{filter}_{source}`` (lower-case
-        grating/filter, source name or id), made unique with a ``-2``, ``-3`` ... suffix.
+        grating/filter, source name or id).  A source seen through several slits in one
+        visit and grating (another MSA slitlet, a fixed slit) gives one group per slit,
+        named with a ``-s{slitlet_id}`` (MSA) or ``-{slit name}`` (fixed slit) suffix;
+        remaining clashes get a ``-2``, ``-3`` ... suffix.
     """
     groups = defaultdict(list)
     for e in entries:
-        key = (visit_key(e.path, join), e.grating, e.filter, e.source_key)
+        key = (visit_key(e.path, join), e.grating, e.filter, e.source_key) + _slit_key(e)
         groups[key].append(e)
-    specs = []
-    used = set()
+    bases = {}
     for key in sorted(groups):
-        visit, grating, filt, _ = key
-        members = sorted(_one_per_exposure(groups[key]), key=lambda e: (e.exposure, e.path))
-        first = members[0]
+        first = groups[key][0]
+        visit, grating, filt = key[:3]
         source = first.source_name or (
             str(first.source_id) if first.source_id is not None else first.slit_name
         )
-        base = _safe(f"{visit}_{grating.lower()}-{filt.lower()}_{source}")
+        bases[key] = _safe(f"{visit}_{grating.lower()}-{filt.lower()}_{source}")
+    shared = Counter(bases.values())
+    specs = []
+    used = set()
+    for key in sorted(groups):
+        visit, grating, filt = key[:3]
+        members = sorted(_one_per_exposure(groups[key]), key=lambda e: (e.exposure, e.path))
+        first = members[0]
+        base = bases[key]
+        if shared[base] > 1:  # one source through several slits: say which slit
+            base = _safe(f"{base}-{_slit_suffix(first)}")
         name, k = base, 1
         while name in used:
             k += 1
@@ -407,7 +485,25 @@ def group_entries(entries, join=None):
     return specs
 
 
-def discover(inputs, join=None, patterns=None, recursive=False):
+def _slit_key(entry):
+    """The slit part of a group key: exposure type and MSA slitlet or fixed-slit name.
+
+    Exposures of one source through another slitlet, or through a fixed slit and the
+    MSA, cannot be combined (their traces and shutters differ): separate groups.
+    """
+    if entry.exp_type == "NRS_FIXEDSLIT":
+        return (entry.exp_type, entry.slit_name.upper())
+    slitlet = "" if entry.slitlet_id is None else f"{entry.slitlet_id:09d}"
+    return (entry.exp_type, slitlet)
+
+
+def _slit_suffix(entry):
+    if entry.exp_type == "NRS_FIXEDSLIT":
+        return entry.slit_name.lower() or "fs"
+    return f"s{entry.slitlet_id}" if entry.slitlet_id is not None else "msa"
+
+
+def discover(inputs, join=None, patterns=None, recursive=True):
     """Find, scan and group slit files.
 
     Parameters

@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "NodPositions",
     "y_index",
+    "nod_offsets",
     "masked_mean",
     "weight_variance",
     "WEIGHT_TYPES",
@@ -102,6 +103,48 @@ def y_index(y_offsets, precision=0.1):
     rounded = np.round(np.asarray(y_offsets, float) / precision) * precision
     _, inverse = np.unique(np.round(rounded, 6), return_inverse=True)
     return inverse + 1
+
+
+def nod_offsets(y_offsets, pixel_scale=None, pitch=None):
+    """Nod offsets of a group's exposures, in arcsec, shutters and detector pixels.
+
+    ``YOFFSET`` (``meta.dither.y_offset``) is the pointing's dither offset in arcsec in
+    the ideal frame of the MSA aperture, counted from the target acquisition's pointing:
+    its absolute value (e.g. 11.8 arcsec) depends on where the aperture reference point
+    lies and means nothing on its own; the *differences* between the exposures of a
+    group are the nod steps along the slitlet.
+
+    Parameters
+    ----------
+    y_offsets : array-like
+        ``YOFFSET`` of each exposure, arcsec.
+    pixel_scale : float, optional
+        Detector pixel scale along the slit, arcsec per pixel (default the nominal
+        :data:`slitcombine.instrument.PIXEL_SCALE`; the exact one is the group's
+        ``slit_pixel_scale``).
+    pitch : float, optional
+        Shutter pitch along the slit, arcsec (default
+        :data:`slitcombine.instrument.SHUTTER_PITCH`, 0.529).
+
+    Returns
+    -------
+    reference : float
+        The median ``YOFFSET`` the offsets are counted from, arcsec.
+    arcsec, shutters, pixels : numpy.ndarray
+        Each exposure's offset from ``reference`` in arcsec, in shutter pitches and in
+        pixels.
+    """
+    from .instrument import PIXEL_SCALE, SHUTTER_PITCH
+
+    y = np.asarray(y_offsets, float)
+    reference = float(np.median(y))
+    arcsec = y - reference
+    return (
+        reference,
+        arcsec,
+        arcsec / (SHUTTER_PITCH if pitch is None else pitch),
+        arcsec / (PIXEL_SCALE if pixel_scale is None else pixel_scale),
+    )
 
 
 def masked_mean(values, variances, mask, axis=0):

@@ -341,7 +341,9 @@ class SlitExposure:
             f"slitlet {s.get('slitlet_id')} {self.grating}/{self.filter} "
             f"shape {self.shape[0]}x{self.shape[1]} "
             f"nod position {d.get('position_number')} of {d.get('total_points')} "
-            f"(y_offset {_fmt(d.get('y_offset'), '.3f')} arcsec) "
+            f"shutters {s.get('shutter_state') or '?'} "
+            f"(YOFFSET {_fmt(d.get('y_offset'), '.3f')} arcsec: dither offset of the "
+            "pointing; nod steps are its differences) "
             f"exptime {_fmt(e.get('exposure_time'), '.1f')} s"
         )
 
