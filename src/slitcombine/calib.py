@@ -535,6 +535,7 @@ def fetch(
     force=False,
     pip_command=None,
     timeout=None,
+    report=None,
 ):
     """Fetch msaexp's calibration tables into the cache (idempotent).
 
@@ -554,6 +555,9 @@ def fetch(
         See :func:`download_with_pip`.
     timeout : float or None
         Seconds allowed to pip (None: no limit).
+    report : callable or None
+        Called with a one-line message before a download or an unpacking starts (the
+        command line prints it).
 
     Returns
     -------
@@ -578,12 +582,15 @@ def fetch(
         if manifest is not None:
             log.info("msaexp %s tables already in %s", manifest["version"], target)
             return FetchResult(target, manifest, False, _counts(manifest))
+    report = report or log.info
     with tempfile.TemporaryDirectory(prefix="slitcombine-fetch-") as download:
         if archive_path is None:
+            report(f"downloading msaexp {wanted} with pip (no dependencies, nothing installed)")
             archive_path = download_with_pip(wanted, download, pip_command, timeout=timeout)
             origin = f"pip download msaexp=={wanted} --no-deps"
         else:
             origin = f"local archive {archive_path.resolve()}"
+        report(f"unpacking the calibration tables of {archive_path.name} into {target}")
         return _install(archive_path, root, target, wanted, origin)
 
 
@@ -1022,15 +1029,16 @@ def target_from_group(group):
     Target
     """
     n = group.meta.get("num_shutters")
-    if n is None or int(n) < 0:
-        n = len(str(group.info["shutter_state"][0]))
+    if n is None or int(n) < 0:  # not resolved yet: from the shutter state, as SlitGroup
+        state = group.info["shutter_state"][0]
+        n = len(str(state)) if state else None
     return Target(
         grating=group.grating,
         filter=group.filter,
         visit=str(group.info["visit"][0]),
         detector=str(group.info["detector"][0]),
         fixed_slit=bool(group.IS_FIXED_SLIT),
-        num_shutters=int(n),
+        num_shutters=None if n is None else int(n),
         extended_flats=extended_flats([s.primary_header for s in group.slits]),
         quadrant=None,
         label=group.name,
