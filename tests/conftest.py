@@ -18,6 +18,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_calibration_tables(tmp_path_factory):
+    """Every test starts without fetched calibration tables (an empty cache folder).
+
+    Set in ``os.environ`` so that the command-line subprocesses of the tests see it too;
+    a user's ``slitcombine calib fetch`` or ``$SLITCOMBINE_CALIB_DIR`` must not change
+    what the tests measure.  Tests of the tables point at their own folders.
+    """
+    saved = {k: os.environ.get(k) for k in ("SLITCOMBINE_CACHE_DIR", "SLITCOMBINE_CALIB_DIR")}
+    os.environ["SLITCOMBINE_CACHE_DIR"] = str(tmp_path_factory.mktemp("empty-cache"))
+    os.environ.pop("SLITCOMBINE_CALIB_DIR", None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def shared_dir():
     """The shared reference folder, or None."""
     env = os.environ.get("SLITCOMBINE_SHARED")

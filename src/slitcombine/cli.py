@@ -344,12 +344,15 @@ def _cmd_batch(args):
             )
     c = result.counts
     print(
-        f"{len(result.records)} group(s): {c['ok']} ok"
-        f"{f' ({w} with warnings: see summary.ecsv)' if (w := c.get('warned')) else ''}, "
-        f"{c['failed']} failed, "
+        f"{len(result.records)} group(s): {c['ok']} ok, {c['failed']} failed, "
         f"{c['resumed']} from a previous run; {result.wall_time:.1f} s "
         f"(+{result.startup_time:.1f} s cluster start)"
     )
+    if c.get("warned"):
+        print(
+            f"{c['warned']} of the ok group(s) finished with warnings: see the warnings "
+            "column of summary.ecsv and their logs"
+        )
     print(result.summary_path)
     print(result.index_path)
     return result.exit_code
