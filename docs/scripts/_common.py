@@ -24,6 +24,15 @@ def say(message):
     sys.stdout.flush()
 
 
+def shown(path):
+    """``path`` relative to the repository if it is inside it (for progress lines)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO)
+    except ValueError:
+        return path
+
+
 def new_figure(figsize):
     """An object-oriented matplotlib figure (constrained layout, Agg canvas, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -40,7 +49,7 @@ def save_png(fig, path, dpi=80):
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, pil_kwargs={"optimize": True})
     size = path.stat().st_size
-    say(f"wrote {path.relative_to(REPO)} ({size / 1024:.0f} KB)")
+    say(f"wrote {shown(path)} ({size / 1024:.0f} KB)")
     return size
 
 
@@ -67,7 +76,7 @@ def environment():
 def write_json(obj, path):
     """Write ``obj`` as indented JSON."""
     Path(path).write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    say(f"wrote {Path(path).relative_to(REPO)}")
+    say(f"wrote {shown(path)}")
 
 
 def shared_data():
