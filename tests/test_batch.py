@@ -1018,3 +1018,63 @@ def test_deployment_guide_command_lines_parse():
     assert "   deployment\n" in (root / "docs" / "index.rst").read_text()
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     assert any(r.startswith("dask-jobqueue") for r in extras["optional-dependencies"]["cluster"])
+
+
+# ------------------------------------------------------------------ figures (issue 19)
+@pytest.mark.parametrize("figures", ["all", "summary", "none"])
+def test_figures_option_writes_the_chosen_figures(data, tmp_path, figures):
+    """batch.figures: both figures, the summary alone or none; batch.figure_dpi their size."""
+    from PIL import Image
+
+    cfg = Config.default().with_overrides([f"batch.figures={figures}", "batch.figure_dpi=40"])
+    members = [str(f) for f in data["sims"][0].files]
+    rec = process_group({"group": "g", "members": members}, cfg, tmp_path)
+    assert rec["status"] == "ok", rec["error"]
+    expected = {
+        "all": [".spec.fits", ".fnu.png", ".d2d.png"],
+        "summary": [".spec.fits", ".fnu.png"],
+    }
+    assert rec["outputs"] == [f"g{s}" for s in expected.get(figures, [".spec.fits"])]
+    products = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("g."))
+    assert products == sorted(rec["outputs"] + ["g.batch.json"])
+    assert rec["figure"] == ("" if figures == "none" else "g.fnu.png")
+    if figures != "none":
+        with Image.open(tmp_path / "g.fnu.png") as im:
+            assert im.size == (360, 220)
+
+
+def test_batch_figure_options_on_the_command_line(data, tmp_path, capsys):
+    """--figures and --figure-dpi go into the effective configuration (config.toml, the
+    hash); bad values are one-line usage errors that name the option."""
+    out = tmp_path / "dry"
+    args = ["batch", str(data["folder"]), "--output-dir", str(out), "--dry-run"]
+    assert main([*args, "--figures", "Summary", "--figure-dpi", "60"]) == 0
+    cfg = load_config(out / "config.toml")
+    assert cfg.section("batch")["figures"] == "summary"
+    assert cfg.section("batch")["figure_dpi"] == 60
+    assert (
+        cfg.hash
+        == Config.default().with_overrides(["batch.figures=summary", "batch.figure_dpi=60"]).hash
+    )
+    text = (out / "config.toml").read_text()
+    assert 'figures = "summary"  # PNG figures written next to each spectrum' in text
+    assert "figure_dpi = 60  # resolution of the PNG figures, dots per inch" in text
+    capsys.readouterr()
+    for extra, message in (
+        (
+            ["--figures", "some"],
+            "--figures must be one of all, summary, none (or true/false), got 'some'",
+        ),
+        (
+            ["--figure-dpi", "1000"],
+            "--figure-dpi must be a number of dots per inch from 10 to 600, got 1000.0",
+        ),
+        (
+            ["--set", "batch.figures=maybe"],
+            "batch.figures must be one of all, summary, none (or true/false), got 'maybe'",
+        ),
+    ):
+        assert main([*args[:-3], "--output-dir", str(tmp_path / "bad"), "--dry-run", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: {message}", err
+    assert not (tmp_path / "bad").exists()

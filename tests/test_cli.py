@@ -137,3 +137,55 @@ def test_extract_multislit_files_by_source_id(tmp_path, capsys):
 
     with fits.open(product) as hdul:
         assert set(hdul["SLITS"].data["source_id"].astype(str)) == {"2"}
+
+
+def test_extract_figure_options(ceers_files, tmp_path, capsys):
+    """Issue 19: --figure-dpi sets the resolution (recorded in the configuration hash and
+    the provenance); --no-figures and batch.figures choose the files; a bad value is a
+    one-line error naming the option."""
+    import json
+
+    from astropy.io import fits
+    from astropy.table import Table
+    from PIL import Image
+
+    from slitcombine.config import Config
+
+    out = tmp_path / "dpi"
+    assert (
+        main(
+            ["extract", *ceers_files, "--name", "c", "--output-dir", str(out), "--figure-dpi", "40"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["c.d2d.png", "c.fnu.png", "c.spec.fits"]
+    with Image.open(out / "c.fnu.png") as im:
+        assert im.size == (360, 220)
+    with fits.open(out / "c.spec.fits") as hdul:
+        assert (
+            hdul[0].header["CFGHASH"]
+            == Config.default().with_overrides(["batch.figure_dpi=40"]).hash
+        )
+        prov = Table(hdul["PROVENANCE"].data)
+    rows = {r["key"]: json.loads(r["value"]) for r in prov if r["section"] == "figures"}
+    assert rows == {"figures": "all", "figure_dpi": 40}
+    for args, files in (
+        (["--no-figures"], ["c.spec.fits"]),
+        (["--set", "batch.figures=summary"], ["c.fnu.png", "c.spec.fits"]),
+    ):
+        folder = tmp_path / args[-1].replace("=", "_")
+        assert (
+            main(["extract", *ceers_files, "--name", "c", "--output-dir", str(folder), *args]) == 0
+        )
+        assert sorted(p.name for p in folder.iterdir()) == files
+    capsys.readouterr()
+    for value in ("5", "abc", "nan"):
+        bad = tmp_path / f"bad{value}"
+        args = ["extract", *ceers_files, "--output-dir", str(bad), "--figure-dpi", value]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            "error: --figure-dpi must be a number of dots per inch from 10 to 600, got "
+            + repr(float(value) if value != "abc" else value)
+        ), err
+        assert not any(bad.iterdir())

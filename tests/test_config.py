@@ -193,3 +193,26 @@ def test_written_config_lists_every_option(tmp_path):
     reread = load_config(path)
     assert reread.sections["trace"]["degree"] == 1
     assert reread.hash != cfg.hash
+
+
+def test_figure_options():
+    """batch.figures (all/summary/none; true/false the same as all/none) and
+    batch.figure_dpi: defaults, normalised values, hash, clear errors."""
+    from slitcombine.plots import DEFAULT_DPI
+
+    base = Config.default()
+    assert base.section("batch")["figures"] == "all"
+    assert base.section("batch")["figure_dpi"] == DEFAULT_DPI
+    for alias, value in ((True, "all"), (False, "none"), ('"SUMMARY"', "summary")):
+        cfg = base.with_overrides([f"batch.figures={str(alias).lower()}"])
+        assert cfg.section("batch")["figures"] == value
+        assert cfg.hash == base.with_overrides([f"batch.figures={value}"]).hash
+    assert base.with_overrides(["batch.figure_dpi=80.0"]).hash == base.hash
+    assert base.with_overrides(["batch.figure_dpi=100"]).hash != base.hash
+    for bad, message in (
+        ("batch.figures=1", "batch.figures must be one of all, summary, none"),
+        ("batch.figure_dpi=0", "batch.figure_dpi must be a number of dots per inch from 10"),
+        ("batch.figure_dpi=true", "batch.figure_dpi must be a number of dots per inch"),
+    ):
+        with pytest.raises(ConfigurationError, match=message):
+            base.with_overrides([bad])

@@ -177,6 +177,17 @@ def test_cli_extract(product, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def _texts(container, gid=None):
+    """Texts of the artists of ``container`` (a figure or axes) with this ``gid``."""
+    from matplotlib.text import Text
+
+    return [
+        a.get_text()
+        for a in container.get_children()
+        if isinstance(a, Text) and a.get_text() and (gid is None or a.get_gid() == gid)
+    ]
+
+
 def test_figures_use_no_pyplot(product):
     import inspect
 
@@ -187,17 +198,17 @@ def test_figures_use_no_pyplot(product):
     assert "from matplotlib import pyplot" not in inspect.getsource(plots)
     fig = result.plot()
     assert type(fig).__name__ == "Figure"
-    assert len(fig.axes) in (4, 5)  # 1D, 2D, profile, colour bar (and an inset)
+    # 1D, 2D, profile; the colour bar and the inset are panels without an Axes
+    ax1, ax2, axp = fig.axes
+    assert "uJy/px" in _texts(fig, "colourbar")
+    assert _texts(ax1, "legend")[:3] == ["optimal", "boxcar", "\u00b11 sigma"]
     # the 2D image is drawn on the output wavelength grid, the profile on its rows
-    ax1, ax2, axp, cax = fig.axes[:4]
-    assert cax.get_title() == "uJy/px"
-    labels = [t.get_text() for t in ax1.get_legend().get_texts()]
-    assert labels[:3] == ["optimal", "boxcar", "\u00b11 sigma"]
-    image = ax2.images[0]
+    (image,) = ax2.artists
     wave = result.drizzled["wave"]
     assert ax1.get_xlim() == ax2.get_xlim()
     assert ax2.get_xlim()[0] < wave[0] < wave[-1] < ax2.get_xlim()[1]
-    assert image.get_array().shape == result.drizzled["sci"].shape
+    assert image.get_array().shape[:2] == result.drizzled["sci"].shape
+    assert image.get_extent()[:2] == ax2.get_xlim()
     assert axp.get_ylim() == ax2.get_ylim()
 
 
@@ -209,9 +220,11 @@ def test_nod_difference_figure(product):
     g = result.group
     ny, nx = g.sh
     fig = g.plot_2d_differences(clip_sigma=3, figsize=(5, 1.5))
-    assert [ax.get_title() for ax in fig.axes[:3]] == ["difference", "model", "residual"]
-    assert "sigma" in fig.axes[3].get_ylabel()  # the colour bar
-    assert all(ax.get_xlabel() == "x (pixel)" for ax in fig.axes[:3])
+    assert [ax.get_title() for ax in fig.axes] == ["difference", "model", "residual"]
+    bar = _texts(fig, "colourbar")  # the colour bar: -3 .. +3 sigma
+    assert "data / error (sigma)" in bar and {"\u22123", "0", "+3"} <= set(bar)
+    assert all(ax.get_xlabel() == "x (pixel)" for ax in fig.axes)
+    assert all(len(ax.texts) >= 3 for ax in fig.axes)  # x tick labels on every column
     assert any("reference position" in t.get_text() for t in fig.texts)
     npos = g.unp.N
     rgba = [np.asarray(ax.artists[0].get_array()) for ax in fig.axes[:3]]  # PixelImage
@@ -245,8 +258,9 @@ def test_nod_difference_figure(product):
     red_minus_blue = np.array(red_minus_blue)
     assert np.all(red_minus_blue[:, 0] > 40)
     assert np.all(np.abs(red_minus_blue[:, 1]) < 0.25 * red_minus_blue[:, 0])
-    ylabels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    ylabels = _texts(fig.axes[0], "position")
     assert len(ylabels) == npos and all("uJy" in t for t in ylabels)
+    assert sum(t.endswith("*") for t in (s.split("\n")[0] for s in ylabels)) == 1
     # drawn: the blitted image shows the stacked colours (first position on top)
     fig.canvas.draw()
     ax = fig.axes[0]
@@ -260,7 +274,8 @@ def test_nod_difference_figure(product):
     # user imshow keywords: a regular AxesImage in uJy per pixel
     fig = g.plot_2d_differences(kws={"vmin": -0.1, "vmax": 0.1, "interpolation": "bilinear"})
     assert fig.axes[0].images[0].get_array().shape == (npos * ny, nx, 4)
-    assert "uJy" not in fig.axes[0].get_yticklabels()[0].get_text()
+    assert not any("uJy" in t for t in _texts(fig.axes[0], "position"))
+    assert "uJy / pixel (kws)" in _texts(fig, "colourbar")
 
 
 def test_noise_scale_and_rescaled_errors(product):
@@ -338,11 +353,12 @@ def _assert_same_hdus(new, ref):
 def _check_against_astropy_columns(result, tmp_path):
     from slitcombine.output import build_hdulist
 
+    # written first: writing records the figure options in the provenance
+    path = result.write(tmp_path, figures=False)["spec"]
     new = build_hdulist(result)
     ref = build_hdulist(result, columns=True)
     _assert_same_hdus(new, ref)
     # the written product reads back the same through the registered readers
-    path = result.write(tmp_path, figures=False)["spec"]
     ref.writeto(tmp_path / "ref.fits")
     with fits.open(path) as fa, fits.open(tmp_path / "ref.fits") as fb:
         for ha, hb in zip(fa[1:], fb[1:], strict=True):
@@ -474,11 +490,11 @@ def test_opaque_figures_are_saved_as_rgb(product, tmp_path):
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from slitcombine.plots import save_figure
+    from slitcombine.plots import DEFAULT_DPI, save_figure
 
     _, result, _ = product
     for fig in (result.plot(), result.group.plot_2d_differences()):
-        fig.savefig(tmp_path / "rgba.png", format="png", dpi=100)
+        fig.savefig(tmp_path / "rgba.png", format="png", dpi=DEFAULT_DPI)
         with (
             Image.open(save_figure(fig, tmp_path / "rgb.png")) as im,
             Image.open(tmp_path / "rgba.png") as ref,
@@ -509,3 +525,198 @@ def test_raw_sink_keeps_one_write_without_copying():
     sink.write(b"ab")
     sink.write(memoryview(np.arange(2, dtype="<u2")))
     assert bytes(sink.data()) == b"ab\x00\x00\x01\x00"
+
+
+# ------------------------------------------------------------------ figures (issue 19)
+def test_write_chooses_the_figures_and_their_resolution(product, tmp_path):
+    """figures='all'/'summary'/'none' (True/False) write exactly those files; figure_dpi
+    sets the PNG size; what was drawn is in the provenance; bad values fail first."""
+    from PIL import Image
+
+    from slitcombine.errors import ConfigurationError
+    from slitcombine.plots import DEFAULT_DPI
+
+    _, result, _ = product
+    expected = {
+        "all": ["x.d2d.png", "x.fnu.png", "x.spec.fits"],
+        True: ["x.d2d.png", "x.fnu.png", "x.spec.fits"],
+        "summary": ["x.fnu.png", "x.spec.fits"],
+        "none": ["x.spec.fits"],
+        False: ["x.spec.fits"],
+    }
+    name = result.name
+    try:
+        result.name = "x"
+        for choice, files in expected.items():
+            folder = tmp_path / str(choice)
+            paths = result.write(folder, figures=choice)
+            assert sorted(p.name for p in folder.iterdir()) == files
+            assert sorted(p.name for p in paths.values()) == files
+        sizes = {}
+        for dpi in (40, None):
+            paths = result.write(tmp_path / f"dpi{dpi}", figures="all", figure_dpi=dpi)
+            with Image.open(paths["summary"]) as im:
+                sizes[dpi] = im.size
+                assert im.info["dpi"] == pytest.approx((dpi or DEFAULT_DPI,) * 2, abs=0.01)
+            with fits.open(paths["spec"]) as hdul:
+                prov = Table(hdul["PROVENANCE"].data)
+            rows = {r["key"]: json.loads(r["value"]) for r in prov if r["section"] == "figures"}
+            assert rows == {"figures": "all", "figure_dpi": dpi or DEFAULT_DPI}
+        assert sizes[40] == (9 * 40, round(5.5 * 40))
+        assert sizes[None] == (9 * DEFAULT_DPI, round(5.5 * DEFAULT_DPI))
+        for bad in ({"figures": "some"}, {"figures": 2}, {"figure_dpi": 5}, {"figure_dpi": "x"}):
+            with pytest.raises(ConfigurationError, match="figure"):
+                result.write(tmp_path / "bad", **bad)
+        assert not (tmp_path / "bad").exists()
+    finally:
+        result.name = name
+
+
+def _spectrum(wave, flux, err):
+    return Table(
+        {
+            "wave": wave,
+            "flux": flux,
+            "err": err,
+            "valid": np.isfinite(flux),
+            "flux_boxcar": flux * 1.01,
+        }
+    )
+
+
+def test_summary_figure_carries_its_elements(product):
+    """Colour bar (ramp, ticks, unit), legend with line samples, the +-1 sigma band,
+    x labels, the truth overlay; the full-range inset only when lines rise far above."""
+    import matplotlib
+    from matplotlib.collections import PolyCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    from slitcombine._pixel_image import PixelImage
+    from slitcombine.plots import summary_figure
+
+    _, result, _ = product
+    spec = result.spec
+    wave = np.asarray(spec["wave"], float)
+    truth = (wave, np.nan_to_num(np.asarray(spec["flux"], float)))
+    fig = result.plot(truth=truth)
+    ax1, ax2, axp = fig.axes
+    # the colour bar: a ramp of the colour map, its unit and tick labels, no Axes
+    bar = [a for a in fig.get_children() if a.get_gid() == "colourbar"]
+    (ramp,) = [a for a in bar if isinstance(a, PixelImage)]
+    cmap = matplotlib.colormaps["RdBu_r"]
+    np.testing.assert_array_equal(ramp.get_array()[[0, -1], 0], cmap([0.0, 1.0], bytes=True))
+    labels = _texts(fig, "colourbar")
+    assert labels[-1] == "uJy/px" and "0" in labels and len(labels) >= 4
+    # the legend: a sample per entry (lines, the band) and its label
+    assert _texts(ax1, "legend") == ["optimal", "boxcar", "\u00b11 sigma", "truth"]
+    samples = [a for a in ax1.get_children() if a.get_gid() == "legend" and a not in ax1.texts]
+    assert [type(a) for a in samples] == [Line2D, Line2D, Rectangle, Line2D]
+    colours = [
+        matplotlib.colors.to_hex(a.get_facecolor() if isinstance(a, Rectangle) else a.get_color())
+        for a in samples
+    ]
+    assert colours == ["#000000", "#ff7f0e", "#1f77b4", "#d62728"]
+    # the +-1 sigma band on the 1D panel: flux - err .. flux + err over the valid bins
+    (band,) = [c for c in ax1.collections if c.get_gid() is None]
+    assert isinstance(band, PolyCollection) and band.get_alpha() == pytest.approx(0.3)
+    heights = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+    valid = np.asarray(spec["valid"])
+    flux, err = np.asarray(spec["flux"])[valid], np.asarray(spec["err"])[valid]
+    assert heights.max() == pytest.approx(np.max(flux + err))
+    assert heights.min() == pytest.approx(np.min(flux - err))
+    # the truth: a red line with its data
+    red = [a for a in ax1.lines if a.get_color() == "tab:red" and a.get_gid() is None]
+    assert len(red) == 1 and np.array_equal(red[0].get_xdata(), truth[0])
+    # axis labels; ticks and their labels are plain artists
+    assert ax1.get_xlabel() == "wavelength (um)" and ax1.get_ylabel() == "f_nu (uJy)"
+    assert ax2.get_ylabel() == "y (pixel)" and axp.get_xlabel() == "profile"
+    assert {"data", "model"} <= set(_texts(axp))
+    # a continuum alone: the whole range on the main scale, no inset
+    w = np.linspace(1.0, 5.0, 300)
+    f = np.full(w.size, 1.0)
+    sci = np.zeros((5, w.size))
+    err = np.full(w.size, 0.05)
+    fig = summary_figure(_spectrum(w, f, err), sci, w, np.arange(-2.0, 3.0))
+    assert not [a for a in fig.axes[0].get_children() if a.get_gid() == "inset"]
+    # a line 50x the continuum: the main scale follows the continuum, an inset the peak
+    f[150] = 50.0
+    fig = summary_figure(_spectrum(w, f, err), sci, w, np.arange(-2.0, 3.0))
+    ax1 = fig.axes[0]
+    assert ax1.get_ylim()[1] < 5
+    inset = [a for a in ax1.get_children() if a.get_gid() == "inset"]
+    assert "full range" in [a.get_text() for a in inset if hasattr(a, "get_text")]
+    peak = max(np.nanmax(a.get_ydata()) for a in inset if isinstance(a, Line2D))
+    assert peak == pytest.approx(50.0 * 1.01)  # the boxcar's 50.5: the peak is shown
+
+
+def test_pixel_image_shows_every_outlier():
+    """More columns than screen pixels: with a priority the deviant pixel is kept."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from slitcombine._pixel_image import PixelImage
+
+    values = np.zeros((4, 400))
+    values[2, 201] = 1.0  # one hot pixel
+    rgba = np.zeros(values.shape + (4,), np.uint8)
+    rgba[..., 3] = 255
+    rgba[values > 0] = (255, 0, 0, 255)
+    found = {}
+    for label, priority in (("priority", np.abs(values)), ("nearest", None)):
+        fig = Figure(figsize=(1.0, 0.5), dpi=100)  # 100 px for 400 columns
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_xlim(-0.5, 399.5)
+        ax.set_ylim(-0.5, 3.5)
+        ax.add_artist(PixelImage(ax, rgba, priority=priority))
+        fig.canvas.draw()
+        canvas = np.asarray(fig.canvas.buffer_rgba())
+        found[label] = int(np.sum(canvas[..., 0] > 200))
+    assert found["priority"] > 0 and found["priority"] >= found["nearest"]
+    # on a non-uniform grid the columns land at their edges (data coordinates)
+    fig = Figure(figsize=(2.0, 0.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0.0, 10.0)
+    ax.set_ylim(0.0, 1.0)
+    two = np.array([[[255, 0, 0, 255], [0, 0, 255, 255]]], np.uint8)
+    ax.add_artist(PixelImage(ax, two, x_edges=[0.0, 2.0, 10.0], y_edges=[0.0, 1.0]))
+    fig.canvas.draw()
+    row = np.asarray(fig.canvas.buffer_rgba())[25]
+    red = np.flatnonzero((row[:, 0] > 200) & (row[:, 2] < 50))
+    blue = np.flatnonzero((row[:, 2] > 200) & (row[:, 0] < 50))
+    assert red.max() == 39 and blue.min() == 40  # 2 of 10 data units = 40 of 200 px
+
+
+def test_text_cache_canvas_draws_like_agg():
+    """Cached text looks like matplotlib's (up to half-pixel placement), alpha included,
+    and the same figure drawn twice is the same."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from slitcombine import _agg
+
+    def draw(canvas):
+        fig = Figure(figsize=(3, 2), dpi=80)
+        canvas(fig)
+        ax = fig.add_axes((0.25, 0.25, 0.7, 0.7))
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_ylabel("f_nu (uJy)")
+        fig.text(0.05, 0.02, "half alpha", alpha=0.5, color="tab:red")
+        fig.text(0.6, 0.02, "rgba", color=(0, 0, 1, 0.4))
+        ax.text(0.5, 0.5, "rotated", rotation=30)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba()).astype(float)
+
+    _agg.clear_text_cache()
+    reference = draw(FigureCanvasAgg)
+    first, second = draw(_agg.TextCacheCanvas), draw(_agg.TextCacheCanvas)
+    np.testing.assert_array_equal(first, second)
+    ink = [np.sum(255 - img[..., :3]) for img in (reference, first)]
+    assert ink[1] == pytest.approx(ink[0], rel=0.01)
+    assert len(_agg._masks) and len(_agg._masks) <= _agg.MAX_ENTRIES
+    # the half-transparent red text has the same strength as matplotlib's
+    rows = slice(int(2 * 80 * 0.8), None)
+    strength = [np.sum(255 - img[rows, : int(3 * 80 * 0.5), 1]) for img in (reference, first)]
+    assert strength[1] == pytest.approx(strength[0], rel=0.02)

@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 from . import geometry
+from ._threads import compute_call
 from .errors import ConfigurationError
 
 __all__ = ["ExtractMethods", "DEFAULT_PROFILE_SIGMA", "slit_width_arcsec"]
@@ -452,6 +453,7 @@ class ExtractMethods:
         return tab
 
     # ------------------------------------------------------------------ figures
+    @compute_call  # one BLAS thread (the model images), the cyclic collector paused
     def plot_2d_differences(self, fit=None, clip_sigma=5, kws=None, figsize=(6, 2)):
         """Figure of the nod-difference images, with the profile model and residuals.
 
@@ -489,14 +491,16 @@ class ExtractMethods:
         ny, nx = self.sh
         panels = []
         ref = self.calc_reference_exposure
+        unit_images = {}  # width -> every exposure's unit image (shared by the positions)
         for pos in self.unp.values:
             ipos, ineg, diff, _, vdiff, wdiff = self._difference_image(pos)
             model = None
             if use_fit is not None and self.uses_optics():
-                imgs, _ = self.source_image_model().images(
-                    self.trace_rows(), float(np.median(sigma[ipos]))
-                )
-                imgs = imgs.reshape(self.N, -1)
+                width = float(np.median(sigma[ipos]))
+                if width not in unit_images:
+                    imgs, _ = self.source_image_model().images(self.trace_rows(), width)
+                    unit_images[width] = imgs.reshape(self.N, -1)
+                imgs = unit_images[width]
                 dprof = profile._masked_profile_mean(imgs[ipos], self.mask[ipos])
                 if np.any(ineg):
                     dprof = dprof - profile._masked_profile_mean(imgs[ineg], self.mask[ineg])

@@ -13,7 +13,7 @@ Output folder::
     summary.ecsv           one row per group: status, error, S/N, runtime, outputs
     index.html             static page with every group's figure (relative links)
     logs/{group}.log       the group's log (written on the worker)
-    {group}.spec.fits      combined spectrum (+ {group}.fnu.png, {group}.d2d.png)
+    {group}.spec.fits      combined spectrum (+ {group}.fnu.png, {group}.d2d.png: batch.figures)
     {group}.group.json     (mode "prepare" instead of the spectrum)
     {group}.batch.json     sidecar: status, configuration hash, inputs hash, outputs
     .slitcombine-batch.lock  locked while a batch runs here: a second one stops at once
@@ -358,7 +358,8 @@ def _work_combine(name, members, config, output_dir, config_hash):
 
     result = combine(list(members), name=name, **config.combine_kwargs())
     result.provenance["batch"] = {"config_hash": config_hash, "group": name}
-    paths = result.write(output_dir, figures=bool(config.section("batch")["figures"]))
+    opts = config.section("batch")
+    paths = result.write(output_dir, figures=opts["figures"], figure_dpi=opts["figure_dpi"])
     return paths, paths.get("spec")
 
 

@@ -168,6 +168,7 @@ def _add_extract(sub):
     p.add_argument("--name", default=None, help="output name (default: source_grating-filter)")
     p.add_argument("--output-dir", default=".", help="where to write (default %(default)s)")
     p.add_argument("--no-figures", action="store_true", help="do not write the PNG figures")
+    _add_figure_dpi_option(p)
     _add_config_options(p)
     p.set_defaults(func=_cmd_extract)
 
@@ -188,7 +189,10 @@ def _cmd_extract(args):
         files = [(f, sid) for f in files]
     result = combine(files, name=args.name, **config.combine_kwargs())
     result.provenance["config_hash"] = config.hash
-    paths = result.write(args.output_dir, figures=not args.no_figures)
+    figures = config.section("batch")
+    paths = result.write(
+        args.output_dir, figures=figures["figures"], figure_dpi=figures["figure_dpi"]
+    )
     spec = result.spec
     valid = np.asarray(spec["valid"])
     sn = np.asarray(spec["flux"] / spec["err"])[valid]
@@ -247,10 +251,47 @@ def _add_config_options(p):
     )
 
 
+def _add_figure_dpi_option(p):
+    p.add_argument(
+        "--figure-dpi",
+        metavar="N",
+        default=None,
+        help="resolution of the PNG figures, dots per inch (10-600; default: "
+        "batch.figure_dpi of the configuration, 80)",
+    )
+
+
+def _figure_overrides(args):
+    """The figure options of the command line as ``--set`` overrides (checked first, so
+    that a bad value is reported with the option's name)."""
+    from .errors import ConfigurationError
+    from .plots import DPI_RANGE, check_figure_options
+
+    figures = "none" if getattr(args, "no_figures", False) else getattr(args, "figures", None)
+    dpi = getattr(args, "figure_dpi", None)
+    if dpi is not None:
+        try:
+            dpi = float(dpi)
+        except ValueError as exc:
+            lo, hi = DPI_RANGE
+            raise ConfigurationError(
+                f"--figure-dpi must be a number of dots per inch from {lo} to {hi}, got {dpi!r}"
+            ) from exc
+    if figures is None and dpi is None:
+        return []
+    check_figure_options(
+        True if figures is None else figures, dpi, names=("--figures", "--figure-dpi")
+    )
+    overrides = [] if figures is None else [f"batch.figures={figures.strip().lower()}"]
+    return overrides + ([] if dpi is None else [f"batch.figure_dpi={dpi:g}"])
+
+
 def _load_config(args):
+    """The effective configuration: ``--config``, then ``--set``, then the figure options
+    given as their own flags (``--figures``, ``--figure-dpi``, ``--no-figures``)."""
     from .config import load_config
 
-    return load_config(args.config, args.set)
+    return load_config(args.config, [*args.set, *_figure_overrides(args)])
 
 
 def _add_batch(sub):
@@ -285,6 +326,14 @@ def _add_batch(sub):
     p.add_argument(
         "--dry-run", action="store_true", help="only write manifest.ecsv and config.toml"
     )
+    p.add_argument(
+        "--figures",
+        metavar="{all,summary,none}",
+        default=None,
+        help="PNG figures of each group: all (summary .fnu.png and nod differences "
+        ".d2d.png), summary or none (default: batch.figures of the configuration, all)",
+    )
+    _add_figure_dpi_option(p)
     _add_config_options(p)
     p.set_defaults(func=_cmd_batch)
 

@@ -151,24 +151,33 @@ class CombineResult:
             self.spec, d["sci"], d["wave"], d["y"], prof1d=prof, title=title, truth=truth
         )
 
-    def write(self, directory, figures=True, overwrite=True):
+    def write(self, directory, figures=True, overwrite=True, figure_dpi=None, truth=None):
         """Write ``{name}.spec.fits`` (and the PNG figures) into ``directory``.
 
         All or nothing: the files are first written into a temporary folder inside
         ``directory`` and moved into place (figures first, the spectrum last) only when
         all of them are complete, so a failure (full disk, unwritable folder, a
         figure that cannot be drawn) leaves neither a spectrum without its figures
-        nor temporary files behind.
+        nor temporary files behind.  What was drawn is recorded in the provenance
+        (``figures``: ``{'figures': ..., 'figure_dpi': ...}``).
 
         Parameters
         ----------
         directory : str or path-like
             Output folder (created if missing).
-        figures : bool
-            Also write ``{name}.fnu.png`` (summary) and ``{name}.d2d.png`` (nod
-            differences).
+        figures : bool or str
+            Which figures to write: ``'all'`` (or True): ``{name}.fnu.png`` (summary)
+            and ``{name}.d2d.png`` (nod differences); ``'summary'``: only the summary;
+            ``'none'`` (or False): none.  Figures of an earlier run that this one does
+            not write are left as they are.
         overwrite : bool
             Replace existing files.
+        figure_dpi : float, optional
+            Resolution of the figures, dots per inch (10-600); None for
+            :data:`slitcombine.plots.DEFAULT_DPI`.
+        truth : (array-like, array-like), optional
+            ``(wave, flux)`` (um, uJy) of a known spectrum drawn on the summary figure
+            (simulations).
 
         Returns
         -------
@@ -177,6 +186,8 @@ class CombineResult:
 
         Raises
         ------
+        slitcombine.errors.ConfigurationError
+            A ``figures`` or ``figure_dpi`` value that is not one of those above.
         slitcombine.errors.OutputError
             If the folder or a file cannot be written.
         """
@@ -188,13 +199,16 @@ class CombineResult:
         from ._threads import paused_gc
         from .errors import OutputError
         from .output import check_output_dir, write_hdulist
-        from .plots import save_figure
+        from .plots import check_figure_options, save_figure
 
+        figures, dpi = check_figure_options(figures, figure_dpi)
         folder = check_output_dir(directory)
         paths = {"spec": folder / f"{self.name}.spec.fits"}
-        if figures:
+        if figures in ("all", "summary"):
             paths["summary"] = folder / f"{self.name}.fnu.png"
+        if figures == "all":
             paths["diff2d"] = folder / f"{self.name}.d2d.png"
+        self.provenance["figures"] = {"figures": figures, "figure_dpi": dpi}
         if not overwrite:
             for path in paths.values():
                 if path.exists():
@@ -211,11 +225,13 @@ class CombineResult:
             current = paths["spec"]
             try:
                 write_hdulist(hdul, stage / current.name)
-                if figures:
+                if "summary" in paths:
                     current = paths["summary"]
-                    save_figure(self.plot(), stage / current.name)
+                    save_figure(self.plot(truth=truth), stage / current.name, dpi=dpi)
+                if "diff2d" in paths:
                     current = paths["diff2d"]
-                    save_figure(self.group.plot_2d_differences(), stage / current.name)
+                    fig = self.group.plot_2d_differences()
+                    save_figure(fig, stage / current.name, dpi=dpi)
                 for key in sorted(paths, key=lambda k: k == "spec"):  # the spectrum last
                     current = paths[key]
                     os.replace(stage / current.name, current)

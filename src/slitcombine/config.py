@@ -65,6 +65,7 @@ from pathlib import Path
 
 from ._atomic import atomic_write_text
 from .errors import ConfigurationError
+from .plots import DEFAULT_DPI, check_figure_options
 
 __all__ = [
     "Config",
@@ -78,27 +79,36 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Options of the file discovery and grouping (see :mod:`slitcombine.discovery`).
+#: Options of the file discovery and grouping (see :mod:`slitcombine.discovery`):
+#:
+#: * ``join`` - underscore-separated parts of the file name that form the visit key
+#: * ``patterns`` - glob patterns of slit files in an input folder
+#: * ``recursive`` - also search the sub-folders of an input folder (MAST's download
+#:   layout has them)
 DISCOVERY_DEFAULTS = {
-    # underscore-separated parts of the file name that form the visit key
     "join": [0, 3],
-    # glob patterns of slit files in an input folder
     "patterns": ["*_phot.*.fits", "*_cal.fits"],
-    # also search the sub-folders of an input folder (MAST's download layout has them)
     "recursive": True,
 }
 
 #: What each group task does.
 MODES = ("combine", "prepare")
 
-#: Options of the batch execution.
+#: Options of the batch execution (``figures`` and ``figure_dpi`` also of
+#: ``slitcombine extract``):
+#:
+#: * ``mode`` - "combine" (full combination and extraction, slitcombine.combine) or
+#:   "prepare" (only build each SlitGroup and write a JSON summary)
+#: * ``figures`` - PNG figures written next to each spectrum: "all" (summary
+#:   {name}.fnu.png and nod differences {name}.d2d.png), "summary" or "none"; true and
+#:   false mean "all" and "none"
+#: * ``figure_dpi`` - resolution of the PNG figures, dots per inch, 10-600 (the time to
+#:   write them grows with its square)
+#: * ``log_level`` - level of the per-group log files
 BATCH_DEFAULTS = {
-    # "combine": full combination and extraction (slitcombine.combine); "prepare": only
-    # build each SlitGroup (read, stack, mask, constructor steps) and write a JSON summary
     "mode": "combine",
-    # write the PNG figures next to each spectrum (mode "combine")
-    "figures": True,
-    # level of the per-group log files
+    "figures": "all",
+    "figure_dpi": DEFAULT_DPI,
     "log_level": "INFO",
 }
 
@@ -260,7 +270,23 @@ def _option_docs(section, step=None):
         from . import combine
 
         return _extract_option_docs(inspect.getsource(combine))
+    if section in ("discovery", "batch"):
+        source = inspect.getsource(inspect.getmodule(_option_docs))
+        block = source.split(f"\n{section.upper()}_DEFAULTS = {{")[0].rsplit("\n\n", 1)[-1]
+        return _extract_option_docs(_joined_doc_items(block))
     return {}
+
+
+def _joined_doc_items(block):
+    """``#: * ...`` items of a comment block, each joined onto one line."""
+    lines = []
+    for line in block.splitlines():
+        text = line.strip()
+        if text.startswith("#: * ") or not lines:
+            lines.append(text)
+        elif text.startswith("#:") and text[2:].strip():
+            lines[-1] += " " + text[2:].strip()
+    return "\n".join(lines)
 
 
 def _extract_option_docs(source):
@@ -686,8 +712,9 @@ def _check_discovery(values):
 
 
 def _check_batch(values):
-    if not isinstance(values["figures"], bool):
-        raise ConfigurationError("batch.figures must be true or false")
+    values["figures"], values["figure_dpi"] = check_figure_options(
+        values["figures"], values["figure_dpi"], names=("batch.figures", "batch.figure_dpi")
+    )
     if values["mode"] not in MODES:
         raise ConfigurationError(f"batch.mode must be one of {MODES}, got {values['mode']!r}")
     level = values["log_level"]

@@ -103,12 +103,9 @@ def run_demo(output_dir="slitcombine-demo", seed=1):
     )
     name = "demo_prism-clear"
     result = combine(sim.files, name=name)
-    paths = result.write(out)
     # the summary figure of a simulation shows the truth it should recover
-    from .plots import save_figure
-
     truth = (np.asarray(sim.truth["wave"], float), np.asarray(sim.truth["flux"], float))
-    save_figure(result.plot(truth=truth), paths["summary"])
+    paths = result.write(out, truth=truth)
     metrics = compare_with_truth(result.spec, sim.truth)
     elapsed = time.perf_counter() - t0
     summary = {
