@@ -111,3 +111,48 @@ def test_noise_scale_is_one_when_the_variances_are_right(tmp_path):
     assert g.meta["noise_scale"] is res
     g.var = g.var / 2.0
     assert g.measure_noise_scale()["scale"] == pytest.approx(np.sqrt(2.0), rel=0.05)
+
+
+def test_undetected_msa_source_extracted_at_its_planned_position(tmp_path):
+    """A source too faint for the trace fit is extracted at SRCYPOS, not the centre.
+
+    Found by the validation run: a S/N-3 source 0.38 shutter heights off centre, not
+    detected, was extracted 1.7 px away at the shutter centre (flux/truth 0.24-0.33).
+    """
+    from slitcombine.combine import combine
+    from slitcombine.demo import compare_with_truth
+
+    sim = _sim(tmp_path, grating="PRISM", snr=1.5, source_ypos=-0.38, nx=None, seed=2)
+    result = combine(sim.files, name="faint")
+    group = result.group
+    step = group.meta["steps"]["trace_fit"]
+    assert step["status"] == "FALLBACK" and step["fallback_reason"] == "undetected"
+    offset = group.source_ypixel_position
+    # rows run against y_slit here: the sign follows the WCS
+    assert abs(offset) == pytest.approx(0.38 * 0.46 / 0.1035, abs=0.15)  # ~1.7 px
+    # every exposure's trace moved by that offset, and it runs where the source is
+    assert np.allclose(group.trace_coeffs[:, -1], offset)
+    assert "planned position (SRCYPOS -0.380" in result.params["trace_fit_status"]
+    ratio = compare_with_truth(result.spec, sim.truth, min_snr=0)["median_ratio"]
+    assert 0.9 < ratio < 1.1  # was 0.34 at the shutter centre
+
+
+def test_width_beyond_the_default_bound_is_refitted(tmp_path, caplog):
+    """A 2.3 px wide source is not held at the 2 px bound (flux/truth was 0.76-0.78).
+
+    The refit inside the widened bounds is kept whenever it lowers chi2 (the fit at the
+    bound is already significant); it was kept only for a gain of 25.
+    """
+    from slitcombine.combine import combine
+    from slitcombine.demo import compare_with_truth
+
+    sim = _sim(tmp_path, grating="PRISM", snr=10, intrinsic_sigma=2.3, nx=None, seed=1)
+    result = combine(sim.files, name="wide")
+    step = result.group.meta["steps"]["trace_fit"]
+    sigma = step["sigma_px"][step["ref_exp"]]
+    assert 2.1 < sigma < 2.5
+    assert "bounds widened (sigma <=" in result.params["trace_fit_status"]
+    held = combine(sim.files, name="held", trace_kwargs={"widen_bounds": False})
+    ratio = compare_with_truth(result.spec, sim.truth)["median_ratio"]
+    ratio_held = compare_with_truth(held.spec, sim.truth)["median_ratio"]
+    assert abs(ratio - 1) < 0.05 and ratio_held < 0.85

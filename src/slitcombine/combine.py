@@ -52,11 +52,13 @@ log = logging.getLogger(__name__)
 #: * ``profile_sigma`` - intrinsic width (px) to use instead of the trace fit's;
 #: * ``include_pixtab`` - also write the pixel table (PIXTAB extension);
 #: * ``rescale_variance`` - multiply every variance by the square of the measured noise
-#:   scale (:meth:`SlitGroup.measure_noise_scale`, always measured and written as
-#:   ``NOISESCL``) when it exceeds 1: errors that match the scatter of real data, whose
-#:   pipeline variances are ~1.25x too small in rms.  Off by default (as msaexp).  For
-#:   faint sources only: the wings of a bright source (S/N >~ 50 per column) inflate the
-#:   measured scale (docs/guide/resampling.rst).
+#:   scale at its wavelength, where it exceeds 1 (on by default; False keeps the
+#:   pipeline's variances).  The scale is always measured and written (``NOISESCL``,
+#:   ``ERRSCALE``, the ``err_scale`` column): the spread of the model residuals in bins
+#:   of source light, fitted as ``s**2 + (eps L)**2`` per wavelength band so that a
+#:   bright source's profile mismatch is not taken for noise
+#:   (:func:`slitcombine.noise.measure_noise_scale`, docs/guide/resampling.rst); real
+#:   pipeline variances are ~1.1-1.3x too small in rms (CEERS).
 EXTRACT_DEFAULTS = {
     "wave_sample": resample.DEFAULT_WAVE_SAMPLE,
     "wave_grid": None,
@@ -532,6 +534,9 @@ def _fit_traces(group, p):
                 widened = sorted({w for f in fits.values() for w in f.get("widened_bounds", [])})
                 if widened:
                     trace_status += f", bounds widened ({'; '.join(widened)})"
+                moved = _undetected_to_planned_position(group)
+                if moved:
+                    trace_status += f"; {moved}"
             except FitError as exc:
                 trace_status = f"failed ({exc}); default profile width used"
                 log.warning("%s: trace fit failed: %s; using the default width", group.name, exc)
@@ -539,6 +544,41 @@ def _fit_traces(group, p):
             trace_status = "not available in this version; default profile width used"
             log.info("%s: no trace fit available; default profile width", group.name)
     return trace_status
+
+
+def _undetected_to_planned_position(group):
+    """Put the traces of an undetected MSA source at its planned position (SRCYPOS).
+
+    When no position detects the source, :meth:`SlitGroup.fit_all_traces` keeps the
+    nominal traces, which in an MSA slitlet run through the shutter centre
+    (``y_slit = 0``) unless ``trace_with_ypos``; the planned position is the better
+    prior (a source 0.38 shutter heights off centre is 1.7 px from the centre: the
+    extraction there recovers a quarter to a third of its flux).  Fixed slits and
+    ``trace_with_ypos=True`` already use it.
+
+    Returns
+    -------
+    str
+        What was done ('' when nothing).
+    """
+    step = group.meta.get("steps", {}).get("trace_fit", {})
+    if step.get("status") != "FALLBACK" or step.get("fallback_reason") != "undetected":
+        return ""
+    if group.IS_FIXED_SLIT or group.meta.get("trace_with_ypos"):
+        return ""
+    offset = float(group.source_ypixel_position)
+    if not np.isfinite(offset) or offset == 0.0:
+        return ""
+    group.trace_coeffs = np.array(group.trace_coeffs, float)
+    group.trace_coeffs[:, -1] += offset
+    group.update_trace_from_coeffs()
+    ypos = group.slits[0].slit.get("source_ypos")
+    text = (
+        f"source not detected: traces at the planned position (SRCYPOS {ypos:.3f}, "
+        f"{offset:+.2f} px from the shutter centre)"
+    )
+    log.info("%s: %s", group.name, text)
+    return text
 
 
 #: Trace S/N (80th percentile over columns) -> degree of the trace-offset polynomial
