@@ -51,8 +51,11 @@ written before the cluster is closed, and a second Ctrl-C does not interrupt tha
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import errno
+import functools
 import gc
 import glob
 import hashlib
@@ -491,7 +494,62 @@ def process_group(group_row, config, output_dir):
         except OutputError as exc:
             log.error("group %s: cannot write the sidecar: %s", name, exc)
             record.update(status="failed", error_type="OutputError", error=str(exc))
+    _release_memory()
     return record
+
+
+# ============================================================================ memory
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None on another C library (looked up once per process)."""
+    if not sys.platform.startswith("linux"):
+        log.debug(
+            "malloc_trim: not on Linux (%s), freed memory is left to the allocator", sys.platform
+        )
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError) as exc:  # musl (Alpine) has no malloc_trim
+        log.debug(
+            "malloc_trim: not available (%s: %s), freed memory is left to malloc",
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def _release_memory():
+    """Give the memory a finished group freed back to the operating system.
+
+    Run at the end of every :func:`process_group`.  A group allocates a few hundred MB
+    of arrays, a slit WCS (asdf tree, gwcs and astropy models, which hold reference
+    cycles) and its figures.  Without this a long-lived worker's resident size creeps up:
+    the cycles wait for the cyclic collector, which :func:`slitcombine._threads.paused_gc`
+    holds off while a compute call runs (with 2 threads per worker that is most of the
+    time), and glibc keeps the freed arrays in its per-thread arenas (fragmented: a small
+    allocation left at the top of an arena pins all the free memory below it), so the
+    worker keeps what its largest groups needed, per thread.  Here the cycles are
+    collected (:func:`gc.collect`; the frozen imports, :func:`_worker_setup`, are not
+    scanned: ~1 ms) and glibc's ``malloc_trim(0)`` returns the free pages of every arena
+    (~1-5 ms).  On a C library without ``malloc_trim`` only the collection is done (a
+    DEBUG message says so once).  Measured with ``benchmarks/worker_memory.py``, see
+    :doc:`/deployment`.
+
+    Returns
+    -------
+    bool
+        Whether ``malloc_trim`` ran.
+    """
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 #: Products a group writes (``combine`` and ``prepare`` modes).
@@ -682,8 +740,18 @@ class _Session:
                 shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+#: dask settings of the workers of the LocalCluster a batch starts.  dask's statistical
+#: profiler samples every task thread's stack every 10 ms and keeps the last 1,000
+#: one-second profiles (``distributed.admin.low-level-log-length``) twice (all tasks and
+#: per task prefix): on slitcombine's deep call stacks that is ~0.2-0.4 MiB per second of
+#: work, so a worker grew by ~400 MiB during its first ~17 minutes and kept it idle.
+#: Nothing of slitcombine reads it; for workers started by hand see :doc:`/deployment`.
+WORKER_DASK_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
 def _connect(workers, scheduler, timeout):
     """A :class:`_Session` on ``scheduler``, or on a new LocalCluster of ``workers``."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -709,16 +777,17 @@ def _connect(workers, scheduler, timeout):
     # (and may be cleaned by) every other dask cluster on the machine
     scratch = tempfile.mkdtemp(prefix="slitcombine-dask-")
     try:
-        cluster = LocalCluster(
-            n_workers=int(workers),
-            threads_per_worker=1,
-            processes=True,
-            # no dashboard; the scheduler's small HTTP server on a free port
-            dashboard_address=":0",
-            scheduler_kwargs={"dashboard": False},
-            silence_logs=logging.ERROR,
-            local_directory=scratch,
-        )
+        with dask.config.set(WORKER_DASK_CONFIG):  # the nannies pass it to their workers
+            cluster = LocalCluster(
+                n_workers=int(workers),
+                threads_per_worker=1,
+                processes=True,
+                # no dashboard; the scheduler's small HTTP server on a free port
+                dashboard_address=":0",
+                scheduler_kwargs={"dashboard": False},
+                silence_logs=logging.ERROR,
+                local_directory=scratch,
+            )
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
