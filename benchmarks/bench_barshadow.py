@@ -40,7 +40,7 @@ import _peer  # noqa: E402
 
 def bench_ceers(files, repeat):
     from slitcombine import SlitGroup
-    from slitcombine import corrections as corr
+    from slitcombine.core import corrections as corr
 
     os.environ.pop("SLITCOMBINE_CALIB_DIR", None)
     fit_times = []
@@ -88,7 +88,7 @@ def _bar_error(g):
 
 def bench_sims(n_sims, sky_level):
     from slitcombine import SlitGroup
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +111,7 @@ def bench_sims(n_sims, sky_level):
 
 def bench_g395h():
     from slitcombine import SlitGroup
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     with tempfile.TemporaryDirectory() as tmp:
         sim = simulate_observation(

@@ -28,8 +28,8 @@ GRATINGS = ("PRISM", "G140M", "G235M", "G395M")
 
 
 def simulate(folder, k, nx):
-    from slitcombine.discovery import discover
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.pipeline.discovery import discover
+    from slitcombine.testing.simulate import simulate_observation
 
     for i in range(k):
         simulate_observation(
@@ -47,7 +47,7 @@ def simulate(folder, k, nx):
 
 
 def replicate(groups, n):
-    from slitcombine.discovery import GroupSpec
+    from slitcombine.pipeline.discovery import GroupSpec
 
     out = []
     for j in range(n):
@@ -57,7 +57,7 @@ def replicate(groups, n):
 
 
 def run(groups, config, outdir, workers):
-    from slitcombine.batch import run_batch
+    from slitcombine.pipeline.batch import run_batch
 
     shutil.rmtree(outdir, ignore_errors=True)
     t0 = time.perf_counter()
@@ -100,7 +100,7 @@ def main(argv=None):
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
     from slitcombine import __version__
-    from slitcombine.config import Config
+    from slitcombine.pipeline.config import Config
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_batch."))
     base.mkdir(parents=True, exist_ok=True)

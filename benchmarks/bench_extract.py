@@ -59,7 +59,7 @@ def _child(files, repeat):
 
     logging.disable(logging.WARNING)
     t0 = time.perf_counter()
-    from slitcombine.combine import combine
+    from slitcombine.pipeline.combine import combine
 
     import_s = time.perf_counter() - t0
     out = {"import_s": import_s, "runs": {}}

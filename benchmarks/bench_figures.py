@@ -80,8 +80,8 @@ def _datasets(tmp):
     second combination of its files in this process."""
     import numpy as np
 
-    from slitcombine.combine import combine
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.pipeline.combine import combine
+    from slitcombine.testing.simulate import simulate_observation
 
     out = {}
     files = sorted(str(f) for f in CEERS.glob("*_phot*.fits"))

@@ -7,7 +7,7 @@ built group whose outlier rejections are reset before each repeat; median and mi
 with and without those steps (``--repeat-init`` fresh constructions each; its time is
 dominated by the own bar-shadow fit and is much noisier than the steps themselves).
 
-Accuracy (``--n-sims`` seeds of :mod:`slitcombine.simulate` per case): recall of the
+Accuracy (``--n-sims`` seeds of :mod:`slitcombine.testing.simulate` per case): recall of the
 injected cosmic-ray pixels (all >= 10 sigma, not flagged in DQ) that were valid before
 the outlier steps, fraction of good pixels rejected, rejected pixels within +-2 columns
 and +-2 rows of the emission-line cores, and the stuck-closed shutter found.
@@ -37,7 +37,7 @@ import _peer  # noqa: E402
 
 
 def _own_bits():
-    from slitcombine.masks import Reject
+    from slitcombine.core.masks import Reject
 
     return np.uint32(
         Reject.HOT_COLD
@@ -121,7 +121,7 @@ def _score(g, src):
 
 def bench_accuracy(n_sims):
     from slitcombine import SlitGroup
-    from slitcombine.simulate import EmissionLine, simulate_observation
+    from slitcombine.testing.simulate import EmissionLine, simulate_observation
 
     bright = (
         EmissionLine(4862.68, peak_ratio=10, name="Hbeta"),

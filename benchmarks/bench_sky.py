@@ -11,7 +11,7 @@ Accuracy:
 * CEERS with ``diffs=False``: median of ``(data - sky) / sigma`` more than 6 pixels from
   the trace, for the own bar model, the pipeline bar shadow (msaexp's number with its
   defaults: -0.195) and, with ``--msaexp-calib``, msaexp's bar table;
-* simulations (``slitcombine.simulate``, ``--n-sims`` seeds, CEERS-like sky): sky model
+* simulations (``slitcombine.testing.simulate``, ``--n-sims`` seeds, CEERS-like sky): sky model
   error against the true sky and own bar model against the injected pattern.
 
 The machine is shared: timings are noisy.  ``OPENBLAS_NUM_THREADS=1`` avoids thread
@@ -83,7 +83,7 @@ def bench_ceers(files, repeat, calib):
 
 def bench_sims(n_sims, sky_level):
     from slitcombine import SlitGroup
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""Benchmark: the memoised conversion of slit WCS trees (``slitcombine._asdf_cache``).
+"""Benchmark: the memoised conversion of slit WCS trees (``slitcombine.io._asdf_cache``).
 
 In one process, alternating the cache off (``SLITCOMBINE_WCS_CACHE=0``: asdf converts
 the tree, as before) and on, ``--repeat`` times:
@@ -10,7 +10,7 @@ the tree, as before) and on, ``--repeat`` times:
   touch, for comparison;
 * ``SlitGroup(files, "x")`` warm (the second and later constructions in the process);
 * a simulated batch: ``--n-groups`` sources of one visit and grating (3 exposures
-  each, ``slitcombine.simulate``), read group after group with a cache shared by the
+  each, ``slitcombine.testing.simulate``), read group after group with a cache shared by the
   batch: WCS time per group and fraction of nodes built, first group and the others.
 
 The machine is shared: compare the on/off numbers of the same run.
@@ -62,8 +62,8 @@ def _built(before, after):
 
 
 def bench_ceers(files, repeat):
-    from slitcombine import _asdf_cache
-    from slitcombine.reading import read_slit
+    from slitcombine.io import _asdf_cache
+    from slitcombine.io.reading import read_slit
 
     exps = [read_slit(f) for f in files]
     _wcs_time(exps[0])  # imports and asdf plugins, outside the timings
@@ -108,7 +108,8 @@ def bench_ceers(files, repeat):
 
 
 def bench_slitgroup(files, repeat):
-    from slitcombine import SlitGroup, _asdf_cache
+    from slitcombine import SlitGroup
+    from slitcombine.io import _asdf_cache
 
     SlitGroup(files, "x")  # first construction of the process, not timed
     times = {"off": [], "on": []}
@@ -129,9 +130,9 @@ def bench_slitgroup(files, repeat):
 
 
 def bench_batch(n_groups, grating):
-    from slitcombine import _asdf_cache
-    from slitcombine.reading import read_slit
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.io import _asdf_cache
+    from slitcombine.io.reading import read_slit
+    from slitcombine.testing.simulate import simulate_observation
 
     with tempfile.TemporaryDirectory() as tmp:
         groups = []

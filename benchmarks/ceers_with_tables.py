@@ -112,7 +112,7 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=900, help="peer time-out, s")
     args = parser.parse_args(argv)
 
-    from slitcombine import calib
+    from slitcombine.io import calib
 
     files = [str(f) for f in _peer.ceers_files()]
     with tempfile.TemporaryDirectory(prefix="ceers_tables_") as tmp:

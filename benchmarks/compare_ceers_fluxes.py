@@ -39,7 +39,7 @@ loss; optionally its calibration tables through ``$SLITCOMBINE_CALIB_DIR``) whos
 flux is compared with msaexp's own.
 
 ``--simulations`` runs the same treatments on simulated CEERS-like observations
-(:func:`slitcombine.simulate.simulate_observation`, known truth) and writes what each
+(:func:`slitcombine.testing.simulate.simulate_observation`, known truth) and writes what each
 recovers: ours (defaults), ``source_type='extended'`` (bar-shadow corrected data) and the
 msaexp emulation.  msaexp itself does not read the simulated files (its asdf 3.5 does not
 know the transform tags the simulator writes, and its ``slit_pixel_scale`` needs the
@@ -116,7 +116,7 @@ SIM_SNR = 30.0
 # --------------------------------------------------------------------------------------
 class MsaexpLookupTable:
     """msaexp's lookup-table PSF (``nirspec_merged_s200a1_exp_psf_lookup_001.fits``) as
-    a slitcombine ``lookup_prf`` (:class:`slitcombine.profile.LookupPRF` protocol).
+    a slitcombine ``lookup_prf`` (:class:`slitcombine.core.profile.LookupPRF` protocol).
 
     The file holds ``PROF`` (cross-dispersion profile density per pixel, on a 1/32 px
     ``YSLIT`` grid, per wavelength ``WAVE`` and profile width ``SIGMA``: msaexp's
@@ -249,7 +249,7 @@ def emulate_msaexp(
         The combination (for the fitted width) and the emulated 1D spectrum on its grid.
     """
     import slitcombine
-    from slitcombine import extract
+    from slitcombine.core import extract
 
     opts = {
         "undo_barshadow": False,
@@ -879,7 +879,7 @@ def sim_scores(spec, truth, bands=BANDS):
 
 def run_simulations(args):
     import slitcombine
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     seeds = [int(s) for s in args.seeds.split(",")]
     table = table_abs = None

@@ -42,7 +42,7 @@ VOLATILE = ("time", "elapsed", "runtime", "seconds", "duration")
 
 def _runs(sim_dir):
     """``{name: (files, options)}`` of the fixed set of reductions."""
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     ceers = sorted(str(p) for p in CEERS.glob("*_phot.*.fits"))
     runs = {
@@ -103,7 +103,7 @@ def _clean(value):
 
 def _products(name, files, options, work):
     """``(arrays, steps)`` of one run."""
-    from slitcombine.combine import combine
+    from slitcombine.pipeline.combine import combine
 
     result = combine(files, name=name, **options)
     paths = result.write(work, figures=False)

@@ -842,9 +842,7 @@ def _parser():
     sp.add_argument(
         "--kwargs", default=None, help="JSON dict of extra extract_spectra keyword arguments"
     )
-    sp.add_argument(
-        "--arrays", action="store_true", help="report every SPEC1D column as a list"
-    )
+    sp.add_argument("--arrays", action="store_true", help="report every SPEC1D column as a list")
     sp.add_argument(
         "--traces",
         action="store_true",

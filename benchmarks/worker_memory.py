@@ -1,13 +1,13 @@
 """Worker memory: RSS of one long-lived process running thousands of batch tasks.
 
 K distinct observations are simulated once (PRISM, G140M, G235M, G395M; a few of them
-full-size with ``--full``), then :func:`slitcombine.batch.process_group` runs N times in
+full-size with ``--full``), then :func:`slitcombine.pipeline.batch.process_group` runs N times in
 ONE process, cycling over them under fresh group names (every group is read, combined,
 drawn and written for real), the way a dask worker runs them:
 
 * ``--executor threads`` (default): this process, a ``ThreadPoolExecutor`` of
   ``--threads`` threads (``dask worker --nthreads 2``), after the worker set-up
-  (:func:`slitcombine.batch._worker_setup`: imports and ``gc.freeze()``);
+  (:func:`slitcombine.pipeline.batch._worker_setup`: imports and ``gc.freeze()``);
 * ``--executor cluster``: a real ``distributed.LocalCluster(n_workers=1,
   threads_per_worker=--threads, processes=True)`` (a nanny and a worker process), the
   tasks sent with ``client.submit`` in chunks; the worker's RSS is read by ``client.run``.
@@ -27,8 +27,8 @@ waits ``--idle`` seconds and records the idle RSS.  Results go to ``--json`` (de
     python benchmarks/worker_memory.py --n 300 --diagnose --label diagnose
 
 ``--dask-profile`` leaves dask's statistical profiler on in the cluster's worker (dask's
-default; a batch's LocalCluster turns it off, ``slitcombine.batch.WORKER_DASK_CONFIG``);
-``--no-release`` replaces :func:`slitcombine.batch._release_memory` (the end-of-task
+default; a batch's LocalCluster turns it off, ``slitcombine.pipeline.batch.WORKER_DASK_CONFIG``);
+``--no-release`` replaces :func:`slitcombine.pipeline.batch._release_memory` (the end-of-task
 ``gc.collect()`` and ``malloc_trim(0)``) by a no-op: the numbers before the fix.  The
 data are simulated in a temporary folder, or kept in ``--keep`` (and reused from there
 by a later run with the same ``--k``, ``--full`` and ``--nx``).
@@ -58,8 +58,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "worker_memory.json"
 
 def simulate(folder, k, nx, full):
     """``k`` distinct observations (``full`` of them with ``nx=None``); their GroupSpecs."""
-    from slitcombine.discovery import discover
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.pipeline.discovery import discover
+    from slitcombine.testing.simulate import simulate_observation
 
     for i in range(k):
         if any(Path(folder).glob(f"jw0{4000 + i:04d}001001_*")):  # kept from an earlier run
@@ -122,7 +122,7 @@ def diagnostics(base_types=None):
             if callable(ci) and getattr(obj, "__module__", "") == name:
                 caches[f"{name}.{attr}"] = ci().currsize
     info["caches"] = caches
-    wcs_cache = sys.modules.get("slitcombine._asdf_cache")
+    wcs_cache = sys.modules.get("slitcombine.io._asdf_cache")
     if wcs_cache is not None:
         info["wcs_cache"] = {k: v for k, v in wcs_cache.cache_info().items() if k in WCS_KEYS}
     info["gc_garbage"] = len(gc.garbage)
@@ -163,24 +163,24 @@ def clean_outputs(outdir, row):
 
 
 def _no_release():
-    """Stand-in for ``slitcombine.batch._release_memory`` (``--no-release``)."""
+    """Stand-in for ``slitcombine.pipeline.batch._release_memory`` (``--no-release``)."""
     return False
 
 
 def _switch_release(off):
     """With ``off``, the end-of-task memory release of this process becomes a no-op."""
-    import slitcombine.batch
+    import slitcombine.pipeline.batch
 
     if off:
-        slitcombine.batch._release_memory = _no_release
-    return slitcombine.batch._release_memory.__name__
+        slitcombine.pipeline.batch._release_memory = _no_release
+    return slitcombine.pipeline.batch._release_memory.__name__
 
 
 def run_threads(groups, config, outdir, args):
     """All tasks in this process on a thread pool; the samples."""
     import tracemalloc
 
-    from slitcombine.batch import _worker_setup, process_group
+    from slitcombine.pipeline.batch import _worker_setup, process_group
 
     _worker_setup()
     _switch_release(args.no_release)
@@ -259,7 +259,7 @@ def run_cluster(groups, config, outdir, args):
     import dask
     from distributed import Client, LocalCluster, wait
 
-    from slitcombine.batch import WORKER_DASK_CONFIG, SlitcombineWorkerSetup, process_group
+    from slitcombine.pipeline.batch import WORKER_DASK_CONFIG, SlitcombineWorkerSetup, process_group
 
     def task(row):
         rec = process_group(row, config, outdir)
@@ -365,7 +365,7 @@ def main(argv=None):
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
     from slitcombine import __version__
-    from slitcombine.config import Config
+    from slitcombine.pipeline.config import Config
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="worker_memory."))
     base.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,10 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from slitcombine.batch import inputs_hash, process_group
 from slitcombine.cli import main
-from slitcombine.config import Config, load_config
-from slitcombine.discovery import (
+from slitcombine.pipeline.batch import inputs_hash, process_group
+from slitcombine.pipeline.config import Config, load_config
+from slitcombine.pipeline.discovery import (
     discover,
     format_member,
     parse_member,
@@ -48,7 +48,7 @@ SIM = {"nx": 48, "n_crs": 2, "n_hot": 2, "n_dead": 2, "snr": 15.0}
 
 
 def _simulate(outdir, i, **extra):
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     opts = dict(
         grating=GRATINGS[i % len(GRATINGS)],
@@ -81,7 +81,7 @@ def data(tmp_path_factory):
     # three sources in one MultiSlitModel *_cal.fits per exposure, and the first source
     # simulated alone (same seed and options) as per-slit files
     multi_opts = dict(grating="PRISM", seed=5, root=MULTI_ROOT, source_id=1, **SIM)
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     multi = simulate_observation(base / "multi", multi_slit_sources=3, **multi_opts)
     simulate_observation(base / "single", **{**multi_opts, "root": SINGLE_ROOT})
@@ -259,7 +259,7 @@ def test_resume_does_no_work(data, first_run):
     assert list(summary["status"]) == list(first_run["summary"]["status"])
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     # what makes a group "done": same config hash, same inputs, outputs present
-    from slitcombine.batch import _resumable, read_sidecar
+    from slitcombine.pipeline.batch import _resumable, read_sidecar
 
     cfg = Config.default()
     for row in summary:
@@ -335,7 +335,7 @@ def test_interrupted_run_leaves_no_half_files_and_resumes(data, tmp_path):
 
 # ------------------------------------------------------------------------ failure capture
 def test_unexpected_exception_is_recorded_as_bug(data, tmp_path, monkeypatch):
-    import slitcombine.batch as batch
+    import slitcombine.pipeline.batch as batch
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("simulated bug")
@@ -356,14 +356,14 @@ def test_groups_with_warnings_are_shown_as_such(data, tmp_path, monkeypatch):
     """Issue 18.10: summary.ecsv has a warnings column, index.html says 'with warnings'."""
     import logging
 
-    import slitcombine.batch as batch
-    from slitcombine.batch import write_index, write_summary
+    import slitcombine.pipeline.batch as batch
+    from slitcombine.pipeline.batch import write_index, write_summary
 
     work = batch._work_prepare
 
     def warn_then_work(*args, **kwargs):
-        logging.getLogger("slitcombine.profile").warning("trace c2 at its bound (test)")
-        logging.getLogger("slitcombine.profile").warning("trace c2 at its bound (test)")
+        logging.getLogger("slitcombine.core.profile").warning("trace c2 at its bound (test)")
+        logging.getLogger("slitcombine.core.profile").warning("trace c2 at its bound (test)")
         return work(*args, **kwargs)
 
     cfg = Config.default().with_overrides(["batch.mode=prepare"])
@@ -389,7 +389,7 @@ def test_groups_with_warnings_are_shown_as_such(data, tmp_path, monkeypatch):
 
 def test_nested_folders_are_searched_by_default(data, tmp_path, capsys):
     """Issue 18.10: MAST-like nesting is searched; --dry-run says what it found/skipped."""
-    from slitcombine.discovery import read_manifest
+    from slitcombine.pipeline.discovery import read_manifest
 
     top = tmp_path / "mastDownload"
     obs = top / "JWST" / "obs1"
@@ -423,7 +423,7 @@ def test_nested_folders_are_searched_by_default(data, tmp_path, capsys):
 
 def test_one_source_through_two_slits_gives_two_groups(tmp_path):
     """Issue 18.10: the same source id in another slitlet, or in a fixed slit, is apart."""
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     common = dict(root=ROOT, source_id=7, detector="NRS1", nx=48, n_crs=0, noise=False)
     simulate_observation(tmp_path, slitlet_id=42, **common)
@@ -636,7 +636,7 @@ def _cli(args, cwd, timeout=120):
 
 def _small_observations(folder, n, seed=0):
     """``n`` simulated sources (3 exposures each, nx=48) in ``folder``."""
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     opts = {**SIM, "n_crs": 0}
     return [
@@ -723,7 +723,7 @@ def test_relative_paths_on_an_external_cluster(cluster, tmp_path):
 
 def test_worker_path_check_messages(tmp_path):
     """The check each worker runs before the batch: what it cannot see, in words."""
-    from slitcombine.batch import PROBE_PREFIX, _worker_path_check
+    from slitcombine.pipeline.batch import PROBE_PREFIX, _worker_path_check
 
     out = tmp_path / "out"
     out.mkdir()
@@ -793,9 +793,9 @@ def test_each_exposure_is_used_once(tmp_path, caplog):
     import logging
 
     from slitcombine import SlitGroup
-    from slitcombine.discovery import discover, read_manifest, write_manifest
     from slitcombine.errors import IncompatibleExposuresError
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.pipeline.discovery import discover, read_manifest, write_manifest
+    from slitcombine.testing.simulate import simulate_observation
 
     opts = dict(seed=6, nx=100, snr=20, n_crs=0)
     multi = simulate_observation(tmp_path / "ms", multi_slit_sources=2, **opts)
@@ -829,7 +829,7 @@ def test_full_disk_rerun_keeps_the_earlier_product(tmp_path, monkeypatch):
     import astropy.utils.data
     from astropy.io.fits.hdu.base import _BaseHDU
 
-    from slitcombine.batch import _resumable, process_group, read_sidecar
+    from slitcombine.pipeline.batch import _resumable, process_group, read_sidecar
 
     (sim,) = _small_observations(tmp_path / "in", 1)
     cfg = Config.default()
@@ -952,8 +952,8 @@ def test_failed_rerun_keeps_earlier_products_and_odd_names_are_skipped(cluster, 
     is skipped, not fatal; -q works after the command."""
     from astropy.table import Table
 
-    from slitcombine.batch import read_sidecar
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.pipeline.batch import read_sidecar
+    from slitcombine.testing.simulate import simulate_observation
 
     sim = simulate_observation(tmp_path / "in", seed=4, nx=80, snr=20, n_crs=0)
     odd = tmp_path / "in" / "jw09999001001_03101_00009_nrs1_phot.042.a;b.fits"

@@ -24,10 +24,11 @@ import pytest
 import yaml
 from astropy.io import fits
 
-from slitcombine import SlitGroup, calib
-from slitcombine import corrections as corr
+from slitcombine import SlitGroup
 from slitcombine.cli import main
-from slitcombine.provenance import header_cards
+from slitcombine.core import corrections as corr
+from slitcombine.io import calib
+from slitcombine.io.provenance import header_cards
 
 VERSION = "9.9.9"
 VISIT = "jw01345062001"
@@ -491,8 +492,8 @@ def test_set_without_this_visit_does_not_warn(
 
 def test_batch_says_it_once_per_run(cache, ceers_files, tmp_path, caplog):
     """Each group's log has its warning; the run has one, whatever the number of groups."""
-    from slitcombine.batch import _warn_missing_tables, process_group
-    from slitcombine.config import Config
+    from slitcombine.pipeline.batch import _warn_missing_tables, process_group
+    from slitcombine.pipeline.config import Config
 
     config = Config.default().with_overrides(["batch.mode=prepare"])
     records = []
@@ -508,14 +509,14 @@ def test_batch_says_it_once_per_run(cache, ceers_files, tmp_path, caplog):
     records.append({"group": "g3", "status": "ok", "missing_tables": []})
     with caplog.at_level(logging.WARNING, logger="slitcombine"):
         _warn_missing_tables(records)
-    (rec,) = [r for r in caplog.records if r.name == "slitcombine.batch"]
+    (rec,) = [r for r in caplog.records if r.name == "slitcombine.pipeline.batch"]
     msg = rec.getMessage()
     assert "2 of 3 group(s)" in msg and "extra_dq, global_sky, normalization" in msg
     assert "slitcombine calib fetch" in msg
 
 
 def test_provenance_records_the_table_set(cache, archive, ceers_files):
-    from slitcombine.provenance import collect, provenance_table
+    from slitcombine.io.provenance import collect, provenance_table
 
     calib.fetch(archive=archive)
     g = SlitGroup(ceers_files, "prov", undo_barshadow=False)

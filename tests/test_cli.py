@@ -120,7 +120,7 @@ def test_console_script_is_main_then_frozen_heap(ceers_files, tmp_path):
 
 def test_extract_multislit_files_by_source_id(tmp_path, capsys):
     """``*_cal.fits`` MultiSlitModel files: --source-id picks the source in every file."""
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     sim = simulate_observation(tmp_path / "in", multi_slit_sources=2, nx=80, seed=3)
     files = [str(f) for f in sim.files]
@@ -149,7 +149,7 @@ def test_extract_figure_options(ceers_files, tmp_path, capsys):
     from astropy.table import Table
     from PIL import Image
 
-    from slitcombine.config import Config
+    from slitcombine.pipeline.config import Config
 
     out = tmp_path / "dpi"
     assert (

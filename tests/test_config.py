@@ -8,12 +8,12 @@ from astropy.io import fits
 
 from slitcombine import ConfigurationError, SlitGroup
 from slitcombine.cli import main
-from slitcombine.config import Config, load_config, parse_override, step_defaults
+from slitcombine.pipeline.config import Config, load_config, parse_override, step_defaults
 
 
 @pytest.fixture(scope="module")
 def sim_files(tmp_path_factory):
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     sim = simulate_observation(
         tmp_path_factory.mktemp("cfgsim"), grating="PRISM", nx=64, n_crs=2, seed=7

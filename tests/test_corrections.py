@@ -1,4 +1,4 @@
-"""Tests of slitcombine.corrections: bar shadow, renormalisation, s-flat, bad-pixel maps."""
+"""Tests of slitcombine.core.corrections: bar shadow, renormalisation, s-flat, bad-pixel maps."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from scipy.interpolate import BSpline
 from scipy.special import ndtr
 
 from slitcombine import SlitGroup
-from slitcombine import corrections as corr
+from slitcombine.core import corrections as corr
+from slitcombine.core.masks import Reject
 from slitcombine.errors import CalibrationFileError, FitError
-from slitcombine.masks import Reject
 
 
 def _reference_basis(x, df, lo, hi):

@@ -206,7 +206,7 @@ def test_slitgroup_has_every_member_of_msaexp():
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory):
     """Run the README's Python example on a small simulated observation."""
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     work = tmp_path_factory.mktemp("readme")
     sim = simulate_observation(
@@ -237,7 +237,7 @@ def test_readme_example_runs_and_recovers_the_truth(readme_run):
     spec = ns["spec"]
     assert str(spec["flux"].unit) == "uJy" and str(spec["wave"].unit) == "um"
     # the example's result against the simulator's truth (continuum bins with S/N > 5)
-    from slitcombine.demo import compare_with_truth
+    from slitcombine.testing.demo import compare_with_truth
 
     m = compare_with_truth(spec, sim.truth)
     assert m["n_bins"] > 50
@@ -372,7 +372,7 @@ def test_masks_guide_example_runs(readme_run):
     code = "\n".join(line[3:] for line in block.splitlines())
     before = int(group.mask.sum())
     exec(compile(code, "masks.rst", "exec"), {"group": group})  # noqa: S102 - the guide example
-    from slitcombine.masks import Reject
+    from slitcombine.core.masks import Reject
 
     user = (group.reject & np.uint32(Reject.USER)) > 0
     assert user.any() and not (group.mask & user).any()
@@ -397,7 +397,7 @@ def _migration_rows():
 
 
 def test_migration_table_lists_every_option_with_its_default():
-    from slitcombine.slitgroup import SlitGroup
+    from slitcombine.group.slitgroup import SlitGroup
 
     params = inspect.signature(SlitGroup.__init__).parameters
     rows = {r[0].strip("`").lstrip("*"): r for r in _migration_rows()}
@@ -414,7 +414,7 @@ def test_migration_table_lists_every_option_with_its_default():
 
 
 def test_batch_guide_toml_is_a_valid_configuration(tmp_path):
-    from slitcombine.config import load_config
+    from slitcombine.pipeline.config import load_config
 
     text = (DOCS / "batch.rst").read_text()
     m = re.search(r"\.\. code-block:: toml\n\n(.*?)\n\n(?=\S)", text, re.S)

@@ -1,6 +1,6 @@
 """Pixel table, 2D resampling and 1D extraction: exact statistics and accuracy on simulations.
 
-Accuracy numbers are measured on seeded simulations (``slitcombine.simulate``) without
+Accuracy numbers are measured on seeded simulations (``slitcombine.testing.simulate``) without
 cosmic rays (rejecting them is the outlier step's job, not extraction's).
 """
 
@@ -9,16 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slitcombine import extract, resample
-from slitcombine.combine import combine
+from slitcombine.core import extract, resample
 from slitcombine.errors import FitError, SlitCombineError
+from slitcombine.pipeline.combine import combine
 
 C_ANGSTROM = 2.99792458e18  # speed of light, Angstrom / s
 
 
 # ----------------------------------------------------------------------------- helpers
 def _simulate(tmp_path_factory, label, **kw):
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     out = tmp_path_factory.mktemp(label)
     kw.setdefault("n_crs", 0)
@@ -162,7 +162,7 @@ def _toy_group(rng, n_exp=3, ny=21, nx=40, flux=5.0, sky=3.0, var_pix=1.0):
     yslit = np.stack([(y - c).ravel() for c in centres])
     wave = np.broadcast_to(1.0 + 0.01 * np.arange(nx, dtype=float), (ny, nx)).ravel()
     wave = np.broadcast_to(wave, yslit.shape).copy()
-    from slitcombine.profile import pixel_profile
+    from slitcombine.core.profile import pixel_profile
 
     prof = pixel_profile(yslit, wave, 0.3)
     var = np.full(yslit.shape, var_pix) * (1 + rng.uniform(0, 1, yslit.shape))
@@ -506,7 +506,7 @@ def test_compact_source_near_a_bar_is_not_shadowed(tmp_path_factory, grating, yp
     # msaexp's way (source_type None): the bar-shadow corrected data, a Gaussian
     # profile without the wings and the bar's cut, and PATHLOSS_PS: >5% off (PRISM
     # 12% low, G395M 5% high here)
-    from slitcombine import extract
+    from slitcombine.core import extract
 
     g = result.group
     g.source_type = None
@@ -521,7 +521,7 @@ def test_gaussian_psf_with_the_matching_optics(tmp_path_factory):
     """A simulation with a Gaussian PSF (no wings), extracted with the matching optics
     model given as ``lookup_prf``: right; with the default (winged) optics the wrong PSF
     shows as a ~1% bias."""
-    from slitcombine.optics import OpticsModel
+    from slitcombine.core.optics import OpticsModel
 
     sim = _simulate(
         tmp_path_factory,
@@ -563,7 +563,7 @@ def test_no_interior_bin_is_empty(tmp_path_factory, grating):
         nx=None if grating == "PRISM" else 400,
     )
     from slitcombine import SlitGroup
-    from slitcombine.combine import combine_group
+    from slitcombine.pipeline.combine import combine_group
 
     group = SlitGroup(sim.files, "bins")
     group.fit_all_traces(ref_exp="auto")

@@ -1,8 +1,8 @@
 """Worker memory: a long-lived process running many batch tasks does not grow.
 
-:func:`slitcombine.batch.process_group` runs a few hundred times on one small simulated
+:func:`slitcombine.pipeline.batch.process_group` runs a few hundred times on one small simulated
 group (default configuration: combine, figures written) in a fresh worker-like process
-(spawned, :func:`slitcombine.batch._worker_setup` first, as on a dask worker), under a
+(spawned, :func:`slitcombine.pipeline.batch._worker_setup` first, as on a dask worker), under a
 new group name each time; the resident size after each group is recorded.  After a
 warm-up, the largest RSS of the last groups must stay within 20% of the largest RSS of
 the first ones.  The same measurement with every group's figures kept alive (a
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from slitcombine.batch import _release_memory
+from slitcombine.pipeline.batch import _release_memory
 
 WARMUP = 10  # groups before the reference window (imports, caches, first allocations)
 WINDOW = 15  # groups in the reference window and in the final window
@@ -36,9 +36,9 @@ def _rss_mib():
 def _run_groups(folder, outdir, n, leak_figures=False):
     """In a fresh process: ``process_group`` ``n`` times; the RSS after each [MiB]."""
     import slitcombine.plots
-    from slitcombine.batch import _worker_setup, process_group
-    from slitcombine.config import Config
-    from slitcombine.discovery import discover
+    from slitcombine.pipeline.batch import _worker_setup, process_group
+    from slitcombine.pipeline.config import Config
+    from slitcombine.pipeline.discovery import discover
 
     _worker_setup()
     kept = []
@@ -82,7 +82,7 @@ def _growth(rss):
 
 @pytest.fixture(scope="module")
 def small_group(tmp_path_factory):
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     folder = tmp_path_factory.mktemp("memory-data")
     simulate_observation(folder, grating="G235M", nx=48, n_crs=2, n_hot=2, n_dead=2, snr=15.0)
@@ -121,22 +121,22 @@ def test_release_memory_runs_malloc_trim_on_glibc():
 
 
 def test_process_group_releases_memory(small_group, tmp_path, monkeypatch):
-    import slitcombine.batch
-    from slitcombine.config import Config
-    from slitcombine.discovery import discover
+    import slitcombine.pipeline.batch
+    from slitcombine.pipeline.config import Config
+    from slitcombine.pipeline.discovery import discover
 
     calls = []
-    monkeypatch.setattr(slitcombine.batch, "_release_memory", lambda: calls.append(1))
+    monkeypatch.setattr(slitcombine.pipeline.batch, "_release_memory", lambda: calls.append(1))
     groups, _ = discover([small_group])
     config = Config.default().with_overrides(["batch.mode=prepare"])
-    rec = slitcombine.batch.process_group(groups[0].to_dict(), config, tmp_path)
+    rec = slitcombine.pipeline.batch.process_group(groups[0].to_dict(), config, tmp_path)
     assert rec["status"] == "ok"
     assert calls == [1]
 
 
 def test_local_cluster_workers_run_without_dask_profiler():
     """dask's profiler history (~400 MiB per busy worker) is off in a batch's LocalCluster."""
-    from slitcombine.batch import _connect
+    from slitcombine.pipeline.batch import _connect
 
     session = _connect(1, None, 30.0)
     try:

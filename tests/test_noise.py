@@ -1,11 +1,11 @@
-"""Tests of :mod:`slitcombine.noise` (the measured noise scale)."""
+"""Tests of :mod:`slitcombine.core.noise` (the measured noise scale)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from slitcombine import noise
+from slitcombine.core import noise
 
 
 def test_model_residuals_are_unit_normal_after_the_amplitude_fit():

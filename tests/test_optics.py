@@ -1,4 +1,4 @@
-"""Tests of :mod:`slitcombine.optics` (image formation through the MSA)."""
+"""Tests of :mod:`slitcombine.core.optics` (image formation through the MSA)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from slitcombine import instrument, optics
+from slitcombine import instrument
+from slitcombine.core import optics
 from slitcombine.errors import ConfigurationError
 
 U = np.arange(-30.0, 30.0 + 1e-9, 0.05)  # pixels from the source

@@ -1,6 +1,6 @@
 """Outlier rejection and stuck-shutter masks (issue 5).
 
-Accuracy is asserted on seeded simulations of :mod:`slitcombine.simulate` (cosmic rays
+Accuracy is asserted on seeded simulations of :mod:`slitcombine.testing.simulate` (cosmic rays
 of 10-200 sigma not flagged in DQ and listed in the truth, DQ-flagged hot/dead pixels,
 stuck-closed shutters, emission lines up to 50x the continuum) and on the real CEERS
 PRISM trio, whose [OIII] 5008 (2.62 um) and H-alpha (3.43 um) lines must survive.
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from slitcombine import SlitGroup
-from slitcombine import outliers as O
+from slitcombine.core import outliers as O
+from slitcombine.core.masks import Reject
 from slitcombine.errors import ConfigurationError
-from slitcombine.masks import Reject
-from slitcombine.simulate import EmissionLine, simulate_observation
+from slitcombine.testing.simulate import EmissionLine, simulate_observation
 
 #: Bits set by the outlier steps of issue 5.
 MINE = np.uint32(
@@ -375,7 +375,7 @@ def test_all_pixels_masked(ceers_files, caplog):
     g = SlitGroup(ceers_files, "all-masked")
     g.reject = g.reject | np.uint32(Reject.USER)
     g.mask[:] = False
-    with caplog.at_level(logging.WARNING, logger="slitcombine._outlier_methods"):
+    with caplog.at_level(logging.WARNING, logger="slitcombine.group._outlier_methods"):
         assert g.flag_trace_outliers() is None
         out, thr = g.flag_percentile_outliers()
         assert not out.any() and np.isnan(thr)
@@ -418,7 +418,7 @@ def test_single_exposure(ceers_files, caplog):
 def test_two_exposures(ceers_files, caplog):
     g = SlitGroup(ceers_files[:2], "two")
     assert g.N == 2
-    with caplog.at_level(logging.INFO, logger="slitcombine._outlier_methods"):
+    with caplog.at_level(logging.INFO, logger="slitcombine.group._outlier_methods"):
         assert g.apply_multiple_mask() == 0
     step = g.meta["steps"]["multiple_mask"]
     assert step["status"] == "SKIPPED" and "N=2" in step["reason"]
@@ -434,7 +434,7 @@ def test_stuck_shutter_combined_flux(tmp_path_factory):
     left in (msaexp's G395M behaviour) it is 2/3 of it.  The pipeline bar shadow is kept so
     that the own bar model (which also darkens a stuck shutter) does not hide the effect.
     Measured (seed 1): 0.997 with the test, 0.666 without."""
-    from slitcombine.combine import combine
+    from slitcombine.pipeline.combine import combine
 
     sim = simulate_observation(
         tmp_path_factory.mktemp("stuck_flux"), grating="G395M", stuck_closed_shutter=2, seed=1
@@ -458,7 +458,7 @@ def test_stuck_shutter_combined_flux(tmp_path_factory):
 def test_noisy_pixels_follow_each_column():
     """The reference is the column's median error: a 100x sensitivity gradient along the
     spectrum flags nothing, a pixel 30x noisier than its column is flagged, 10x is not."""
-    from slitcombine.masks import noisy_pixels
+    from slitcombine.core.masks import noisy_pixels
 
     rng = np.random.default_rng(1)
     n, ny, nx = 3, 20, 50
@@ -479,7 +479,7 @@ def test_noisy_pixels_follow_each_column():
 def test_ceers_noisy_detector_pixel(ceers_files, caplog):
     """CEERS: a detector pixel with a read-noise error ~1e4 times its column's, in all
     three exposures, is rejected (bit NOISY) and leaves the boxcar spectrum."""
-    from slitcombine.combine import combine_group
+    from slitcombine.pipeline.combine import combine_group
 
     g = SlitGroup(ceers_files, "noisy", slit_hotpix_kwargs={"rnoise_percentile": 90})
     step = g.meta["steps"]["slit_hotpix"]
@@ -503,7 +503,7 @@ def test_ceers_noisy_detector_pixel(ceers_files, caplog):
 
 
 def test_noisy_pixels_edge_shapes():
-    from slitcombine.masks import noisy_pixels
+    from slitcombine.core.masks import noisy_pixels
 
     assert noisy_pixels(np.ones((2, 0, 5)), np.ones((2, 0, 5), bool)).shape == (2, 0, 5)
     # a pixel exactly at the threshold is flagged ("from 16 times")

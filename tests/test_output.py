@@ -10,13 +10,13 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from slitcombine.combine import combine
 from slitcombine.errors import OutputError
+from slitcombine.pipeline.combine import combine
 
 
 @pytest.fixture(scope="module")
 def product(tmp_path_factory):
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     sim = simulate_observation(
         tmp_path_factory.mktemp("sim"), grating="PRISM", snr=20, seed=5, n_crs=0
@@ -114,7 +114,7 @@ def test_specutils_reads_the_product(product):
     pytest.importorskip("specutils")
     from specutils import Spectrum
 
-    from slitcombine.output import register_specutils_loader
+    from slitcombine.io.output import register_specutils_loader
 
     _, result, paths = product
     register_specutils_loader()
@@ -166,7 +166,7 @@ def test_cli_extract(product, tmp_path, capsys):
     assert status == 0
     assert (out / "cli.spec.fits").exists() and (out / "cli.fnu.png").exists()
     assert "valid bins" in capsys.readouterr().out
-    from slitcombine.config import Config
+    from slitcombine.pipeline.config import Config
 
     head = fits.getheader(out / "cli.spec.fits")
     assert head["CFGHASH"] == Config.default().hash  # the effective configuration
@@ -292,7 +292,7 @@ def test_noise_scale_and_rescaled_errors(product):
     g = result.group
     g.var_rnoise = g.var_rnoise / 4.0  # pretend the read noise was underestimated
     g.var = g.var_rnoise + g.var_poisson + g.var_sky
-    from slitcombine.combine import combine_group
+    from slitcombine.pipeline.combine import combine_group
 
     low = combine_group(
         g, wave_sample=1.0, fit_traces=False, profile_sigma=0.3, rescale_variance=False
@@ -351,7 +351,7 @@ def _assert_same_hdus(new, ref):
 
 
 def _check_against_astropy_columns(result, tmp_path):
-    from slitcombine.output import build_hdulist
+    from slitcombine.io.output import build_hdulist
 
     # written first: writing records the figure options in the provenance
     path = result.write(tmp_path, figures=False)["spec"]
@@ -392,7 +392,7 @@ def test_table_hdu_matches_table_to_hdu_for_every_column_kind():
     from astropy import units as u
     from astropy.table import QTable
 
-    from slitcombine.output import _columns_table_hdu, table_hdu
+    from slitcombine.io.output import _columns_table_hdu, table_hdu
 
     n = 4
     tab = QTable()
@@ -434,7 +434,7 @@ def test_table_hdu_matches_table_to_hdu_for_every_column_kind():
 def test_table_hdu_falls_back_to_astropy_columns():
     from astropy.table import MaskedColumn
 
-    from slitcombine.output import _columns_table_hdu, table_hdu
+    from slitcombine.io.output import _columns_table_hdu, table_hdu
 
     tab = Table()
     tab["m"] = MaskedColumn([1, 2, 3], mask=[False, True, False])  # TNULL
@@ -453,7 +453,7 @@ def test_binary_table_hdu_is_an_ordinary_hdu():
     """Written any number of times, its data readable, writable and written when changed."""
     import io
 
-    from slitcombine.output import binary_table_hdu
+    from slitcombine.io.output import binary_table_hdu
 
     rec = np.zeros(3, dtype=[("x", "<f8"), ("s", "U3"), ("b", "?")])
     rec["x"] = [1.0, np.nan, 3.0]
@@ -473,7 +473,7 @@ def test_binary_table_hdu_is_an_ordinary_hdu():
 
 
 def test_binary_table_hdu_errors():
-    from slitcombine.output import binary_table_hdu
+    from slitcombine.io.output import binary_table_hdu
 
     with pytest.raises(OutputError, match="not ASCII"):
         binary_table_hdu({"s": np.array(["é"])}, "X")

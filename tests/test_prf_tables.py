@@ -1,4 +1,4 @@
-"""Tests of :mod:`slitcombine.prf_tables` (msaexp's PSF lookup tables as lookup_prf)."""
+"""Tests of :mod:`slitcombine.io.prf_tables` (msaexp's PSF lookup tables as lookup_prf)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from slitcombine.errors import InputFileError
-from slitcombine.prf_tables import TablePRF, read_psf_lookup
+from slitcombine.io.prf_tables import TablePRF, read_psf_lookup
 
 WAVE = np.linspace(0.6, 5.3, 12)
 SIGMA = np.array([0.0, 0.25, 0.5, 1.0, 2.0])
@@ -76,8 +76,8 @@ def test_bad_tables(tmp_path):
 def test_table_as_lookup_prf_of_a_combination(tmp_path):
     """A Gaussian-PSF simulation extracted with a table of its own profiles: the fit and
     the extraction use the table (no bar cut in a table: a centred source)."""
-    from slitcombine import combine
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.pipeline import combine
+    from slitcombine.testing.simulate import simulate_observation
 
     sim = simulate_observation(
         tmp_path / "sim",

@@ -1,4 +1,4 @@
-"""Tests of slitcombine.profile (pure models) and of the trace-fitting methods."""
+"""Tests of slitcombine.core.profile (pure models) and of the trace-fitting methods."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from slitcombine import nods, profile
+from slitcombine.core import nods, profile
 from slitcombine.errors import ConfigurationError, FitError
 
 
@@ -26,7 +26,7 @@ def test_psf_width_grows_with_wavelength():
 
 
 def test_psf_is_the_simulator_psf():
-    from slitcombine import simulate
+    from slitcombine.testing import simulate
 
     w = np.linspace(0.6, 5.6, 50)
     assert profile.psf_sigma(w) == pytest.approx(simulate.psf_sigma_pixels(w), rel=1e-4)
@@ -323,7 +323,7 @@ SIM_YPOS = 0.05
 
 
 def _simulate(tmp_path_factory, **kw):
-    from slitcombine import simulate
+    from slitcombine.testing import simulate
 
     opts = dict(
         source_ypos=SIM_YPOS,
@@ -356,7 +356,7 @@ def _truth(sim):
 def _trace_errors(g, truth, min_sn):
     """Per exposure: S/N^2-weighted mean error of the fitted centre, and the max error over
     the columns with S/N >= min_sn (pixels)."""
-    from slitcombine import geometry
+    from slitcombine.core import geometry
 
     nx = g.sh[1]
     xn = geometry.normalized_x(np.arange(nx), nx)
@@ -613,7 +613,7 @@ def test_fit_at_a_bound_is_reported(tmp_path_factory, caplog):
     free = g.fit_single_trace(exp=ref, degree=0)
     assert -1.0 < free["trace_coeffs"][0] < 0.2  # inside the default bounds, below 0.3
     assert not any(free["at_bound"])
-    with caplog.at_level(logging.WARNING, logger="slitcombine._trace_methods"):
+    with caplog.at_level(logging.WARNING, logger="slitcombine.group._trace_methods"):
         x0 = [free["sigma_x10"], 0.6]  # a start inside the bounds
         fit = g.fit_single_trace(x0=x0, exp=ref, degree=0, trace_bounds=(0.3, 1.0))
     assert fit["trace_coeffs"][0] == pytest.approx(0.3, abs=0.002)

@@ -29,8 +29,8 @@ from astropy.io import fits
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from slitcombine import combine
 from slitcombine.errors import SlitCombineError
+from slitcombine.pipeline import combine
 
 SIM = {"nx": 40, "n_crs": 2, "n_hot": 2, "n_dead": 2, "snr": 15.0}
 
@@ -45,7 +45,7 @@ SETTINGS = settings(
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory):
     """Three good exposures of one source (written once)."""
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     folder = tmp_path_factory.mktemp("properties")
     sim = simulate_observation(

@@ -26,7 +26,7 @@ some bytes and then fails with ENOSPC, and - where mounting is allowed - a 64 kB
 that really fills up.  A worker is killed by a batch task that calls ``os._exit`` in the
 middle of writing its spectrum (the task function is patched in this process and sent
 to the workers by value).  Two batches on one folder meet the folder lock
-(:func:`slitcombine.batch.output_lock`).
+(:func:`slitcombine.pipeline.batch.output_lock`).
 
 Defined behaviours checked here besides errors: a missing WAVELENGTH extension is
 computed from the WCS; a corrupt ASDF extension in an exposure whose WCS is not needed
@@ -350,7 +350,7 @@ def base(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sims(base):
     """A good PRISM trio, the same source with G140M, and another source with PRISM."""
-    from slitcombine.simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     common = dict(slitlet_id=42, **SIM)
     good = simulate_observation(base / "good", grating="PRISM", seed=11, source_id=1, **common)
@@ -685,7 +685,7 @@ def _junk_folder(folder, sims, cases):
 @pytest.fixture(scope="module")
 def batch_run(base, sims, cases):
     """One batch over a manifest (a group per case + a good group) and a junk folder."""
-    from slitcombine.discovery import GroupSpec, write_manifest
+    from slitcombine.pipeline.discovery import GroupSpec, write_manifest
 
     groups = [GroupSpec(name="good", members=tuple(map(str, sims["good"])), info={})]
     groups += [
@@ -782,7 +782,7 @@ def test_batch_continues_reports_and_leaves_inputs_alone(batch_run):
 # ============================================================================ batch faults
 def _small_manifest(folder, files, names):
     """A manifest of groups that all combine the same good files (fast and valid)."""
-    from slitcombine.discovery import GroupSpec, write_manifest
+    from slitcombine.pipeline.discovery import GroupSpec, write_manifest
 
     groups = [GroupSpec(name=n, members=tuple(map(str, files)), info={}) for n in names]
     return write_manifest(groups, folder / "manifest-in.ecsv")
@@ -818,8 +818,8 @@ def test_batch_group_on_a_full_disk(sims, tmp_path, monkeypatch):
     the group is recorded as failed with an OutputError, leaves nothing behind, and is
     run again by ``--resume`` (a full disk is not a property of the inputs).
     """
-    from slitcombine.batch import _resumable, process_group, read_sidecar
-    from slitcombine.config import Config
+    from slitcombine.pipeline.batch import _resumable, process_group, read_sidecar
+    from slitcombine.pipeline.config import Config
 
     cfg = Config.default()
     members = [str(f) for f in sims["good"]]
@@ -838,7 +838,7 @@ def test_batch_group_on_a_full_disk(sims, tmp_path, monkeypatch):
 
 def test_batch_refuses_an_output_folder_in_use(sims, tmp_path):
     """A batch on an output folder locked by a running one: a clear error, nothing written."""
-    from slitcombine.batch import output_lock
+    from slitcombine.pipeline.batch import output_lock
 
     manifest = _small_manifest(tmp_path, sims["good"], ["a"])
     out = tmp_path / "out"
@@ -900,7 +900,7 @@ def test_two_batches_started_on_the_same_output_folder(sims, tmp_path):
 
 
 # -------------------------------------------------------------------- a worker dies
-from slitcombine.batch import process_group as _process_group  # noqa: E402
+from slitcombine.pipeline.batch import process_group as _process_group  # noqa: E402
 
 
 def _process_group_killing_victim(group_row, config, output_dir):
@@ -926,10 +926,10 @@ def _killer_task(monkeypatch, allowed_failures):
     import cloudpickle
     import dask
 
-    import slitcombine.batch
+    import slitcombine.pipeline.batch
 
     module = sys.modules[__name__]
-    monkeypatch.setattr(slitcombine.batch, "process_group", _process_group_killing_victim)
+    monkeypatch.setattr(slitcombine.pipeline.batch, "process_group", _process_group_killing_victim)
     cloudpickle.register_pickle_by_value(module)  # the workers cannot import this file
     try:
         with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):

@@ -52,7 +52,7 @@ def test_combine_group_runs_as_a_compute_call(ceers_files, monkeypatch):
     from threadpoolctl import threadpool_info
 
     from slitcombine import SlitGroup
-    from slitcombine.combine import combine_group
+    from slitcombine.pipeline.combine import combine_group
 
     group = SlitGroup(ceers_files, "runtime")
     seen = {}

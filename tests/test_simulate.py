@@ -1,4 +1,7 @@
-"""Tests of :mod:`slitcombine.simulate` (synthetic NIRSpec slit files with a known truth)."""
+"""Tests of :mod:`slitcombine.testing.simulate`.
+
+Synthetic NIRSpec slit files with a known truth.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from slitcombine.errors import ConfigurationError, OutputError, SlitCombineError
-from slitcombine.simulate import (
+from slitcombine.testing.simulate import (
     DEAD,
     DO_NOT_USE,
     GRATINGS,
@@ -727,7 +730,7 @@ def test_overwrite_false(tmp_path):
 
 # ---------------------------------------------------------------------------- reader
 def test_round_trip_through_read_slit(prism3):
-    reading = pytest.importorskip("slitcombine.reading")
+    reading = pytest.importorskip("slitcombine.io.reading")
     truth = prism3.truth
     for k, path in enumerate(prism3.files):
         exp = reading.read_slit(path)
@@ -761,7 +764,7 @@ def test_round_trip_through_read_slit(prism3):
 
 
 def test_round_trip_through_read_slit_multislit_and_fixed_slit(tmp_path):
-    reading = pytest.importorskip("slitcombine.reading")
+    reading = pytest.importorskip("slitcombine.io.reading")
     multi = simulate_observation(
         tmp_path / "multi", multi_slit_sources=[{}, {"source_ypos": 0.1}], n_nods=2, nx=100, **QUIET
     )

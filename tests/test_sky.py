@@ -1,7 +1,7 @@
-"""Tests of the sky models (slitcombine.sky) and of the SlitGroup sky methods.
+"""Tests of the sky models (slitcombine.core.sky) and of the SlitGroup sky methods.
 
 Accuracy is checked against simulations with a known sky and bar shadow
-(:mod:`slitcombine.simulate`) and on the real CEERS PRISM trio.
+(:mod:`slitcombine.testing.simulate`) and on the real CEERS PRISM trio.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from astropy.io import fits
 from astropy.table import Table
 
 from slitcombine import SlitGroup
-from slitcombine import corrections as corr
-from slitcombine import sky as skymod
+from slitcombine.core import corrections as corr
+from slitcombine.core import sky as skymod
+from slitcombine.core.masks import Reject
 from slitcombine.errors import CalibrationFileError, ConfigurationError
-from slitcombine.masks import Reject
 
-simulate = pytest.importorskip("slitcombine.simulate")
+simulate = pytest.importorskip("slitcombine.testing.simulate")
 
 
 @pytest.fixture(autouse=True)
@@ -258,7 +258,7 @@ def test_outliers_among_sky_pixels_get_the_sky_bit(sim_group):
 
 
 def test_diffs_false_extraction_agrees_with_nod_differences(sim, sim_group):
-    combine = pytest.importorskip("slitcombine.combine")
+    combine = pytest.importorskip("slitcombine.pipeline.combine")
     g_sky = sim_group
     g_diff = SlitGroup(sim.files, "sim_diff", diffs=True)
     kw = {"fit_traces": False, "profile_sigma": 0.5, "with_pathloss": False}
@@ -515,7 +515,7 @@ def test_extraction_without_differences_needs_a_sky_model(ceers_files, caplog):
     Without one the un-differenced CEERS spectrum is source plus sky: its median flux is
     several times the nod-differenced one.
     """
-    from slitcombine.combine import combine_group
+    from slitcombine.pipeline.combine import combine_group
 
     with caplog.at_level(logging.WARNING, logger="slitcombine"):
         bare = combine_group(SlitGroup(ceers_files, "bare", diffs=False), fit_traces=False)
@@ -544,7 +544,7 @@ def test_single_nod_position_needs_a_sky_model(tmp_path, caplog):
     extraction warns; with the group's own sky estimate it matches the truth.  The
     messages of the reading steps name the file (the source is not known yet).
     """
-    from slitcombine.combine import combine
+    from slitcombine.pipeline.combine import combine
 
     sim = simulate.simulate_observation(tmp_path, n_nods=1, nx=120, seed=4, n_crs=0)
     files = [str(f) for f in sim.files]

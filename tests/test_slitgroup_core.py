@@ -13,10 +13,10 @@ from slitcombine import (
     IncompatibleExposuresError,
     InputFileError,
     SlitGroup,
-    geometry,
     read_slit,
 )
-from slitcombine.masks import Reject, dq_value
+from slitcombine.core import geometry
+from slitcombine.core.masks import Reject, dq_value
 
 
 def test_metadata_and_positions(ceers_group):
@@ -46,7 +46,7 @@ def test_metadata_and_positions(ceers_group):
 
 def test_geometry_scales_and_nods(ceers_group):
     g = ceers_group
-    # One definition each of the scales (see slitcombine.geometry)
+    # One definition each of the scales (see slitcombine.core.geometry)
     assert g.slit_pixel_scale == pytest.approx(0.1045, abs=0.001)
     assert g.slit_shutter_scale == pytest.approx(0.2284, abs=0.002)
     assert g.meta["nod_offset"] == pytest.approx(0.529 / g.slit_pixel_scale)
@@ -349,7 +349,7 @@ def test_ceers_noise_exceeds_the_pipeline_variance(ceers_group):
 
 
 def test_noise_scale_pure_function():
-    from slitcombine import nods
+    from slitcombine.core import nods
 
     rng = np.random.default_rng(1)
     npix = 4000
@@ -371,7 +371,7 @@ def test_dq_flags_are_stdatamodels_definitions_without_the_datamodel_package():
     import sys
 
     code = (
-        "import sys, json; from slitcombine.masks import dq_flags; f = dq_flags(); "
+        "import sys, json; from slitcombine.core.masks import dq_flags; f = dq_flags(); "
         "print(json.dumps([f, 'stdatamodels.jwst.datamodels' in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

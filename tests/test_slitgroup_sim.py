@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from slitcombine import SlitGroup
-from slitcombine.simulate import simulate_observation
+from slitcombine.testing.simulate import simulate_observation
 
 
 def _sim(tmp_path, **kw):
@@ -82,9 +82,9 @@ def test_unequal_cutouts_and_single_exposure_sim(tmp_path):
 def test_stuck_shutter_found_before_own_bar_model(tmp_path):
     """Default options (own bar-shadow model): the stuck-closed shutter is found on the
     pipeline bar shadow first, masked, and the combined flux matches the truth."""
-    from slitcombine import combine
-    from slitcombine.demo import compare_with_truth
-    from slitcombine.masks import Reject
+    from slitcombine.core.masks import Reject
+    from slitcombine.pipeline import combine
+    from slitcombine.testing.demo import compare_with_truth
 
     sim = _sim(tmp_path, grating="PRISM", nx=None, stuck_closed_shutter=0, snr=20, n_crs=10)
     result = combine(sim.files, name="stuck")
@@ -119,8 +119,8 @@ def test_undetected_msa_source_extracted_at_its_planned_position(tmp_path):
     Found by the validation run: a S/N-3 source 0.38 shutter heights off centre, not
     detected, was extracted 1.7 px away at the shutter centre (flux/truth 0.24-0.33).
     """
-    from slitcombine.combine import combine
-    from slitcombine.demo import compare_with_truth
+    from slitcombine.pipeline.combine import combine
+    from slitcombine.testing.demo import compare_with_truth
 
     sim = _sim(tmp_path, grating="PRISM", snr=1.5, source_ypos=-0.38, nx=None, seed=2)
     result = combine(sim.files, name="faint")
@@ -143,8 +143,8 @@ def test_width_beyond_the_default_bound_is_refitted(tmp_path, caplog):
     The refit inside the widened bounds is kept whenever it lowers chi2 (the fit at the
     bound is already significant); it was kept only for a gain of 25.
     """
-    from slitcombine.combine import combine
-    from slitcombine.demo import compare_with_truth
+    from slitcombine.pipeline.combine import combine
+    from slitcombine.testing.demo import compare_with_truth
 
     sim = _sim(tmp_path, grating="PRISM", snr=10, intrinsic_sigma=2.3, nx=None, seed=1)
     result = combine(sim.files, name="wide")
@@ -165,8 +165,8 @@ def test_fitted_width_of_a_noise_free_source_is_exact(tmp_path, sigma):
     With 0.3-0.5 px between nodes a noise-free 3.25 px source came out 3.316 px wide,
     flux/truth 1.022; 0.95 px came out 0.961 px.
     """
-    from slitcombine.combine import combine
-    from slitcombine.demo import compare_with_truth
+    from slitcombine.pipeline.combine import combine
+    from slitcombine.testing.demo import compare_with_truth
 
     sim = _sim(
         tmp_path,

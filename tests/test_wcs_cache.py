@@ -1,4 +1,4 @@
-"""The memoised conversion of slit WCS trees (issue 19, item 1: ``slitcombine._asdf_cache``).
+"""The memoised conversion of slit WCS trees (issue 19, item 1: ``slitcombine.io._asdf_cache``).
 
 gwcs stays the evaluator: the cache only hands out again the astropy models and frames
 that asdf's converters built for an identical subtree.  Checked here:
@@ -29,10 +29,11 @@ import numpy as np
 import pytest
 import yaml
 
-from slitcombine import _asdf_cache, geometry
+from slitcombine.core import geometry
 from slitcombine.errors import ConfigurationError, SlitCombineError
-from slitcombine.reading import list_slits, read_slit
-from slitcombine.simulate import simulate_observation
+from slitcombine.io import _asdf_cache
+from slitcombine.io.reading import list_slits, read_slit
+from slitcombine.testing.simulate import simulate_observation
 
 ENV = _asdf_cache.ENV_VAR
 GRATINGS = ("PRISM", "G140M", "G235M", "G395M", "G140H", "G235H", "G395H")

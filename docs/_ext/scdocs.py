@@ -8,7 +8,7 @@ signatures and module constants), so the documentation cannot drift from them:
     :func:`inspect.signature`) and description (the numpydoc ``Parameters`` section).
     Options ``:only: a, b`` and ``:exclude: a, b`` select parameters.
 
-``.. sc-dict:: slitcombine.combine.EXTRACT_DEFAULTS``
+``.. sc-dict:: slitcombine.pipeline.combine.EXTRACT_DEFAULTS``
     A table of the keys and values of a dictionary constant.
 """
 

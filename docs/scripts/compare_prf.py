@@ -4,12 +4,12 @@ Usage (from the repository root; ~2 minutes on 2 cores)::
 
     python docs/scripts/compare_prf.py [--table PATH]
 
-The models: the default optics model (:mod:`slitcombine.optics`, through the group's
+The models: the default optics model (:mod:`slitcombine.core.optics`, through the group's
 apertures), msaexp's empirical PSF lookup table read by
-:func:`slitcombine.prf_tables.read_psf_lookup` (``--table``, default: found in the
+:func:`slitcombine.io.prf_tables.read_psf_lookup` (``--table``, default: found in the
 calibration directories / the ``slitcombine calib fetch`` cache), and the Gaussian
-(:class:`slitcombine.profile.GaussianPRF`, msaexp's kind of profile).  Each is given as
-``lookup_prf`` to :func:`slitcombine.combine.combine` with the default options.
+(:class:`slitcombine.core.profile.GaussianPRF`, msaexp's kind of profile).  Each is given as
+``lookup_prf`` to :func:`slitcombine.pipeline.combine.combine` with the default options.
 
 Writes ``docs/_static/prf_comparison.csv`` (included by docs/guide/trace.rst): on CEERS
 the median flux of each model over the optics model's per band; on simulations (PRISM
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 from _common import REPO, STATIC, say, shared_data
 
-from slitcombine import combine, corrections
-from slitcombine.prf_tables import read_psf_lookup
-from slitcombine.profile import GaussianPRF
-from slitcombine.simulate import simulate_observation
+from slitcombine.core import corrections
+from slitcombine.core.profile import GaussianPRF
+from slitcombine.io.prf_tables import read_psf_lookup
+from slitcombine.pipeline import combine
+from slitcombine.testing.simulate import simulate_observation
 
 TABLE = "nirspec_merged_s200a1_exp_psf_lookup_001.fits"
 BANDS = ((1.2, 2.2), (2.2, 3.0), (3.0, 4.0), (4.0, 5.2))

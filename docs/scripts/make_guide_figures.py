@@ -23,10 +23,10 @@ import numpy as np
 from _common import STATIC, new_figure, save_png, say
 
 from slitcombine import SlitGroup
-from slitcombine.combine import combine_group
-from slitcombine.masks import Reject
-from slitcombine.resample import bin_edges
-from slitcombine.simulate import simulate_observation
+from slitcombine.core.masks import Reject
+from slitcombine.core.resample import bin_edges
+from slitcombine.pipeline.combine import combine_group
+from slitcombine.testing.simulate import simulate_observation
 
 SIM = dict(
     grating="PRISM",
@@ -158,7 +158,7 @@ def fig_compact_source(tmp, band=(2.0, 2.5)):
     shadow undone: what slitcombine measures, with the optics model whose profile is
     overplotted) and the same divided by BARSHADOW (the extended-source convention).
     """
-    from slitcombine import combine
+    from slitcombine.pipeline import combine
 
     opts = dict(
         grating="PRISM",

@@ -4,7 +4,7 @@ Usage (from the repository root; about 10 s)::
 
     python docs/scripts/make_readme_figure.py
 
-Runs exactly what ``slitcombine demo`` runs (:func:`slitcombine.demo.run_demo`, seed 1)
+Runs exactly what ``slitcombine demo`` runs (:func:`slitcombine.testing.demo.run_demo`, seed 1)
 in a temporary folder, then reads back the product it wrote (``SCI`` and ``SPEC1D`` of
 ``demo_prism-clear.spec.fits``) and the simulator's truth table, and plots the
 rectified 2D spectrum, the optimal 1D spectrum with the truth, and the normalised
@@ -22,8 +22,8 @@ from _common import STATIC, new_figure, save_png, say
 from astropy.io import fits
 from astropy.table import Table
 
-from slitcombine.demo import run_demo
-from slitcombine.resample import bin_edges
+from slitcombine.core.resample import bin_edges
+from slitcombine.testing.demo import run_demo
 
 
 def make_figure(spec_path, truth_path, metrics):

@@ -40,7 +40,8 @@ Writes into ``docs/_static/validation/`` (included by ``docs/validation.rst``):
 
 Injection-recovery
 ------------------
-Every run simulates a nodded observation with :func:`slitcombine.simulate.simulate_observation`
+Every run simulates a nodded observation with
+:func:`slitcombine.testing.simulate.simulate_observation`
 (20 cosmic-ray events per exposure, not flagged; 5 hot and 5 dead pixels, flagged) and
 combines it with the **default options** (``SlitGroup(files, name)``, ``combine_group``
 with ``trace_kwargs={'ref_exp': 'auto'}``; ``source_type='auto'``, the noise scale
@@ -137,11 +138,11 @@ from _common import (
 from astropy.table import Table
 
 from slitcombine import SlitGroup
-from slitcombine.combine import combine, combine_group
-from slitcombine.geometry import normalized_x
-from slitcombine.masks import Reject
-from slitcombine.optics import OpticsModel
-from slitcombine.simulate import simulate_observation
+from slitcombine.core.geometry import normalized_x
+from slitcombine.core.masks import Reject
+from slitcombine.core.optics import OpticsModel
+from slitcombine.pipeline.combine import combine, combine_group
+from slitcombine.testing.simulate import simulate_observation
 
 OUT = STATIC / "validation"
 

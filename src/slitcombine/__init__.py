@@ -6,12 +6,8 @@ source, with the public API of ``msaexp.slit_combine.SlitGroup``.
 
 import logging
 
-from ._version import __version__
-
-# combine(): the high-level entry point (files -> 2D + 1D spectrum).  The function
-# shadows the module attribute; ``from slitcombine.combine import ...`` still works.
-from .combine import CombineResult, combine
-from .errors import (
+from slitcombine._version import __version__
+from slitcombine.errors import (
     CalibrationFileError,
     ConfigurationError,
     FitError,
@@ -22,8 +18,12 @@ from .errors import (
     OutputError,
     SlitCombineError,
 )
-from .reading import SlitExposure, read_slit
-from .slitgroup import SlitGroup
+from slitcombine.group.slitgroup import SlitGroup
+from slitcombine.io.reading import SlitExposure, read_slit
+
+# combine(): the high-level entry point (files -> 2D + 1D spectrum).  The function
+# shadows the module attribute; ``from slitcombine.pipeline.combine import ...`` still works.
+from slitcombine.pipeline.combine import CombineResult, combine
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

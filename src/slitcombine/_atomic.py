@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError
+from slitcombine.errors import OutputError
 
 __all__ = ["atomic_path", "atomic_write_text"]
 

@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ._version import __version__
-from .errors import SlitCombineError
+from slitcombine._version import __version__
+from slitcombine.errors import SlitCombineError
 
 log = logging.getLogger("slitcombine")
 
@@ -25,8 +25,8 @@ def _one_line(message):
 
 
 def _cmd_info(args):
-    from .discovery import expand_patterns
-    from .reading import list_slits, read_slit
+    from slitcombine.io.reading import list_slits, read_slit
+    from slitcombine.pipeline.discovery import expand_patterns
 
     status = 0
     exposures = []
@@ -57,8 +57,8 @@ def _cmd_info(args):
 
 def _nod_offset_lines(exposures):
     """Nod offsets (arcsec, shutters, pixels) of the exposures of each source/slitlet."""
-    from .instrument import PIXEL_SCALE, SHUTTER_PITCH
-    from .nods import nod_offsets
+    from slitcombine.core.nods import nod_offsets
+    from slitcombine.instrument import PIXEL_SCALE, SHUTTER_PITCH
 
     groups = {}
     for exp in exposures:
@@ -90,7 +90,7 @@ def _add_demo(sub):
 
 
 def _cmd_demo(args):
-    from .demo import run_demo
+    from slitcombine.testing.demo import run_demo
 
     result = run_demo(args.output_dir, seed=args.seed)
     for line in result["lines"]:
@@ -123,7 +123,7 @@ def _add_simulate(sub):
 
 
 def _cmd_simulate(args):
-    from .simulate import simulate_observation
+    from slitcombine.testing.simulate import simulate_observation
 
     sim = simulate_observation(
         args.output_dir,
@@ -176,9 +176,9 @@ def _add_extract(sub):
 def _cmd_extract(args):
     import numpy as np
 
-    from .combine import combine
-    from .discovery import expand_patterns
-    from .output import check_output_dir
+    from slitcombine.io.output import check_output_dir
+    from slitcombine.pipeline.combine import combine
+    from slitcombine.pipeline.discovery import expand_patterns
 
     check_output_dir(args.output_dir)  # fail before the work, not after
     config = _load_config(args)
@@ -217,7 +217,7 @@ def _discovery_lines(inputs, groups, skipped, config):
     """What discovery found: files, folders, groups, skipped files and unsearched folders."""
     from collections import Counter
 
-    from .discovery import unsearched_folders
+    from slitcombine.pipeline.discovery import unsearched_folders
 
     files = {str(m[0] if isinstance(m, (tuple, list)) else m) for g in groups for m in g.members}
     folders = {str(Path(f).parent) for f in files}
@@ -264,8 +264,8 @@ def _add_figure_dpi_option(p):
 def _figure_overrides(args):
     """The figure options of the command line as ``--set`` overrides (checked first, so
     that a bad value is reported with the option's name)."""
-    from .errors import ConfigurationError
-    from .plots import DPI_RANGE, check_figure_options
+    from slitcombine.errors import ConfigurationError
+    from slitcombine.plots import DPI_RANGE, check_figure_options
 
     figures = "none" if getattr(args, "no_figures", False) else getattr(args, "figures", None)
     dpi = getattr(args, "figure_dpi", None)
@@ -289,7 +289,7 @@ def _figure_overrides(args):
 def _load_config(args):
     """The effective configuration: ``--config``, then ``--set``, then the figure options
     given as their own flags (``--figures``, ``--figure-dpi``, ``--no-figures``)."""
-    from .config import load_config
+    from slitcombine.pipeline.config import load_config
 
     return load_config(args.config, [*args.set, *_figure_overrides(args)])
 
@@ -339,7 +339,13 @@ def _add_batch(sub):
 
 
 def _cmd_batch(args):
-    from .batch import BatchInterrupted, groups_from_inputs, output_lock, run_batch, write_inputs
+    from slitcombine.pipeline.batch import (
+        BatchInterrupted,
+        groups_from_inputs,
+        output_lock,
+        run_batch,
+        write_inputs,
+    )
 
     # dask's own INFO messages only with -vv
     logging.getLogger("distributed").setLevel(logging.INFO if args.verbose > 1 else logging.WARNING)
@@ -453,7 +459,7 @@ def _add_calib(sub):
 
 
 def _cmd_calib_fetch(args):
-    from .calib import fetch
+    from slitcombine.io.calib import fetch
 
     result = fetch(
         version=args.msaexp_version,
@@ -471,8 +477,14 @@ def _cmd_calib_fetch(args):
 
 
 def _cmd_calib_status(args):
-    from .calib import Target, default_plan, format_plan, read_manifest, target_from_file
-    from .corrections import CALIB_DIR_ENV, calibration_dirs
+    from slitcombine.core.corrections import CALIB_DIR_ENV, calibration_dirs
+    from slitcombine.io.calib import (
+        Target,
+        default_plan,
+        format_plan,
+        read_manifest,
+        target_from_file,
+    )
 
     dirs = calibration_dirs()
     env_dirs = calibration_dirs(fetched=False)
@@ -506,7 +518,7 @@ def _cmd_calib_status(args):
 
 
 def _cmd_calib_path(args):
-    from .calib import fetched_dir, tables_dir
+    from slitcombine.io.calib import fetched_dir, tables_dir
 
     folder = fetched_dir()
     if folder is None:

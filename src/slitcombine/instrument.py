@@ -1,7 +1,7 @@
 """NIRSpec and JWST constants used across the package, with their units and sources.
 
 One place for the numbers of the instrument: the optics model
-(:mod:`slitcombine.optics`), the simulator and the corrections read them from here.
+(:mod:`slitcombine.core.optics`), the simulator and the corrections read them from here.
 
 Sources: the JWST User Documentation (JDox) pages on the NIRSpec MSA and detectors, and
 the JWST pipeline's documentation of its ``pathloss`` and ``barshadow`` steps; the

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
-from .errors import ConfigurationError, OutputError
+from slitcombine._atomic import atomic_path
+from slitcombine.errors import ConfigurationError, OutputError
 
 __all__ = [
     "plot_2d_differences",
@@ -122,7 +122,7 @@ def _new_figure(figsize, dpi=DEFAULT_DPI):
     """A figure on an Agg canvas that reuses its rendered text (:mod:`slitcombine._agg`)."""
     from matplotlib.figure import Figure
 
-    from ._agg import TextCacheCanvas
+    from slitcombine._agg import TextCacheCanvas
 
     fig = Figure(figsize=figsize, dpi=dpi)
     TextCacheCanvas(fig)
@@ -479,7 +479,7 @@ def _colour_bar(fig, rect, rgba, ticks, labels, fontsize=7):
         The panel (data coordinates 0-1 both ways) and the room its labels take on the
         right (points).
     """
-    from ._pixel_image import PixelImage
+    from slitcombine._pixel_image import PixelImage
 
     fw, fh = fig.get_size_inches()
     left, bottom, width, height = rect
@@ -616,7 +616,7 @@ def plot_2d_differences(panels, clip_sigma=5, kws=None, figsize=(6, 2), title=No
 
     from matplotlib.lines import Line2D
 
-    from ._pixel_image import PixelImage
+    from slitcombine._pixel_image import PixelImage
 
     fig = _new_figure((figsize[0] * (1 + 0.6 * (ncol - 1)) + 0.6, figsize[1] * npos + 0.2))
     width, height = fig.get_size_inches()
@@ -764,7 +764,7 @@ def summary_figure(spec, sci2d, wave, y, prof1d=None, title=None, figsize=(9, 5.
     from matplotlib.colors import AsinhNorm
     from matplotlib.lines import Line2D
 
-    from ._pixel_image import PixelImage
+    from slitcombine._pixel_image import PixelImage
 
     wave = np.asarray(wave, float)
     y = np.asarray(y, float)

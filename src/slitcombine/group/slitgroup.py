@@ -1,0 +1,1370 @@
+"""``SlitGroup``: the exposures of one source, slitlet and grating, on a common grid.
+
+This is the stateful facade of slitcombine.  Its public API (constructor parameters,
+attributes, properties and methods) follows ``msaexp.slit_combine.SlitGroup`` so that
+``from slitcombine import SlitGroup`` can replace ``from msaexp.slit_combine import
+SlitGroup``.  The numerics live in small pure functions of the modules
+:mod:`~slitcombine.io.reading`, :mod:`~slitcombine.core.geometry`, :mod:`~slitcombine.core.masks`
+and :mod:`~slitcombine.core.nods`; the methods here call them and keep the results.
+
+Array layout: every per-pixel array is ``(N, ny * nx)`` (exposure, flattened pixel of
+the common slice ``sh = (ny, nx)``); per-column arrays are ``(N, nx)``.
+
+Units: ``sci`` and ``data`` in uJy per pixel, variances in uJy^2, wavelengths in um,
+``yslit``/``ypix``/``xslit`` in pixels, ``fixed_yshutter`` in shutter pitches
+(``slit_frame_y / slit_shutter_scale / 5``, the convention of msaexp's bar-shadow
+tables).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from types import MappingProxyType
+
+import numpy as np
+from astropy.table import Table
+
+from slitcombine._threads import compute_call
+from slitcombine._version import __version__
+from slitcombine.core import geometry, masks, nods
+from slitcombine.core.masks import Reject
+from slitcombine.errors import ConfigurationError, IncompatibleExposuresError, InputFileError
+from slitcombine.group._extract_methods import ExtractMethods
+from slitcombine.group._outlier_methods import OutlierMethods
+from slitcombine.group._sky_methods import SkyMethods
+from slitcombine.group._trace_methods import TraceMethods
+from slitcombine.io.reading import read_slit
+
+__all__ = ["SlitGroup"]
+
+log = logging.getLogger(__name__)
+
+#: uJy per MJy.
+MJY_TO_UJY = 1.0e12
+
+POSITION_KEYS = ("y_index", "position_number", "shutter_state", "manual_position")
+
+#: Steps run by the constructor; their status goes to ``meta['steps']``.
+STEP_NAMES = (
+    "read",
+    "pathloss_undo",
+    "barshadow",
+    "normalization",
+    "sflat",
+    "extra_dq",
+    "slit_hotpix",
+    "global_sky",
+    "hot_cold",
+    "trace_outliers",
+    "percentile_outliers",
+    "estimate_sky",
+    "profile_outliers",
+    "multiple_mask",
+    "background_spectra",
+    "shutter_offset",
+    "stuck_shutters",
+)
+
+
+#: Read-only "step on with its default options" value of the seed's ``{}`` defaults
+#: (None switches such a step off).
+_ON = MappingProxyType({})
+_EXTENDED_CALIBRATION_DEFAULT = MappingProxyType({"threshold": 0.01})
+
+
+#: One-line description of each ``SlitGroup.meta`` key (msaexp's ``meta_comment``): the
+#: header comments of the product's cards.  Copied into every group's ``meta_comment``.
+META_COMMENTS = {
+    "version": "slitcombine version",
+    "name": "Label of the group",
+    "position_key": "Method for determining offset groups",
+    "diffs": "Calculated with exposure differences",
+    "grating_diffs": "Diffs forced for gratings",
+    "stuck_threshold": "Stuck-closed shutter threshold",
+    "hot_cold_kwargs": "Options of the hot/cold pixel step",
+    "bad_shutter_names": "Shutters masked as bad (pitches from the source shutter)",
+    "dilate_failed_open": "Dilate the failed-open mask",
+    "num_shutters": "Number of shutters used for the bar-shadow model",
+    "undo_barshadow": "Bar shadow update behaviour",
+    "min_bar": "Minimum allowed bar-shadow value",
+    "bar_corr_mode": "Bar-shadow correction type",
+    "fix_prism_norm": "Apply the PRISM slit renormalisation",
+    "extended_calibration_kwargs": "Options of the extended-range calibration",
+    "with_sflat_correction": "Field-dependent s-flat correction",
+    "with_extra_dq": "Extra DQ pixel mask",
+    "slit_hotpix_kwargs": "Options of the slit hot-pixel step",
+    "sky_file": "Filename of a global sky background table",
+    "set_background_spectra_kwargs": "Options of the background-spectra step",
+    "global_sky_df": "Degrees of freedom of the fit with the global sky",
+    "estimate_sky_kwargs": "Options of the sky fit",
+    "flag_profile_kwargs": "Options of the profile outlier step",
+    "do_multiple_mask": "Mask pixels bad in most exposures",
+    "flag_trace_kwargs": "Options of the trace outlier step",
+    "flag_2d_kwargs": "Options of the 2D outlier step",
+    "flag_percentile_kwargs": "Options of the percentile outlier step",
+    "undo_pathloss": "Remove pipeline pathloss correction",
+    "trace_with_xpos": "Trace includes x offset in shutter",
+    "trace_with_ypos": "Trace includes y offset in shutter",
+    "trace_from_yoffset": "Trace derived from y offsets",
+    "with_fs_offset": "Extra fixed slit offset",
+    "fit_shutter_offset_kwargs": "Options of the shutter-offset fit",
+    "shutter_offset": "Global offset to fixed shutter coordinate, pixels",
+    "nod_offset": "Nod offset size, pixels",
+    "pad_border": "Border padding, pixels",
+    "weight_type": "Weighting scheme for 2D combination",
+    "reference_exposure": "Reference exposure argument",
+    "has_lookup_prf": "A point-response model was given",
+    "has_sky_arrays": "Sky arrays specified",
+    "nhot": "Number of flagged hot pixels",
+    "ncold": "Number of flagged cold pixels",
+    "percentile_outliers": "Masked pixels from flag_percentile_outliers",
+    "removed_pathloss": "Pipeline pathloss correction removed",
+    "own_barshadow": "Internal bar shadow correction applied",
+    "wrapped_barshadow": "Bar shadow was wrapped for central shutter",
+    "bar_correction": "Bar-shadow model used",
+    "slit_pixel_scale": "Pixel scale along the slitlet, arcsec",
+    "slit_shutter_scale": "Scale of shutter coordinates per pixel",
+    "noise_scale": "Measured noise / propagated sigma",
+    "steps": "What every step did",
+}
+
+
+class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
+    """Container for the exposures (nods) of one source in one slitlet and grating.
+
+    Parameters
+    ----------
+    files : list of str or path-like
+        Per-slit ``SlitModel`` files (one per exposure).  A ``(path, source_id)`` tuple
+        selects one slit of a ``MultiSlitModel`` file.
+    name : str
+        Label for the group.
+    position_key : {'y_index', 'position_number', 'shutter_state'}
+        Column of :attr:`info` that defines the nod positions: ``y_index`` is the
+        index of the dither y offset rounded to 0.1 arcsec.
+    diffs : bool
+        Compute nod differences (otherwise sky-subtracted exposures are used).
+    grating_diffs : bool
+        Force ``diffs`` for grating (non-PRISM) spectra.
+    stuck_threshold : float
+        Threshold of :meth:`mask_stuck_closed_shutters`.
+    hot_cold_kwargs, flag_profile_kwargs, flag_2d_kwargs, estimate_sky_kwargs : dict or None
+        Arguments of the corresponding steps; ``None`` disables the step.
+    bad_shutter_names : list of int or None
+        Shutter indices (e.g. among ``[-1, 0, 1]``) to mask as bad.
+    dilate_failed_open : bool or int
+        Grow the MSA_FAILED_OPEN mask by this many pixels (True = 1).
+    num_shutters : int
+        Number of shutters of the slitlet: <0 from ``shutter_state``, 0 from the
+        number of nod positions, >0 as given.
+    undo_barshadow : bool or 2
+        ``True``: undo the pipeline bar-shadow correction; ``False``: keep it;
+        ``2``: replace it with the group's own bar-shadow model (``bar_corr_mode``).
+    min_bar : float
+        Minimum acceptable bar-shadow throughput.
+    bar_corr_mode : {'wave', 'slit'}
+        Form of the internal bar-shadow model.
+    fix_prism_norm, with_sflat_correction, with_extra_dq : bool
+        Flux-calibration corrections from user-supplied reference files.
+    extended_calibration_kwargs : dict or None
+        Options of the extended flux calibration (default ``{'threshold': 0.01}``).
+    slit_hotpix_kwargs : dict or None
+        Options of the per-slit hot-pixel flagging (default ``{}``: on; None: off).
+    sky_arrays : (array, array) or None
+        Tabulated sky: wavelength (um) and flux (uJy per pixel).
+    sky_file : str or None
+        A tabulated sky CSV (``wave`` um, ``flux`` uJy per pixel), ``"read"`` to look
+        up ``{visit}_sky.csv`` in the configured calibration directory, or None.
+    set_background_spectra_kwargs : dict or None
+        Options of :meth:`set_background_spectra` (default ``{}``: on; None: off).
+    global_sky_df : int
+        Degrees of freedom of the sky fit when a global sky is available.
+    flag_percentile_kwargs, flag_trace_kwargs : dict or None
+        Options of the outlier steps (default ``{}``: on; None: off).
+    do_multiple_mask : bool
+        Mask in all exposures the pixels bad in most of them.
+    undo_pathloss : bool or 2
+        Undo the pipeline path-loss correction (PATHLOSS_UN, or PATHLOSS_PS for point
+        sources); 2 also applies PATHLOSS_PS.
+    trace_with_xpos, trace_with_ypos : bool
+        Include the predicted source x / y position in the traces.
+    trace_from_yoffset : bool
+        Derive each exposure's trace from exposure 0's and the dither y offsets.
+    with_fs_offset : bool
+        Extra fixed-slit trace offset (not needed with current pipeline versions).
+    fit_shutter_offset_kwargs : dict or None
+        Options of :meth:`fit_shutter_offset`; None disables it.
+    shutter_offset : float
+        Offset added to the shutter coordinate (pixels), see :attr:`fixed_yshutter`.
+    nod_offset : float or None
+        Nod step in pixels; default ``0.529 arcsec / slit_pixel_scale``.
+    pad_border : int
+        Reject pixels within this many pixels of the slit edges.
+    weight_type : {'ivm', 'poisson', 'exptime', 'exptime_bar', 'mask'}
+        Weighting scheme (see :func:`slitcombine.core.nods.weight_variance`).
+    reference_exposure : 'auto' or position key value
+        The reference nod position; ``'auto'`` picks the middle one.
+    lookup_prf : object or None
+        The point-response model.  None: the optics model of :mod:`slitcombine.core.optics`
+        for point and compact sources (:attr:`source_type` ``'compact'``) and the
+        Gaussian of :mod:`slitcombine.core.profile` otherwise.  A
+        :class:`slitcombine.core.optics.OpticsModel` replaces the default optics (e.g. a
+        Gaussian telescope PSF); an object of the :class:`slitcombine.core.profile.LookupPRF`
+        protocol (an empirical lookup table) replaces the Gaussian.
+    **kwargs
+        Accepted for compatibility; unknown keywords are logged and recorded in
+        ``meta['ignored_kwargs']``.
+
+    Attributes
+    ----------
+    meta : dict
+        Every option and what each step did (``meta['steps']``).
+    sh : (int, int)
+        ``(ny, nx)`` of the common slice.
+    sci, var, var_rnoise, var_poisson : numpy.ndarray
+        ``(N, ny*nx)`` flux (uJy/pixel) and variances (uJy^2).
+    dq : numpy.ndarray
+        ``(N, ny*nx)`` DQ flags.
+    mask : numpy.ndarray
+        ``(N, ny*nx)`` valid pixels (the authority for every computation).
+    reject : numpy.ndarray
+        ``(N, ny*nx)`` bitfield of :class:`slitcombine.core.masks.Reject` bits: why a pixel
+        was rejected.
+    xslit, ypix, yslit, yslit_orig : numpy.ndarray
+        Column, row, trace-centred row, and the initial trace-centred row (pixels).
+    wave : numpy.ndarray
+        Wavelength (um).
+    bar : numpy.ndarray
+        Bar-shadow throughput that divides ``sci``: the pipeline's (1 where absent), or
+        the group's own model with ``undo_barshadow=2``.
+    meta_comment : dict
+        One-line description of each ``meta`` key (:data:`META_COMMENTS`).
+    var_total, dwave_dx : numpy.ndarray
+        msaexp's total variance (uJy^2) and wavelength step per column (um/px), see
+        the properties.
+    source_type : {'compact', 'extended', None}
+        How the source is measured by the trace fit, :meth:`get_flat_diff_arrays`
+        and the figures (see :meth:`_source_view`; :meth:`make_diff_image` keeps
+        msaexp's meaning, the difference of :attr:`data`): ``'compact'``
+        (default) on the detector image with the bar shadow undone and the optics model
+        of the group's apertures; ``'extended'`` on the bar-shadow corrected data with a
+        Gaussian profile; None is msaexp's behaviour (the data of :attr:`data`, a
+        Gaussian profile).  :func:`slitcombine.pipeline.combine.combine_group` sets it from its
+        ``source_type`` option.
+    xtr, ytr, wtr : numpy.ndarray
+        ``(N, nx)`` column, trace row and wavelength along the trace.
+    base_coeffs, trace_coeffs : numpy.ndarray
+        ``(N, degree+1)`` trace polynomial and fitted offset polynomial.
+    """
+
+    @compute_call
+    def __init__(
+        self,
+        files,
+        name,
+        position_key="y_index",
+        diffs=True,
+        grating_diffs=True,
+        stuck_threshold=0.3,
+        hot_cold_kwargs=None,
+        bad_shutter_names=None,
+        dilate_failed_open=True,
+        num_shutters=-1,
+        undo_barshadow=2,
+        min_bar=0.4,
+        bar_corr_mode="wave",
+        fix_prism_norm=True,
+        extended_calibration_kwargs=_EXTENDED_CALIBRATION_DEFAULT,
+        with_sflat_correction=True,
+        with_extra_dq=True,
+        slit_hotpix_kwargs=_ON,
+        sky_arrays=None,
+        sky_file="read",
+        set_background_spectra_kwargs=_ON,
+        global_sky_df=7,
+        estimate_sky_kwargs=None,
+        flag_profile_kwargs=None,
+        do_multiple_mask=True,
+        flag_trace_kwargs=_ON,
+        flag_2d_kwargs=None,
+        flag_percentile_kwargs=_ON,
+        undo_pathloss=True,
+        trace_with_xpos=False,
+        trace_with_ypos=False,
+        trace_from_yoffset=True,
+        with_fs_offset=False,
+        fit_shutter_offset_kwargs=None,
+        shutter_offset=0.0,
+        nod_offset=None,
+        pad_border=2,
+        weight_type="ivm",
+        reference_exposure="auto",
+        lookup_prf=None,
+        **kwargs,
+    ):
+        # The seed's dict defaults ({} = step on, None = step off) are read-only
+        # mappings here; each option is copied into a plain dict of its own.
+        extended_calibration_kwargs = _as_kwargs(extended_calibration_kwargs)
+        slit_hotpix_kwargs = _as_kwargs(slit_hotpix_kwargs)
+        set_background_spectra_kwargs = _as_kwargs(set_background_spectra_kwargs)
+        flag_trace_kwargs = _as_kwargs(flag_trace_kwargs)
+        flag_percentile_kwargs = _as_kwargs(flag_percentile_kwargs)
+        hot_cold_kwargs = _as_kwargs(hot_cold_kwargs)
+        estimate_sky_kwargs = _as_kwargs(estimate_sky_kwargs)
+        flag_profile_kwargs = _as_kwargs(flag_profile_kwargs)
+        flag_2d_kwargs = _as_kwargs(flag_2d_kwargs)
+        fit_shutter_offset_kwargs = _as_kwargs(fit_shutter_offset_kwargs)
+
+        if weight_type not in nods.WEIGHT_TYPES:
+            raise ConfigurationError(
+                f"weight_type must be one of {nods.WEIGHT_TYPES}, got {weight_type!r}"
+            )
+        if position_key not in POSITION_KEYS:
+            raise ConfigurationError(
+                f"position_key must be one of {POSITION_KEYS}, got {position_key!r}"
+            )
+        if undo_barshadow not in (True, False, 2, 0, 1):
+            raise ConfigurationError(
+                f"undo_barshadow must be True, False or 2, got {undo_barshadow!r}"
+            )
+        if bar_corr_mode not in ("wave", "slit", "flat"):
+            raise ConfigurationError(
+                f"bar_corr_mode must be 'wave' or 'slit', got {bar_corr_mode!r}"
+            )
+        if trace_with_xpos:
+            raise ConfigurationError(
+                "trace_with_xpos (wavelength correction for the source x position) is not "
+                "implemented in slitcombine yet"
+            )
+
+        self.name = name
+        self.position_key = position_key
+        self.reference_exposure = reference_exposure
+        self.lookup_prf = lookup_prf
+        self.source_type = "compact"
+        self.sky_arrays = None if sky_arrays is None else _sky_pair(sky_arrays)
+        self.sky_data = None
+        self.fit = None
+        self.bad_shutter_names = list(bad_shutter_names) if bad_shutter_names else []
+
+        self.meta = {
+            "version": __version__,
+            "name": name,
+            "position_key": position_key,
+            "diffs": bool(diffs),
+            "grating_diffs": bool(grating_diffs),
+            "stuck_threshold": stuck_threshold,
+            "hot_cold_kwargs": hot_cold_kwargs,
+            "bad_shutter_names": self.bad_shutter_names,
+            "dilate_failed_open": dilate_failed_open,
+            "num_shutters": num_shutters,
+            "undo_barshadow": undo_barshadow,
+            "min_bar": min_bar,
+            "bar_corr_mode": bar_corr_mode,
+            "fix_prism_norm": fix_prism_norm,
+            "extended_calibration_kwargs": extended_calibration_kwargs,
+            "with_sflat_correction": with_sflat_correction,
+            "with_extra_dq": with_extra_dq,
+            "slit_hotpix_kwargs": slit_hotpix_kwargs,
+            "sky_file": sky_file,
+            "set_background_spectra_kwargs": set_background_spectra_kwargs,
+            "global_sky_df": global_sky_df,
+            "estimate_sky_kwargs": estimate_sky_kwargs,
+            "flag_profile_kwargs": flag_profile_kwargs,
+            "do_multiple_mask": do_multiple_mask,
+            "flag_trace_kwargs": flag_trace_kwargs,
+            "flag_2d_kwargs": flag_2d_kwargs,
+            "flag_percentile_kwargs": flag_percentile_kwargs,
+            "undo_pathloss": undo_pathloss,
+            "trace_with_xpos": trace_with_xpos,
+            "trace_with_ypos": trace_with_ypos,
+            "trace_from_yoffset": trace_from_yoffset,
+            "with_fs_offset": with_fs_offset,
+            "fit_shutter_offset_kwargs": fit_shutter_offset_kwargs,
+            "shutter_offset": shutter_offset,
+            "nod_offset": nod_offset,
+            "pad_border": pad_border,
+            "weight_type": weight_type,
+            "reference_exposure": reference_exposure,
+            "has_lookup_prf": lookup_prf is not None,
+            "has_sky_arrays": self.sky_arrays is not None,
+            # msaexp's bookkeeping keys, filled by the steps
+            "nhot": 0,
+            "ncold": 0,
+            "percentile_outliers": 0,
+            "removed_pathloss": None,
+            "own_barshadow": False,
+            "wrapped_barshadow": False,
+            "steps": {},
+        }
+        self.meta_comment = dict(META_COMMENTS)
+        if with_fs_offset:
+            log.warning(
+                "%s: with_fs_offset is ignored: fixed-slit traces are placed at the "
+                "source_ypos of each exposure (no extra offset is needed)",
+                name,
+            )
+        if kwargs:
+            log.warning("%s: ignoring unknown keyword arguments %s", name, sorted(kwargs))
+            self.meta["ignored_kwargs"] = sorted(kwargs)
+
+        self.slits = _read_group(files)
+        self.files = [str(s.path) for s in self.slits]
+        self._step("read", "COMPLETE", n_files=len(self.slits))
+
+        self.info = self.parse_metadata()
+        self.calculate_slices()
+        self.parse_data(with_sflat_correction=with_sflat_correction, with_extra_dq=with_extra_dq)
+
+        if (not self.meta["diffs"]) and grating_diffs and self.grating != "PRISM":
+            self.meta["diffs"] = True
+            log.info("%s: grating %s: nod differences forced (grating_diffs)", name, self.grating)
+
+        self._run_constructor_steps(
+            sky_file=sky_file,
+            fix_prism_norm=fix_prism_norm,
+            hot_cold_kwargs=hot_cold_kwargs,
+            flag_trace_kwargs=flag_trace_kwargs,
+            flag_percentile_kwargs=flag_percentile_kwargs,
+            estimate_sky_kwargs=estimate_sky_kwargs,
+            flag_profile_kwargs=flag_profile_kwargs,
+            flag_2d_kwargs=flag_2d_kwargs,
+            do_multiple_mask=do_multiple_mask,
+            set_background_spectra_kwargs=set_background_spectra_kwargs,
+            fit_shutter_offset_kwargs=fit_shutter_offset_kwargs,
+            slit_hotpix_kwargs=slit_hotpix_kwargs,
+        )
+        self.meta["rejected"] = masks.describe_rejections(self.reject)
+        # the geometry is built: the parsed ASDF trees and WCS objects (~5 MiB per
+        # converted WCS) are caches that are rebuilt if a user asks for them
+        for slit in self.slits:
+            slit.release_asdf()
+
+    # ================================================================ bookkeeping
+    def _step(self, name, status, **details):
+        """Record what a step did in ``meta['steps']``."""
+        self.meta["steps"][name] = {"status": status, **details}
+
+    def _reject_pixels(self, where, bit):
+        """Reject pixels: set ``bit`` in :attr:`reject` and clear :attr:`mask`."""
+        where = np.asarray(where, bool)
+        newly = where & self.mask
+        self.reject[where] |= np.uint32(bit)
+        self.mask &= ~where
+        return int(newly.sum())
+
+    def _run_optional(self, step, method, kwargs=None):
+        """Run an optional step if this version provides ``method``, else record it.
+
+        Returns the method's result, or None when the step is not available (then
+        ``meta['steps'][step]`` says ``NOT_IMPLEMENTED``: nothing is pretended).
+        """
+        fn = getattr(self, method, None)
+        if fn is None:
+            self._step(step, "NOT_IMPLEMENTED")
+            log.info("%s: step %s (%s) is not available in this version", self.name, step, method)
+            return None
+        return fn(**(kwargs or {}))
+
+    def _run_constructor_steps(self, **opt):
+        """The optional constructor steps, in order (one-way: each sees the previous).
+
+        0. noisy pixels (``slit_hotpix_kwargs``); 1. global sky table (``sky_file``);
+        2. PRISM normalisation (``fix_prism_norm``); 3. hot/cold pixels; 4. trace
+        outliers; 5. percentile outliers; 6. sky estimate, then 4-5 again on the
+        sky-subtracted data; 7. profile outliers; 8. 2D outliers; 9. multiple-exposure
+        mask; 10. background spectra; 11. shutter offset.
+        A step whose options are None is recorded as ``SKIPPED``.
+        """
+
+        def entry(step, method, key, condition=True):
+            # (step, method, run it?, its options): a step runs when its options
+            # are given (not None) and its extra condition holds
+            return step, method, opt[key] is not None and condition, opt[key]
+
+        outlier_pass = [
+            entry("trace_outliers", "flag_trace_outliers", "flag_trace_kwargs"),
+            entry("percentile_outliers", "flag_percentile_outliers", "flag_percentile_kwargs"),
+        ]
+        plan = [
+            entry("slit_hotpix", "flag_slit_hot_pixels", "slit_hotpix_kwargs"),
+            (
+                "global_sky",
+                "get_global_sky",
+                opt["sky_file"] is not None,
+                {"sky_file": opt["sky_file"]},
+            ),
+            ("normalization", "apply_normalization_correction", bool(opt["fix_prism_norm"]), {}),
+            entry("hot_cold", "flag_hot_cold_pixels", "hot_cold_kwargs", self.N > 2),
+            *outlier_pass,
+            entry("estimate_sky", "estimate_sky", "estimate_sky_kwargs"),
+        ]
+        if opt["estimate_sky_kwargs"] is not None:
+            plan += outlier_pass  # again, on the sky-subtracted data
+        plan += [
+            entry("profile_outliers", "flag_from_profile", "flag_profile_kwargs"),
+            entry("outliers_2d", "flag_2d_outliers", "flag_2d_kwargs"),
+            (
+                "multiple_mask",
+                "apply_multiple_mask",
+                bool(opt["do_multiple_mask"]) and self.N > 2,
+                {},
+            ),
+            entry("background_spectra", "set_background_spectra", "set_background_spectra_kwargs"),
+            entry("shutter_offset", "fit_shutter_offset", "fit_shutter_offset_kwargs"),
+        ]
+        for step, method, wanted, kwargs in plan:
+            if wanted:
+                self._run_optional(step, method, kwargs)
+            elif step not in self.meta["steps"]:
+                self._step(step, "SKIPPED")
+
+    # ================================================================ properties
+    @property
+    def N(self):
+        """Number of exposures (SlitModel components)."""
+        return len(self.slits)
+
+    @property
+    def grating(self):
+        """Grating of the group (upper case, e.g. ``'PRISM'``)."""
+        return str(self.info["grating"][0]).upper()
+
+    @property
+    def filter(self):
+        """Filter of the group (upper case, e.g. ``'CLEAR'``)."""
+        return str(self.info["filter"][0]).upper()
+
+    @property
+    def exptime(self):
+        """Exposure time of each exposure, s (``meta.exposure.exposure_time``)."""
+        return np.array(self.info["exptime"], dtype=float)
+
+    @property
+    def var_total(self):
+        """Total variance of each pixel, uJy^2, ``(N, ny*nx)``: msaexp's name for :attr:`var`.
+
+        ``var_rnoise + var_poisson + var_sky`` (the pipeline's ``VAR_FLAT`` is not used,
+        as in msaexp's default), with the corrections and the noise scaling applied to
+        all of them.  Setting it sets :attr:`var`.
+        """
+        return self.var
+
+    @var_total.setter
+    def var_total(self, value):
+        self.var = np.asarray(value, float)
+
+    @property
+    def dwave_dx(self):
+        """Wavelength step per detector column at every pixel, um / pixel, ``(N, ny*nx)``.
+
+        ``numpy.gradient`` of :attr:`wave` along the columns of each exposure (NaN
+        where the wavelength is undefined).
+        """
+        ny, nx = self.sh
+        with np.errstate(invalid="ignore"):
+            return np.gradient(self.wave.reshape(self.N, ny, nx), axis=2).reshape(self.N, -1)
+
+    @property
+    def IS_FIXED_SLIT(self):
+        """True for a fixed-slit (``NRS_FIXEDSLIT``) group."""
+        return bool(self.slits[0].is_fixed_slit)
+
+    @cached_property
+    def unp(self):
+        """The distinct nod positions (:class:`slitcombine.core.nods.NodPositions`).
+
+        ``unp.values`` are the position-key values, ``unp[value]`` the boolean
+        selection of the exposures at that position, ``unp.N`` their number.
+        """
+        return nods.NodPositions(list(self.info[self.position_key]))
+
+    @property
+    def slit_pixel_scale(self):
+        """Cross-dispersion pixel scale, arcsec / pixel.
+
+        Median over the columns of exposure 0's trace of the sky distance between the
+        points half a pixel above and below the trace (computed once).
+        """
+        return self._scales[0]
+
+    @property
+    def slit_shutter_scale(self):
+        """Cross-dispersion pixel scale in slit-frame units (open-shutter heights) / pixel."""
+        return self._scales[1]
+
+    @cached_property
+    def _scales(self):
+        if self._slit_y0 is None:
+            return np.nan, np.nan
+        rows = geometry.rows_where(self._slit_y0_full, 0.0)
+        return geometry.slit_scales(self.slits[0].wcs, rows)
+
+    @cached_property
+    def source_ypixel_position(self):
+        """Expected offset (pixels) of the source from the shutter centre, exposure 0.
+
+        Median over columns of the difference between the rows where
+        ``slit_frame_y = source_ypos`` and ``slit_frame_y = 0``.
+        """
+        ypos = self.slits[0].slit.get("source_ypos") or 0.0
+        r0 = geometry.rows_where(self._slit_y0, 0.0)
+        r1 = geometry.rows_where(self._slit_y0, ypos)
+        if not np.isfinite(r1 - r0).any():
+            return 0.0
+        return float(np.nanmedian(r1 - r0))
+
+    @property
+    def fixed_yshutter(self):
+        """Cross-dispersion shutter coordinate fixed to the MSA (shutter pitches).
+
+        ``(slit_frame_y / slit_shutter_scale + shutter_offset) / 5`` with the
+        ``slit_frame_y`` of exposure 0 (centre of its source shutter = 0), broadcast to
+        ``(N, ny*nx)`` and NaN where masked.
+        """
+        ys = np.broadcast_to(self._yshutter_grid, self.sci.shape)
+        return np.where(self.mask, ys, np.nan)
+
+    @cached_property
+    def _yshutter_grid(self):
+        if self._slit_y0 is None:
+            return np.full(self.sh[0] * self.sh[1], np.nan)
+        scale = self.slit_shutter_scale
+        shutter_y = (self._slit_y0.ravel() / scale + self.meta["shutter_offset"]) / 5.0
+        return shutter_y
+
+    @property
+    def relative_nod_offset(self):
+        """Offset of each exposure's trace from the median trace, pixels (file order).
+
+        The constant term of the trace polynomial (``base_coeffs + trace_coeffs``)
+        minus its median over exposures.
+        """
+        c0 = self.base_coeffs[:, -1] + self.trace_coeffs[:, -1]
+        return c0 - np.median(c0)
+
+    @property
+    def calc_reference_exposure(self):
+        """The reference nod position (a position-key value).
+
+        With ``reference_exposure='auto'`` the position of the exposure whose trace is
+        closest to the median (the middle nod); with fewer than three positions the
+        position of the first exposure.
+        """
+        if self.reference_exposure != "auto":
+            return self.reference_exposure
+        keys = list(np.asarray(self.info[self.position_key]).tolist())  # Python scalars
+        if self.unp.N < 3:
+            return keys[0]
+        return keys[int(np.argmin(np.abs(self.relative_nod_offset)))]
+
+    @property
+    def sky_background(self):
+        """Sky model per pixel, uJy, ``(N, ny*nx)``.
+
+        ``sky_data['sky2d']`` when a sky has been estimated and is in use; else the
+        tabulated ``sky_arrays`` interpolated in wavelength (NaN outside their range);
+        else zeros.
+        """
+        if self.sky_data is not None and self.sky_data.get("use", True):
+            return self.sky_data["sky2d"]
+        if self.sky_arrays is not None:
+            w, f = self.sky_arrays
+            return np.interp(self.wave, w, f, left=np.nan, right=np.nan)
+        return np.zeros_like(self.sci)
+
+    @property
+    def data(self):
+        """Sky-subtracted science data, uJy per pixel, ``(N, ny*nx)``, NaN where masked.
+
+        ``(sci - sky_background)``, multiplied by the pipeline bar-shadow throughput
+        ``bar`` while ``meta['undo_barshadow']`` is True.
+        """
+        d = self.sci - self.sky_background
+        if self.meta["undo_barshadow"] is True:
+            d = d * self.bar
+        return np.where(self.mask, d, np.nan)
+
+    # ================================================================ reading
+    def parse_metadata(self):
+        """Table of the exposures' metadata, one row per exposure (file order).
+
+        Returns
+        -------
+        astropy.table.Table
+            Columns include ``filename``, ``visit``, ``xstart``, ``ystart``, ``nx``,
+            ``ny``, the dither keys (``position_number``, ``x_offset``, ``y_offset`` in
+            arcsec, ``nod_type`` ...), ``detector``, ``grating``, ``filter``,
+            ``lamp_mode``, ``exptime`` (s), ``shutter_state``, ``source_xpos``,
+            ``source_ypos``, ``x_position``/``y_position`` (offsets rounded to 0.1
+            arcsec) and ``y_index``.
+        """
+        rows = []
+        for s in self.slits:
+            inst, dith, expo = s.meta["instrument"], s.meta["dither"], s.meta["exposure"]
+            rows.append(
+                {
+                    "filename": s.path.name,
+                    "visit": s.visit,
+                    "xstart": s.slit["xstart"],
+                    "ystart": s.slit["ystart"],
+                    "nx": s.shape[1],
+                    "ny": s.shape[0],
+                    "position_number": dith.get("position_number"),
+                    "total_points": dith.get("total_points"),
+                    "nod_type": dith.get("nod_type") or "",
+                    "x_offset": _float(dith.get("x_offset")),
+                    "y_offset": _float(dith.get("y_offset")),
+                    "detector": inst.get("detector") or "",
+                    "grating": (inst.get("grating") or "").upper(),
+                    "filter": (inst.get("filter") or "").upper(),
+                    "lamp_mode": "FIXEDSLIT" if s.is_fixed_slit else "MSASPEC",
+                    "exptime": _float(expo.get("exposure_time")),
+                    "effective_exposure_time": _float(expo.get("effective_exposure_time")),
+                    "shutter_state": s.slit.get("shutter_state") or "",
+                    "slitlet_id": s.slit.get("slitlet_id"),
+                    "source_id": s.slit.get("source_id"),
+                    "source_name": s.slit.get("source_name") or "",
+                    "source_ra": _float(s.slit.get("source_ra")),
+                    "source_dec": _float(s.slit.get("source_dec")),
+                    "source_xpos": _float(s.slit.get("source_xpos")),
+                    "source_ypos": _float(s.slit.get("source_ypos")),
+                }
+            )
+        info = Table(rows=rows)
+        for col in ("position_number", "total_points"):
+            if any(v is None for v in info[col]):
+                raise InputFileError(
+                    self.slits[[v is None for v in info[col]].index(True)].path,
+                    f"dither keyword for {col} (PATT_NUM/NUMDTHPT) is missing",
+                )
+        info["x_position"] = np.round(info["x_offset"] * 10) / 10.0
+        info["y_position"] = np.round(info["y_offset"] * 10) / 10.0
+        info["y_index"] = nods.y_index(info["y_offset"])
+        # Background slit: no catalogue source.  Positions are then taken from the
+        # dither offsets as in any slit; record it for the trace.
+        self.meta["background_slit"] = bool(
+            np.all(~np.isfinite(info["source_ra"]) | (np.abs(info["source_ra"]) < 1e-4))
+        )
+        return info
+
+    def slit_metadata(self):
+        """Table of the slit metadata, one row per exposure (the ``SLITS`` output table).
+
+        Returns
+        -------
+        astropy.table.Table
+            File name and checksum, cutout size, trace polynomial, pixel scale, the
+            slit attributes and the dither / exposure / instrument / pointing keys.
+        """
+        rows = []
+        for i, s in enumerate(self.slits):
+            row = {
+                "filename": s.path.name,
+                "checksum": s.checksum,
+                "nx": s.shape[1],
+                "ny": s.shape[0],
+            }
+            for k, c in enumerate(self.base_coeffs[i][::-1]):
+                row[f"trace_c{k}"] = float(c)
+            row["slit_pixel_scale"] = self.slit_pixel_scale
+            row["source_ypixel_position"] = self.source_ypixel_position
+            for key, value in s.slit.items():
+                row[key] = "" if value is None else value
+            for group in ("instrument", "exposure", "pointing", "dither"):
+                for key, value in s.meta[group].items():
+                    row.setdefault(key, "" if value is None else value)
+            rows.append(row)
+        names = list(rows[0])
+        for r in rows[1:]:
+            names += [k for k in r if k not in names]
+        cols = {k: [r.get(k, "") for r in rows] for k in names}
+        for k, vals in cols.items():
+            if len({type(v) for v in vals}) > 1:
+                cols[k] = [str(v) for v in vals]
+        return Table(cols, names=names)
+
+    def calculate_slices(self):
+        """Common overlap of the cutouts, in detector pixels.
+
+        Sets :attr:`sh` (``(ny, nx)`` of the overlap) and :attr:`slices`, one
+        ``(slice(y0, y1), slice(x0, x1))`` per exposure into its own cutout.
+
+        Raises
+        ------
+        IncompatibleExposuresError
+            If the cutouts do not overlap.
+        """
+        xs = np.array([s.slit["xstart"] for s in self.slits])
+        ys = np.array([s.slit["ystart"] for s in self.slits])
+        ny = np.array([s.shape[0] for s in self.slits])
+        nx = np.array([s.shape[1] for s in self.slits])
+        x0, x1 = xs.max(), (xs + nx).min()
+        y0, y1 = ys.max(), (ys + ny).min()
+        if x1 <= x0 or y1 <= y0:
+            raise IncompatibleExposuresError(
+                f"{self.name}: the cutouts of {self.files} do not overlap on the detector"
+            )
+        self.sh = (int(y1 - y0), int(x1 - x0))
+        self.slices = [
+            (slice(int(y0 - ys[i]), int(y1 - ys[i])), slice(int(x0 - xs[i]), int(x1 - xs[i])))
+            for i in range(self.N)
+        ]
+        self.meta["common_slice"] = {
+            "xstart": int(x0),
+            "ystart": int(y0),
+            "nx": self.sh[1],
+            "ny": self.sh[0],
+        }
+        return self.slices
+
+    def parse_data(self, debug=False, with_sflat_correction=True, with_extra_dq=True, **kwargs):
+        """Stack science, variance, geometry and masks of the exposures.
+
+        Fills the ``(N, ny*nx)`` arrays (``sci`` in uJy per pixel, variances in
+        uJy^2, ``wave`` in um ...), the trace arrays and the rejection bitfield, and
+        applies ``undo_pathloss``, ``undo_barshadow`` and the pixel masks.
+
+        Parameters
+        ----------
+        debug : bool
+            Unused; accepted for compatibility.
+        with_sflat_correction, with_extra_dq : bool
+            Recorded; these corrections need user reference files (see ``meta``).
+        **kwargs
+            Ignored.
+        """
+        ny, nx = self.sh
+        n = self.N
+        stack = {
+            k: np.empty((n, ny, nx), np.float64)
+            for k in ("sci", "var_rnoise", "var_poisson", "wave", "bar", "plcorr")
+        }
+        dq = np.empty((n, ny, nx), np.uint32)
+        pathloss_used = []
+        undo_pl = self.meta["undo_pathloss"]
+        for i, s in enumerate(self.slits):
+            sl = self.slices[i]
+            to_ujy = float(s.meta["photometry"].get("pixelarea_steradians") or np.nan) * MJY_TO_UJY
+            if not np.isfinite(to_ujy) or to_ujy <= 0:
+                raise InputFileError(s.path, "PIXAR_SR (pixel area) missing or not positive")
+            pl, pl_name = _pathloss_factor(s, undo_pl)
+            pathloss_used.append(pl_name)
+            factor = to_ujy * (1.0 if pl is None else pl[sl])
+            stack["plcorr"][i] = 1.0 if pl is None else pl[sl]
+            stack["sci"][i] = s.sci[sl] * factor
+            stack["var_rnoise"][i] = s.var_rnoise[sl] * factor**2
+            stack["var_poisson"][i] = s.var_poisson[sl] * factor**2
+            stack["bar"][i] = 1.0 if s.barshadow is None else s.barshadow[sl]
+            dq[i] = s.dq[sl]
+            if s.wavelength is not None:
+                stack["wave"][i] = s.wavelength[sl]
+            else:
+                stack["wave"][i] = geometry.slit_frame_grid(s.wcs, s.shape)[2][sl]
+        with np.errstate(invalid="ignore"):
+            stack["wave"][~(stack["wave"] > 0)] = np.nan
+        var = stack["var_rnoise"] + stack["var_poisson"]
+
+        reject = masks.initial_rejections(
+            dq,
+            stack["sci"],
+            var,
+            stack["wave"],
+            stack["bar"],
+            dilate_failed_open=self.meta["dilate_failed_open"],
+            pad_border=self.meta["pad_border"],
+            min_bar=self.meta["min_bar"],
+            extra_factors=(stack["plcorr"],),
+            var_components=(stack["var_rnoise"], stack["var_poisson"]),
+        )
+        flat = (n, ny * nx)
+        self.sci = stack["sci"].reshape(flat)
+        self.var_rnoise = stack["var_rnoise"].reshape(flat)
+        self.var_poisson = stack["var_poisson"].reshape(flat)
+        self.var_sky = np.zeros(flat)
+        self.var = self.var_rnoise + self.var_poisson + self.var_sky
+        self.wave = stack["wave"].reshape(flat)
+        self.bar = stack["bar"].reshape(flat)
+        self.dq = dq.reshape(flat)
+        self.reject = reject.reshape(flat)
+        self.mask = self.reject == 0
+        self.bkg_mask = self.mask.copy()
+
+        yy, xx = np.mgrid[:ny, :nx]
+        self.xslit = np.broadcast_to(xx.ravel().astype(float), flat).copy()
+        self.ypix = np.broadcast_to(yy.ravel().astype(float), flat).copy()
+        self.meta["pathloss_undone"] = pathloss_used
+        used = sorted(set(pathloss_used) - {"none"})
+        self.meta["removed_pathloss"] = (used[0] if len(used) == 1 else used) if used else None
+        self._step(
+            "pathloss_undo",
+            "COMPLETE" if any(p != "none" for p in pathloss_used) else "SKIPPED",
+            arrays=pathloss_used,
+        )
+        self.meta["fallbacks"] = {s.path.name: s.fallbacks for s in self.slits if s.fallbacks}
+        self.meta["with_sflat_correction"] = with_sflat_correction
+        self.meta["with_extra_dq"] = with_extra_dq
+        # User calibration files (SkyMethods; a logged no-op when none is configured).
+        ext_kw = self.meta["extended_calibration_kwargs"]
+        for step, wanted, method, kw in (
+            ("extended_calibration", ext_kw is not None, "apply_extended_calibration", ext_kw),
+            ("sflat", with_sflat_correction, "apply_sflat_correction", None),
+            ("extra_dq", with_extra_dq, "apply_extra_dq", None),
+        ):
+            if wanted:
+                self._run_optional(step, method, kw)
+            else:
+                self._step(step, "SKIPPED")
+
+        self._parse_traces()
+        if self.meta["nod_offset"] is None:
+            self.meta["nod_offset"] = geometry.MSA_NOD_ARCSEC / self.slit_pixel_scale
+        self._resolve_num_shutters()
+        # Bad shutters first, judged on the pipeline bar shadow: a bar-shadow model
+        # fitted to the data afterwards then neither sees a stuck-closed shutter as a
+        # deep bar nor hides it.
+        if self.bad_shutter_names:
+            self.apply_bad_shutter_mask()
+            self._step(
+                "stuck_shutters",
+                "COMPLETE",
+                bad_shutter_names=self.bad_shutter_names,
+                source="user",
+            )
+        elif self.meta["stuck_threshold"] is not None and self.meta["stuck_threshold"] > 0:
+            self.mask_stuck_closed_shutters(stuck_threshold=self.meta["stuck_threshold"])
+        else:
+            self._step("stuck_shutters", "SKIPPED")
+        self._setup_barshadow()
+
+    def _setup_barshadow(self):
+        """Apply the ``undo_barshadow`` choice to the bookkeeping."""
+        mode = self.meta["undo_barshadow"]
+        has_bar = all(s.barshadow is not None for s in self.slits)
+        if mode == 2 and hasattr(self, "apply_spline_bar_correction"):
+            self.apply_spline_bar_correction()
+        elif mode == 2:
+            # The group's own bar-shadow model is not available in this version: keep
+            # the pipeline correction and say so.
+            self.meta["undo_barshadow"] = False
+            self.meta["bar_correction"] = "pipeline (internal model not implemented yet)"
+            self._step("barshadow", "NOT_IMPLEMENTED", kept="pipeline correction")
+            log.warning(
+                "%s: undo_barshadow=2 (internal bar-shadow model) is not implemented yet; "
+                "keeping the pipeline bar-shadow correction",
+                self.name,
+            )
+        elif mode:
+            self.meta["undo_barshadow"] = True if has_bar else False
+            self.meta["bar_correction"] = (
+                "none (pipeline correction undone)"
+                if has_bar
+                else ("none (no BARSHADOW extension)")
+            )
+            self._step(
+                "barshadow", "COMPLETE" if has_bar else "SKIPPED", action="undo pipeline correction"
+            )
+        else:
+            self.meta["undo_barshadow"] = False
+            self.meta["bar_correction"] = "pipeline"
+            self._step("barshadow", "SKIPPED", action="keep pipeline correction")
+
+    def _resolve_num_shutters(self):
+        requested = self.meta["num_shutters"]
+        if self.IS_FIXED_SLIT:
+            value = 0
+        elif requested < 0:
+            value = len(str(self.info["shutter_state"][0]))
+        elif requested == 0:
+            value = self.unp.N
+        else:
+            value = int(requested)
+        self.meta["num_shutters"] = value
+        self.meta["num_shutters_requested"] = requested
+
+    # ================================================================ traces
+    def _parse_traces(self):
+        """Per-exposure traces in the common slice, and the fixed slit coordinate."""
+        ny, nx = self.sh
+        n = self.N
+        s0 = self.slits[0]
+        sl0 = self.slices[0]
+        sy_full = geometry.slit_frame_grid(s0.wcs, s0.shape)[1]
+        self._slit_y0_full = sy_full
+        self._slit_y0 = sy_full[sl0]
+
+        # A fixed slit's frame does not move with the nods (y_slit = 0 is the slit
+        # centre in every exposure) and source_ypos says where the source is: the
+        # trace is always at source_ypos there.  In an MSA slitlet y_slit = 0 is the
+        # centre of the source shutter and source_ypos is optional (trace_with_ypos).
+        with_ypos = self.meta["trace_with_ypos"] or self.IS_FIXED_SLIT
+        self.meta["trace_target"] = "source_ypos" if with_ypos else "shutter centre"
+
+        def own_trace(slit, sy_grid, sl):
+            target = (slit.slit.get("source_ypos") or 0.0) if with_ypos else 0.0
+            rows = geometry.rows_where(sy_grid, target)
+            return rows[sl[1]] - sl[0].start
+
+        self.xtr = np.broadcast_to(np.arange(nx, dtype=float), (n, nx)).copy()
+        self.ytr = np.empty((n, nx))
+        self.wtr = np.empty((n, nx))
+        y0_trace = own_trace(s0, sy_full, sl0)
+        y_offsets = np.asarray(self.info["y_offset"], float)
+        use_offsets = self.meta["trace_from_yoffset"] or self.meta["background_slit"]
+        nod_step = self.meta["nod_offset"]
+        for i, s in enumerate(self.slits):
+            if i == 0:
+                self.ytr[i] = y0_trace
+            elif use_offsets:
+                dy = y_offsets[i] - y_offsets[0]
+                if nod_step is None:
+                    shift = dy / self.slit_pixel_scale
+                else:
+                    shift = dy / geometry.MSA_NOD_ARCSEC * nod_step
+                # Same cutout origin: translate exposure 0's trace into this exposure's
+                # rows of the common slice.
+                self.ytr[i] = y0_trace + shift
+            else:
+                sy = geometry.slit_frame_grid(s.wcs, s.shape)[1]
+                self.ytr[i] = own_trace(s, sy, self.slices[i])
+            self.wtr[i] = geometry.sample_rows(self.wave.reshape(n, ny, nx)[i], self.ytr[i])
+        self.meta["trace_source"] = "y offsets" if use_offsets else "each exposure's WCS"
+        self.set_trace_coeffs(degree=2)
+        self.yslit_orig = self.yslit.copy()
+
+    def set_trace_coeffs(self, degree=2):
+        """Fit a polynomial to each exposure's trace.
+
+        Parameters
+        ----------
+        degree : int
+            Polynomial degree in the normalised column ``(x - nx/2)/nx``.
+
+        Sets :attr:`base_coeffs` (``(N, degree+1)``, highest power first), resets
+        :attr:`trace_coeffs` to zeros and updates :attr:`yslit`.
+        """
+        nx = self.sh[1]
+        self.base_coeffs = np.array(
+            [geometry.trace_polynomial(self.xtr[i], self.ytr[i], nx, degree) for i in range(self.N)]
+        )
+        self.trace_coeffs = np.zeros_like(self.base_coeffs)
+        self.update_trace_from_coeffs()
+
+    def update_trace_from_coeffs(self):
+        """Recompute :attr:`yslit` from :attr:`base_coeffs` and :attr:`trace_coeffs`.
+
+        ``yslit = ypix - polyval(base, xn) - polyval(trace, xn)`` with
+        ``xn = (xslit - nx/2)/nx``.
+        """
+        nx = self.sh[1]
+        xn = geometry.normalized_x(self.xslit, nx)
+        base = _polyval_rows(self.base_coeffs, xn)
+        offset = _polyval_rows(self.trace_coeffs, xn)
+        self.yslit = self.ypix - base - offset
+
+    # ================================================================ shutters
+    def apply_bad_shutter_mask(self):
+        """Reject the pixels of the shutters in :attr:`bad_shutter_names`.
+
+        A pixel belongs to shutter ``k`` when ``|fixed_yshutter - k| < 0.6``.
+
+        Returns
+        -------
+        int
+            Number of pixels newly rejected.
+        """
+        ys = np.broadcast_to(self._yshutter_grid, self.sci.shape)
+        bad = np.zeros(self.sci.shape, bool)
+        for k in self.bad_shutter_names:
+            with np.errstate(invalid="ignore"):
+                bad |= np.abs(ys - k) < 0.6
+        n = self._reject_pixels(bad, Reject.BAD_SHUTTER)
+        self.meta["bad_shutter_names"] = list(self.bad_shutter_names)
+        self.meta["bad_shutter_pixels"] = n
+        return n
+
+    def mask_stuck_closed_shutters(self, stuck_threshold=0.3, min_bar=0.7):
+        """Find and mask shutters that pass no light (stuck closed), PRISM and gratings.
+
+        Thin caller of :func:`slitcombine.core.outliers.stuck_shutters` (the statistics are
+        documented there): the median S/N of ``sci`` over the pixels of each shutter
+        (``round(fixed_yshutter)``, ``bar > min_bar``, all exposures) is compared with
+        the brightest well-covered shutter; a shutter is stuck when it is below
+        ``stuck_threshold`` times that and the shortfall is significant (5 sigma of the
+        measured scatter).  A single shutter is stuck only if it shows no light at all.
+        If even the brightest shutter shows no significant sky, nothing is decided.
+
+        Parameters
+        ----------
+        stuck_threshold : float
+            Relative (several shutters) or absolute (single shutter) S/N threshold.
+        min_bar : float
+            Minimum bar-shadow throughput of the pixels used.
+
+        Returns
+        -------
+        list of int
+            The stuck shutter indices (also added to :attr:`bad_shutter_names`).
+        """
+        from slitcombine.core import outliers
+
+        # Judge the shutters on the pipeline's bar shadow and ignore LOW_BAR: a model
+        # fitted to the data (undo_barshadow=2) sees a stuck shutter as a deep "bar".
+        # sci / sqrt(var) does not depend on the bar correction applied.
+        bar_pipe = getattr(self, "orig_bar", None)
+        bar_pipe = self.bar if bar_pipe is None else bar_pipe
+        usable = (self.reject & ~np.uint32(Reject.LOW_BAR)) == 0
+        stuck, info = outliers.stuck_shutters(
+            self.sci,
+            self.var,
+            usable,
+            self._yshutter_grid,
+            bar_pipe,
+            stuck_threshold=stuck_threshold,
+            min_bar=min_bar,
+            fixed_slit=self.IS_FIXED_SLIT,
+        )
+        status = "SKIPPED" if info["status"] == "skipped" else "COMPLETE"
+        self._step(
+            "stuck_shutters",
+            status,
+            decision=info["status"],
+            reason=info["reason"],
+            shutter_sn={j: v["sn"] for j, v in info["shutters"].items()},
+            shutters=info["shutters"],
+            stuck=stuck,
+        )
+        if info["status"] == "undetermined":
+            log.info("%s: stuck-shutter test undetermined: %s", self.name, info["reason"])
+        if stuck:
+            log.warning("%s: stuck-closed shutters found: %s", self.name, stuck)
+            self.bad_shutter_names = sorted(set(self.bad_shutter_names) | set(stuck))
+            self.apply_bad_shutter_mask()
+        return stuck
+
+    # ================================================================ nod differences
+    def _weight_variance(self):
+        return nods.weight_variance(
+            self.meta["weight_type"], self.var, self.var_rnoise, self.exptime, self.bar
+        )
+
+    def measure_noise_scale(self, min_pixels=1500):
+        """Measure how the noise compares with the propagated variances.
+
+        :func:`slitcombine.core.noise.measure_noise_scale` of the pixel table
+        (:meth:`get_flat_diff_arrays` with the current traces, width and
+        :attr:`source_type`): the spread of the residuals of the fitted source model as
+        a function of the source light in each pixel, split into the noise over the
+        propagated sigma and the model's own error, per wavelength band.
+
+        Parameters
+        ----------
+        min_pixels : int
+            Pixels per wavelength band.
+
+        Returns
+        -------
+        dict
+            ``scale`` (noise / propagated sigma, all pixels together, dimensionless;
+            None if not measured), ``scale_err``, ``model_error`` (the source model's
+            fractional error), ``n_pixels``, ``bands`` (``wave_min``, ``wave_max``
+            [um], ``scale``, ``scale_err``, ``model_error``, ``npix`` per band) and
+            ``per_exposure`` (``{exposure index: scale}``).  Also stored in
+            ``meta['noise_scale']``.
+        """
+        from slitcombine.core import noise
+
+        tab = self.get_flat_diff_arrays(with_pathloss=False)
+        out = noise.measure_noise_scale(tab, min_pixels).as_dict()
+        self.meta["noise_scale"] = out
+        if out["scale"] is not None:
+            log.info(
+                "%s: noise / propagated sigma = %.3f (%d pixels)",
+                self.name,
+                out["scale"],
+                out["n_pixels"],
+            )
+        else:
+            log.info("%s: too few faint pixels to measure the noise", self.name)
+        return out
+
+    def _source_view(self, source_type=...):
+        """The data the source is measured on, and the bar-shadow factor applied to sci.
+
+        With ``source_type`` (default :attr:`source_type`) ``'compact'`` the bar-shadow
+        correction that divides ``sci`` (the group's own model, a table or the
+        pipeline's) is undone: a compact source's light that passed the shutter is not
+        shadowed by the bars (:mod:`slitcombine.core.optics`), so its flux is measured on the
+        detector image; the sky subtracted is ``sky_background * bar``.  Otherwise the
+        data of :attr:`data` (msaexp's meaning).
+
+        Returns
+        -------
+        data : numpy.ndarray
+            ``(N, ny*nx)`` sky-subtracted data, uJy per pixel, NaN where masked.
+        bar_factor : numpy.ndarray or float
+            The factor applied to ``sci - sky_background`` (and to the errors).
+        """
+        kind = self.source_type if source_type is ... else source_type
+        if kind == "compact" or self.meta["undo_barshadow"] is True:
+            bf = self.bar
+        else:
+            bf = 1.0
+        return np.where(self.mask, (self.sci - self.sky_background) * bf, np.nan), bf
+
+    def make_diff_image(self, exp=1, separate=False):
+        """Difference image of one nod position against the others (of :attr:`data`).
+
+        msaexp's difference image, of :attr:`data` (the bar-shadow correction applied
+        as ``undo_barshadow`` says).  The trace fit and the figures use the same
+        difference of the data the source is measured on (:meth:`_source_view`: the
+        detector image for a compact source).
+
+        Parameters
+        ----------
+        exp : position-key value
+            The nod position (a value of ``unp.values``).
+        separate : bool
+            Return the positive and negative components separately.
+
+        Returns
+        -------
+        ipos : numpy.ndarray
+            Boolean ``(N,)``: the "positive" exposures (at position ``exp``).
+        ineg : numpy.ndarray
+            Boolean ``(N,)``: the "negative" exposures at the other nod positions (none
+            when ``meta['diffs']`` is False).
+        diff : numpy.ndarray
+            ``(ny*nx,)`` difference ``mean(pos) - mean(neg)`` of :attr:`data`, uJy.
+        bdiff : numpy.ndarray
+            Sky-background difference, uJy.
+        vdiff : numpy.ndarray
+            Variance of ``diff``, uJy^2 (same masks in numerators and denominators).
+        wdiff : numpy.ndarray
+            Weight of ``diff``: the inverse of the ``weight_type`` variance, 0 where
+            invalid.
+        """
+        return self._difference_image(exp, separate, source_type=None)
+
+    def _difference_image(self, exp, separate=False, source_type=...):
+        """:meth:`make_diff_image` of the data of :meth:`_source_view` (``source_type``)."""
+        ipos = np.asarray(self.unp[exp])
+        ineg = ~ipos if self.meta["diffs"] else np.zeros_like(ipos)
+        data, bf = self._source_view(source_type)
+        # data carrying the bar-shadow throughput: so do their variances
+        var, wvar = self.var * bf**2, self._weight_variance() * bf**2
+        out = nods.difference_image(
+            data,
+            var,
+            wvar,
+            self.sky_background,
+            self.mask & np.isfinite(data),
+            ipos,
+            ineg,
+            separate=separate,
+        )
+        return (ipos, ineg, *out)
+
+    # ================================================================ misc
+    def __repr__(self):
+        return (
+            f"SlitGroup({self.name!r}, N={self.N}, {self.grating}/{self.filter}, "
+            f"sh={self.sh}, positions={self.unp.values})"
+        )
+
+
+# -------------------------------------------------------------------- helpers
+def _as_kwargs(value):
+    """A private dict copy of a step's options, or None (step off)."""
+    return None if value is None else dict(value)
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _polyval_rows(coeffs, xn):
+    """Evaluate one polynomial per row of ``xn`` (``coeffs`` highest power first)."""
+    out = np.zeros_like(xn)
+    for k in range(coeffs.shape[1]):
+        out = out * xn + coeffs[:, k : k + 1]
+    return out
+
+
+def _sky_pair(sky_arrays):
+    w, f = (np.asarray(a, float) for a in sky_arrays)
+    if w.shape != f.shape or w.ndim != 1 or w.size < 2:
+        raise ConfigurationError(
+            "sky_arrays must be two 1D arrays (wave um, flux uJy) of equal size"
+        )
+    order = np.argsort(w)
+    return w[order], f[order]
+
+
+def _pathloss_factor(slit, undo_pathloss):
+    """The factor that undoes the pipeline path-loss correction of one exposure."""
+    if not undo_pathloss:
+        return None, "none"
+    point = str(slit.slit.get("source_type") or "").upper() == "POINT"
+    arr = slit.pathloss_ps if point else slit.pathloss_un
+    name = "PATHLOSS_PS" if point else "PATHLOSS_UN"
+    if arr is None:
+        return None, "none"
+    factor = arr.astype(np.float64)
+    if undo_pathloss == 2 and not point and slit.pathloss_ps is not None:
+        factor = factor / slit.pathloss_ps
+        name = "PATHLOSS_UN/PATHLOSS_PS"
+    return factor, name
+
+
+def _read_group(files):
+    """Read the exposures of a group and check that they belong together."""
+    if files is None or len(files) == 0:
+        raise InputFileError("<no files>", "empty list of files: a group needs at least one")
+    items = []
+    for f in files:
+        if isinstance(f, tuple):
+            items.append(read_slit(f[0], source_id=f[1]))
+        else:
+            items.append(read_slit(f))
+    seen, taken = {}, {}
+    for s in items:
+        key = (s.checksum, s.extver)
+        if key in seen:
+            raise IncompatibleExposuresError(
+                f"{s.path}: the same exposure is given twice (identical to {seen[key]})"
+            )
+        seen[key] = s.path
+        # the same exposure in another file (a per-slit file and the MultiSlitModel it
+        # was cut from): its photons would count twice
+        start = s.meta["exposure"].get("start_time")
+        ident = (start, s.meta["instrument"].get("detector"), s.slit.get("slitlet_id"))
+        if start is not None and ident in taken:
+            raise IncompatibleExposuresError(
+                f"{s.path}: the same exposure as {taken[ident]} (EXPSTART {start}, "
+                f"{ident[1]}, slitlet {ident[2]}) is given twice"
+            )
+        taken[ident] = s.path
+    ref = items[0]
+    for s in items[1:]:
+        for label, a, b in (
+            ("source", ref.slit.get("source_id"), s.slit.get("source_id")),
+            ("slitlet", ref.slit.get("slitlet_id"), s.slit.get("slitlet_id")),
+            ("grating", ref.grating, s.grating),
+            ("filter", ref.filter, s.filter),
+            (
+                "detector",
+                ref.meta["instrument"].get("detector"),
+                s.meta["instrument"].get("detector"),
+            ),
+        ):
+            if a != b:
+                raise IncompatibleExposuresError(
+                    f"{s.path}: {label} {b!r} differs from {a!r} of {ref.path.name}; "
+                    "a group combines one source, slitlet, grating and detector"
+                )
+    return items
