@@ -10,6 +10,7 @@ from scipy.integrate import quad
 
 from slitcombine.core import nods, profile
 from slitcombine.errors import ConfigurationError, FitError
+from slitcombine.instrument import PIXEL_SCALE
 
 
 # ---------------------------------------------------------------- PSF and pixel profile
@@ -21,7 +22,7 @@ def test_psf_width_grows_with_wavelength():
     assert np.all(np.diff(fwhm) > 0)
     assert profile.psf_sigma(w) == pytest.approx(fwhm / 2.35482, rel=1e-5)
     # the growth is of the order of the diffraction limit lambda/D of the 6.5 m telescope
-    lam_over_d_pix = 1e-6 / 6.5 * 206264.8 / profile.NIRSPEC_PIXEL_SCALE
+    lam_over_d_pix = 1e-6 / 6.5 * 206264.8 / PIXEL_SCALE
     assert 0.4 < profile.PSF_FWHM_SLOPE / lam_over_d_pix < 1.0
 
 
@@ -135,7 +136,7 @@ def test_slit_throughput_physics():
     assert a == pytest.approx(a[::-1], rel=1e-12)
     assert a[2] > a[3] > a[4]
     # a very wide source: flux fraction = core * width / (sqrt(2 pi) s)
-    s_arc = float(profile.total_sigma(3.0, 30.0)) * profile.NIRSPEC_PIXEL_SCALE
+    s_arc = float(profile.total_sigma(3.0, 30.0)) * PIXEL_SCALE
     wide = profile.slit_throughput(3.0, 30.0, 0.0, slit_height=None)
     expect = profile.PSF_CORE_FRACTION * 0.2 / (np.sqrt(2 * np.pi) * s_arc)
     assert wide == pytest.approx(expect, rel=1e-3)

@@ -22,6 +22,7 @@ __all__ = [
     "TELESCOPE_DIAMETER",
     "TELESCOPE_OBSCURATION",
     "PIXAR_SR",
+    "MSA_NOD_ARCSEC",
 ]
 
 #: Detector pixel scale along the slit, arcsec per pixel (the CEERS cutouts measure
@@ -64,3 +65,6 @@ TELESCOPE_OBSCURATION = 0.11
 #: Nominal solid angle of a NIRSpec detector pixel, steradian (the CEERS value of
 #: ``PIXAR_SR``): ``MJy/sr * PIXAR_SR * 1e12`` is microJy per pixel.
 PIXAR_SR = 4.84956822732858e-13
+
+#: Size of one standard MSA nod step, arcsec: one shutter pitch (msaexp's name).
+MSA_NOD_ARCSEC = SHUTTER_PITCH

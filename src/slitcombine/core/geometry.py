@@ -27,8 +27,6 @@ import numpy as np
 from slitcombine.errors import ConfigurationError
 
 __all__ = [
-    "MSA_NOD_ARCSEC",
-    "SHUTTER_PITCH_ARCSEC",
     "slit_frame_grid",
     "evaluate_steps",
     "rows_where",
@@ -40,11 +38,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Shutter pitch of the NIRSpec MSA in the cross-dispersion direction (arcsec): the
-#: size of one standard nod step of a slitlet.
-SHUTTER_PITCH_ARCSEC = 0.529
-#: Size of one standard MSA nod step (arcsec): one shutter pitch (msaexp's name).
-MSA_NOD_ARCSEC = SHUTTER_PITCH_ARCSEC
 
 
 def slit_frame_grid(wcs, shape):

@@ -60,14 +60,12 @@ from scipy.optimize import least_squares
 from scipy.special import ndtr
 
 from slitcombine.errors import ConfigurationError, FitError
+from slitcombine.instrument import PIXEL_SCALE, SHUTTER_HEIGHT, SHUTTER_WIDTH
 
 __all__ = [
     "PSF_FWHM_AT_1UM",
     "PSF_FWHM_SLOPE",
     "PSF_FWHM_FLOOR",
-    "NIRSPEC_PIXEL_SCALE",
-    "SHUTTER_WIDTH_ARCSEC",
-    "SHUTTER_HEIGHT_ARCSEC",
     "PSF_CORE_FRACTION",
     "FWHM_TO_SIGMA",
     "LookupPRF",
@@ -92,14 +90,6 @@ PSF_FWHM_AT_1UM = 1.20
 PSF_FWHM_SLOPE = 0.175
 #: Smallest PSF FWHM, pixels.
 PSF_FWHM_FLOOR = 1.0
-#: Nominal NIRSpec detector pixel scale, arcsec per pixel (both directions to ~1%; the
-#: CEERS cutouts measure 0.1038 along the slit).  Converts PSF widths to arcsec for the
-#: slit throughput.
-NIRSPEC_PIXEL_SCALE = 0.1035
-#: Open width of an MSA shutter (dispersion direction), arcsec.
-SHUTTER_WIDTH_ARCSEC = 0.20
-#: Open height of an MSA shutter (cross-dispersion direction), arcsec.
-SHUTTER_HEIGHT_ARCSEC = 0.46
 #: Fraction of a point source's flux in the Gaussian core of the PSF model; the rest (wide
 #: diffraction wings) is taken as lost outside the shutter.  0.92 is also the value of
 #: the Gaussian model's stand-in for the wings (the optics model computes them).
@@ -235,7 +225,7 @@ class GaussianPRF:
     def __init__(self, psf_sigma=None, core_fraction=PSF_CORE_FRACTION, pixel_scale=None):
         self._psf_sigma = psf_sigma
         self.core_fraction = float(core_fraction)
-        self.pixel_scale = NIRSPEC_PIXEL_SCALE if pixel_scale is None else float(pixel_scale)
+        self.pixel_scale = PIXEL_SCALE if pixel_scale is None else float(pixel_scale)
         if not (0 < self.core_fraction <= 1):
             raise ConfigurationError(f"core_fraction must be in (0, 1], got {core_fraction}")
         if not (np.isfinite(self.pixel_scale) and self.pixel_scale > 0):
@@ -303,8 +293,8 @@ class GaussianPRF:
         sigma,
         xpos,
         ypos=0.0,
-        slit_width=SHUTTER_WIDTH_ARCSEC,
-        slit_height=SHUTTER_HEIGHT_ARCSEC,
+        slit_width=SHUTTER_WIDTH,
+        slit_height=SHUTTER_HEIGHT,
     ):
         """Fraction of the total flux through the shutter, see the class notes.
 
@@ -460,8 +450,8 @@ def slit_throughput(
     xpos,
     ypos=0.0,
     lookup_prf=None,
-    slit_width=SHUTTER_WIDTH_ARCSEC,
-    slit_height=SHUTTER_HEIGHT_ARCSEC,
+    slit_width=SHUTTER_WIDTH,
+    slit_height=SHUTTER_HEIGHT,
 ):
     """Fraction of a compact source's total flux that passes the shutter.
 
@@ -519,8 +509,8 @@ def path_loss_correction(
     xpos,
     ypos=0.0,
     lookup_prf=None,
-    slit_width=SHUTTER_WIDTH_ARCSEC,
-    slit_height=SHUTTER_HEIGHT_ARCSEC,
+    slit_width=SHUTTER_WIDTH,
+    slit_height=SHUTTER_HEIGHT,
     reference="total",
 ):
     """Multiplicative path-loss correction: ``flux * correction`` = flux before the MSA.
