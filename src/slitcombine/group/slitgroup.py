@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
-from types import MappingProxyType
 
 import numpy as np
 from astropy.table import Table
 
+from slitcombine import instrument
 from slitcombine._threads import compute_call
 from slitcombine._version import __version__
 from slitcombine.core import geometry, masks, nods
@@ -34,6 +34,12 @@ from slitcombine.group._extract_methods import ExtractMethods
 from slitcombine.group._outlier_methods import OutlierMethods
 from slitcombine.group._sky_methods import SkyMethods
 from slitcombine.group._trace_methods import TraceMethods
+from slitcombine.group.options import (
+    EXTENDED_CALIBRATION_DEFAULT,
+    ON,
+    GroupOptions,
+)
+from slitcombine.group.steps import ignore_seed_keywords, run_steps
 from slitcombine.io.reading import read_slit
 
 __all__ = ["SlitGroup"]
@@ -42,36 +48,6 @@ log = logging.getLogger(__name__)
 
 #: uJy per MJy.
 MJY_TO_UJY = 1.0e12
-
-POSITION_KEYS = ("y_index", "position_number", "shutter_state", "manual_position")
-
-#: Steps run by the constructor; their status goes to ``meta['steps']``.
-STEP_NAMES = (
-    "read",
-    "pathloss_undo",
-    "barshadow",
-    "normalization",
-    "sflat",
-    "extra_dq",
-    "slit_hotpix",
-    "global_sky",
-    "hot_cold",
-    "trace_outliers",
-    "percentile_outliers",
-    "estimate_sky",
-    "profile_outliers",
-    "multiple_mask",
-    "background_spectra",
-    "shutter_offset",
-    "stuck_shutters",
-)
-
-
-#: Read-only "step on with its default options" value of the seed's ``{}`` defaults
-#: (None switches such a step off).
-_ON = MappingProxyType({})
-_EXTENDED_CALIBRATION_DEFAULT = MappingProxyType({"threshold": 0.01})
-
 
 #: One-line description of each ``SlitGroup.meta`` key (msaexp's ``meta_comment``): the
 #: header comments of the product's cards.  Copied into every group's ``meta_comment``.
@@ -213,13 +189,19 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         Gaussian telescope PSF); an object of the :class:`slitcombine.core.profile.LookupPRF`
         protocol (an empirical lookup table) replaces the Gaussian.
     **kwargs
-        Accepted for compatibility; unknown keywords are logged and recorded in
-        ``meta['ignored_kwargs']``.
+        Accepted for compatibility (msaexp takes any keyword); they are logged and
+        recorded in ``meta['ignored_kwargs']['SlitGroup']``.
+
+    The constructor runs the steps of :data:`slitcombine.group.steps.STEPS` in order.
 
     Attributes
     ----------
+    options : slitcombine.group.options.GroupOptions
+        The options as given (frozen).
     meta : dict
-        Every option and what each step did (``meta['steps']``).
+        msaexp's record: every option (several rewritten by the steps with their
+        results, see :mod:`slitcombine.group.options`) and what each step did
+        (``meta['steps']``).
     sh : (int, int)
         ``(ny, nx)`` of the common slice.
     sci, var, var_rnoise, var_poisson : numpy.ndarray
@@ -275,20 +257,20 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         min_bar=0.4,
         bar_corr_mode="wave",
         fix_prism_norm=True,
-        extended_calibration_kwargs=_EXTENDED_CALIBRATION_DEFAULT,
+        extended_calibration_kwargs=EXTENDED_CALIBRATION_DEFAULT,
         with_sflat_correction=True,
         with_extra_dq=True,
-        slit_hotpix_kwargs=_ON,
+        slit_hotpix_kwargs=ON,
         sky_arrays=None,
         sky_file="read",
-        set_background_spectra_kwargs=_ON,
+        set_background_spectra_kwargs=ON,
         global_sky_df=7,
         estimate_sky_kwargs=None,
         flag_profile_kwargs=None,
         do_multiple_mask=True,
-        flag_trace_kwargs=_ON,
+        flag_trace_kwargs=ON,
         flag_2d_kwargs=None,
-        flag_percentile_kwargs=_ON,
+        flag_percentile_kwargs=ON,
         undo_pathloss=True,
         trace_with_xpos=False,
         trace_with_ypos=False,
@@ -303,41 +285,47 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         lookup_prf=None,
         **kwargs,
     ):
-        # The seed's dict defaults ({} = step on, None = step off) are read-only
-        # mappings here; each option is copied into a plain dict of its own.
-        extended_calibration_kwargs = _as_kwargs(extended_calibration_kwargs)
-        slit_hotpix_kwargs = _as_kwargs(slit_hotpix_kwargs)
-        set_background_spectra_kwargs = _as_kwargs(set_background_spectra_kwargs)
-        flag_trace_kwargs = _as_kwargs(flag_trace_kwargs)
-        flag_percentile_kwargs = _as_kwargs(flag_percentile_kwargs)
-        hot_cold_kwargs = _as_kwargs(hot_cold_kwargs)
-        estimate_sky_kwargs = _as_kwargs(estimate_sky_kwargs)
-        flag_profile_kwargs = _as_kwargs(flag_profile_kwargs)
-        flag_2d_kwargs = _as_kwargs(flag_2d_kwargs)
-        fit_shutter_offset_kwargs = _as_kwargs(fit_shutter_offset_kwargs)
-
-        if weight_type not in nods.WEIGHT_TYPES:
-            raise ConfigurationError(
-                f"weight_type must be one of {nods.WEIGHT_TYPES}, got {weight_type!r}"
-            )
-        if position_key not in POSITION_KEYS:
-            raise ConfigurationError(
-                f"position_key must be one of {POSITION_KEYS}, got {position_key!r}"
-            )
-        if undo_barshadow not in (True, False, 2, 0, 1):
-            raise ConfigurationError(
-                f"undo_barshadow must be True, False or 2, got {undo_barshadow!r}"
-            )
-        if bar_corr_mode not in ("wave", "slit", "flat"):
-            raise ConfigurationError(
-                f"bar_corr_mode must be 'wave' or 'slit', got {bar_corr_mode!r}"
-            )
-        if trace_with_xpos:
-            raise ConfigurationError(
-                "trace_with_xpos (wavelength correction for the source x position) is not "
-                "implemented in slitcombine yet"
-            )
-
+        opt = GroupOptions(
+            position_key=position_key,
+            diffs=diffs,
+            grating_diffs=grating_diffs,
+            stuck_threshold=stuck_threshold,
+            hot_cold_kwargs=hot_cold_kwargs,
+            bad_shutter_names=bad_shutter_names,
+            dilate_failed_open=dilate_failed_open,
+            num_shutters=num_shutters,
+            undo_barshadow=undo_barshadow,
+            min_bar=min_bar,
+            bar_corr_mode=bar_corr_mode,
+            fix_prism_norm=fix_prism_norm,
+            extended_calibration_kwargs=extended_calibration_kwargs,
+            with_sflat_correction=with_sflat_correction,
+            with_extra_dq=with_extra_dq,
+            slit_hotpix_kwargs=slit_hotpix_kwargs,
+            sky_file=sky_file,
+            set_background_spectra_kwargs=set_background_spectra_kwargs,
+            global_sky_df=global_sky_df,
+            estimate_sky_kwargs=estimate_sky_kwargs,
+            flag_profile_kwargs=flag_profile_kwargs,
+            do_multiple_mask=do_multiple_mask,
+            flag_trace_kwargs=flag_trace_kwargs,
+            flag_2d_kwargs=flag_2d_kwargs,
+            flag_percentile_kwargs=flag_percentile_kwargs,
+            undo_pathloss=undo_pathloss,
+            trace_with_xpos=trace_with_xpos,
+            trace_with_ypos=trace_with_ypos,
+            trace_from_yoffset=trace_from_yoffset,
+            with_fs_offset=with_fs_offset,
+            fit_shutter_offset_kwargs=fit_shutter_offset_kwargs,
+            shutter_offset=shutter_offset,
+            nod_offset=nod_offset,
+            pad_border=pad_border,
+            weight_type=weight_type,
+            reference_exposure=reference_exposure,
+            unknown=kwargs,
+        )
+        #: The options as given (:class:`~slitcombine.group.options.GroupOptions`).
+        self.options = opt
         self.name = name
         self.position_key = position_key
         self.reference_exposure = reference_exposure
@@ -346,47 +334,14 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.sky_arrays = None if sky_arrays is None else _sky_pair(sky_arrays)
         self.sky_data = None
         self.fit = None
-        self.bad_shutter_names = list(bad_shutter_names) if bad_shutter_names else []
+        self.bad_shutter_names = list(opt.bad_shutter_names)
 
+        # msaexp's meta: the options (some rewritten by the steps: their results, see
+        # slitcombine.group.options) and what the steps did
         self.meta = {
             "version": __version__,
             "name": name,
-            "position_key": position_key,
-            "diffs": bool(diffs),
-            "grating_diffs": bool(grating_diffs),
-            "stuck_threshold": stuck_threshold,
-            "hot_cold_kwargs": hot_cold_kwargs,
-            "bad_shutter_names": self.bad_shutter_names,
-            "dilate_failed_open": dilate_failed_open,
-            "num_shutters": num_shutters,
-            "undo_barshadow": undo_barshadow,
-            "min_bar": min_bar,
-            "bar_corr_mode": bar_corr_mode,
-            "fix_prism_norm": fix_prism_norm,
-            "extended_calibration_kwargs": extended_calibration_kwargs,
-            "with_sflat_correction": with_sflat_correction,
-            "with_extra_dq": with_extra_dq,
-            "slit_hotpix_kwargs": slit_hotpix_kwargs,
-            "sky_file": sky_file,
-            "set_background_spectra_kwargs": set_background_spectra_kwargs,
-            "global_sky_df": global_sky_df,
-            "estimate_sky_kwargs": estimate_sky_kwargs,
-            "flag_profile_kwargs": flag_profile_kwargs,
-            "do_multiple_mask": do_multiple_mask,
-            "flag_trace_kwargs": flag_trace_kwargs,
-            "flag_2d_kwargs": flag_2d_kwargs,
-            "flag_percentile_kwargs": flag_percentile_kwargs,
-            "undo_pathloss": undo_pathloss,
-            "trace_with_xpos": trace_with_xpos,
-            "trace_with_ypos": trace_with_ypos,
-            "trace_from_yoffset": trace_from_yoffset,
-            "with_fs_offset": with_fs_offset,
-            "fit_shutter_offset_kwargs": fit_shutter_offset_kwargs,
-            "shutter_offset": shutter_offset,
-            "nod_offset": nod_offset,
-            "pad_border": pad_border,
-            "weight_type": weight_type,
-            "reference_exposure": reference_exposure,
+            **opt.as_meta(),
             "has_lookup_prf": lookup_prf is not None,
             "has_sky_arrays": self.sky_arrays is not None,
             # msaexp's bookkeeping keys, filled by the steps
@@ -398,6 +353,8 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             "wrapped_barshadow": False,
             "steps": {},
         }
+        self.meta["diffs"] = bool(diffs)
+        self.meta["grating_diffs"] = bool(grating_diffs)
         self.meta_comment = dict(META_COMMENTS)
         if with_fs_offset:
             log.warning(
@@ -405,36 +362,9 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
                 "source_ypos of each exposure (no extra offset is needed)",
                 name,
             )
-        if kwargs:
-            log.warning("%s: ignoring unknown keyword arguments %s", name, sorted(kwargs))
-            self.meta["ignored_kwargs"] = sorted(kwargs)
-
-        self.slits = _read_group(files)
-        self.files = [str(s.path) for s in self.slits]
-        self._step("read", "COMPLETE", n_files=len(self.slits))
-
-        self.info = self.parse_metadata()
-        self.calculate_slices()
-        self.parse_data(with_sflat_correction=with_sflat_correction, with_extra_dq=with_extra_dq)
-
-        if (not self.meta["diffs"]) and grating_diffs and self.grating != "PRISM":
-            self.meta["diffs"] = True
-            log.info("%s: grating %s: nod differences forced (grating_diffs)", name, self.grating)
-
-        self._run_constructor_steps(
-            sky_file=sky_file,
-            fix_prism_norm=fix_prism_norm,
-            hot_cold_kwargs=hot_cold_kwargs,
-            flag_trace_kwargs=flag_trace_kwargs,
-            flag_percentile_kwargs=flag_percentile_kwargs,
-            estimate_sky_kwargs=estimate_sky_kwargs,
-            flag_profile_kwargs=flag_profile_kwargs,
-            flag_2d_kwargs=flag_2d_kwargs,
-            do_multiple_mask=do_multiple_mask,
-            set_background_spectra_kwargs=set_background_spectra_kwargs,
-            fit_shutter_offset_kwargs=fit_shutter_offset_kwargs,
-            slit_hotpix_kwargs=slit_hotpix_kwargs,
-        )
+        ignore_seed_keywords(self, "SlitGroup", **kwargs)
+        self._input_files = files
+        run_steps(self, opt)
         self.meta["rejected"] = masks.describe_rejections(self.reject)
         # the geometry is built: the parsed ASDF trees and WCS objects (~5 MiB per
         # converted WCS) are caches that are rebuilt if a user asks for them
@@ -454,71 +384,18 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.mask &= ~where
         return int(newly.sum())
 
-    def _run_optional(self, step, method, kwargs=None):
-        """Run an optional step if this version provides ``method``, else record it.
+    def _read_exposures(self):
+        """Constructor step ``read``: the files, their metadata and the common slice."""
+        self.slits = _read_group(self.__dict__.pop("_input_files"))
+        self.files = [str(s.path) for s in self.slits]
+        self._step("read", "COMPLETE", n_files=len(self.slits))
+        self.info = self.parse_metadata()
+        self.calculate_slices()
 
-        Returns the method's result, or None when the step is not available (then
-        ``meta['steps'][step]`` says ``NOT_IMPLEMENTED``: nothing is pretended).
-        """
-        fn = getattr(self, method, None)
-        if fn is None:
-            self._step(step, "NOT_IMPLEMENTED")
-            log.info("%s: step %s (%s) is not available in this version", self.name, step, method)
-            return None
-        return fn(**(kwargs or {}))
-
-    def _run_constructor_steps(self, **opt):
-        """The optional constructor steps, in order (one-way: each sees the previous).
-
-        0. noisy pixels (``slit_hotpix_kwargs``); 1. global sky table (``sky_file``);
-        2. PRISM normalisation (``fix_prism_norm``); 3. hot/cold pixels; 4. trace
-        outliers; 5. percentile outliers; 6. sky estimate, then 4-5 again on the
-        sky-subtracted data; 7. profile outliers; 8. 2D outliers; 9. multiple-exposure
-        mask; 10. background spectra; 11. shutter offset.
-        A step whose options are None is recorded as ``SKIPPED``.
-        """
-
-        def entry(step, method, key, condition=True):
-            # (step, method, run it?, its options): a step runs when its options
-            # are given (not None) and its extra condition holds
-            return step, method, opt[key] is not None and condition, opt[key]
-
-        outlier_pass = [
-            entry("trace_outliers", "flag_trace_outliers", "flag_trace_kwargs"),
-            entry("percentile_outliers", "flag_percentile_outliers", "flag_percentile_kwargs"),
-        ]
-        plan = [
-            entry("slit_hotpix", "flag_slit_hot_pixels", "slit_hotpix_kwargs"),
-            (
-                "global_sky",
-                "get_global_sky",
-                opt["sky_file"] is not None,
-                {"sky_file": opt["sky_file"]},
-            ),
-            ("normalization", "apply_normalization_correction", bool(opt["fix_prism_norm"]), {}),
-            entry("hot_cold", "flag_hot_cold_pixels", "hot_cold_kwargs", self.N > 2),
-            *outlier_pass,
-            entry("estimate_sky", "estimate_sky", "estimate_sky_kwargs"),
-        ]
-        if opt["estimate_sky_kwargs"] is not None:
-            plan += outlier_pass  # again, on the sky-subtracted data
-        plan += [
-            entry("profile_outliers", "flag_from_profile", "flag_profile_kwargs"),
-            entry("outliers_2d", "flag_2d_outliers", "flag_2d_kwargs"),
-            (
-                "multiple_mask",
-                "apply_multiple_mask",
-                bool(opt["do_multiple_mask"]) and self.N > 2,
-                {},
-            ),
-            entry("background_spectra", "set_background_spectra", "set_background_spectra_kwargs"),
-            entry("shutter_offset", "fit_shutter_offset", "fit_shutter_offset_kwargs"),
-        ]
-        for step, method, wanted, kwargs in plan:
-            if wanted:
-                self._run_optional(step, method, kwargs)
-            elif step not in self.meta["steps"]:
-                self._step(step, "SKIPPED")
+    def _force_grating_diffs(self):
+        """Constructor step ``grating_diffs``: nod differences for a grating spectrum."""
+        self.meta["diffs"] = True
+        log.info("%s: grating %s: nod differences forced (grating_diffs)", self.name, self.grating)
 
     # ================================================================ properties
     @property
@@ -823,18 +700,24 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         """Stack science, variance, geometry and masks of the exposures.
 
         Fills the ``(N, ny*nx)`` arrays (``sci`` in uJy per pixel, variances in
-        uJy^2, ``wave`` in um ...), the trace arrays and the rejection bitfield, and
-        applies ``undo_pathloss``, ``undo_barshadow`` and the pixel masks.
+        uJy^2, ``wave`` in um ...) and the rejection bitfield (the DQ and initial
+        masks), with the pipeline path-loss correction undone (``undo_pathloss``; the
+        unit conversion and the path-loss factor are one multiplication).  The
+        constructor step ``pathloss_undo``.  msaexp's ``parse_data`` went on with the
+        calibration files, the traces, the stuck shutters and the bar shadow: here
+        those are the next steps of :data:`slitcombine.group.steps.STEPS`.
 
         Parameters
         ----------
         debug : bool
             Unused; accepted for compatibility.
         with_sflat_correction, with_extra_dq : bool
-            Recorded; these corrections need user reference files (see ``meta``).
+            Recorded in ``meta`` (the steps ``sflat`` and ``extra_dq`` apply them).
         **kwargs
-            Ignored.
+            Accepted for compatibility (msaexp's signature) and ignored
+            (:func:`slitcombine.group.steps.ignore_seed_keywords`).
         """
+        ignore_seed_keywords(self, "parse_data", **kwargs)
         ny, nx = self.sh
         n = self.N
         stack = {
@@ -843,7 +726,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         }
         dq = np.empty((n, ny, nx), np.uint32)
         pathloss_used = []
-        undo_pl = self.meta["undo_pathloss"]
+        undo_pl = self.options.undo_pathloss
         for i, s in enumerate(self.slits):
             sl = self.slices[i]
             to_ujy = float(s.meta["photometry"].get("pixelarea_steradians") or np.nan) * MJY_TO_UJY
@@ -872,9 +755,9 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             var,
             stack["wave"],
             stack["bar"],
-            dilate_failed_open=self.meta["dilate_failed_open"],
-            pad_border=self.meta["pad_border"],
-            min_bar=self.meta["min_bar"],
+            dilate_failed_open=self.options.dilate_failed_open,
+            pad_border=self.options.pad_border,
+            min_bar=self.options.min_bar,
             extra_factors=(stack["plcorr"],),
             var_components=(stack["var_rnoise"], stack["var_poisson"]),
         )
@@ -889,7 +772,6 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.dq = dq.reshape(flat)
         self.reject = reject.reshape(flat)
         self.mask = self.reject == 0
-        self.bkg_mask = self.mask.copy()
 
         yy, xx = np.mgrid[:ny, :nx]
         self.xslit = np.broadcast_to(xx.ravel().astype(float), flat).copy()
@@ -905,25 +787,28 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.meta["fallbacks"] = {s.path.name: s.fallbacks for s in self.slits if s.fallbacks}
         self.meta["with_sflat_correction"] = with_sflat_correction
         self.meta["with_extra_dq"] = with_extra_dq
-        # User calibration files (SkyMethods; a logged no-op when none is configured).
-        ext_kw = self.meta["extended_calibration_kwargs"]
-        for step, wanted, method, kw in (
-            ("extended_calibration", ext_kw is not None, "apply_extended_calibration", ext_kw),
-            ("sflat", with_sflat_correction, "apply_sflat_correction", None),
-            ("extra_dq", with_extra_dq, "apply_extra_dq", None),
-        ):
-            if wanted:
-                self._run_optional(step, method, kw)
-            else:
-                self._step(step, "SKIPPED")
 
+    def _setup_traces(self):
+        """Constructor step ``traces``: the traces, ``nod_offset`` and ``num_shutters``.
+
+        ``meta['nod_offset']`` becomes ``MSA_NOD_ARCSEC / slit_pixel_scale`` when the
+        option is None and ``meta['num_shutters']`` the number of shutters used (the
+        option stays in :attr:`options` and ``meta['num_shutters_requested']``).
+        """
         self._parse_traces()
-        if self.meta["nod_offset"] is None:
-            self.meta["nod_offset"] = geometry.MSA_NOD_ARCSEC / self.slit_pixel_scale
+        if self.options.nod_offset is None:
+            self.meta["nod_offset"] = instrument.MSA_NOD_ARCSEC / self.slit_pixel_scale
         self._resolve_num_shutters()
-        # Bad shutters first, judged on the pipeline bar shadow: a bar-shadow model
-        # fitted to the data afterwards then neither sees a stuck-closed shutter as a
-        # deep bar nor hides it.
+
+    def _mask_bad_shutters(self):
+        """Constructor step ``stuck_shutters``: the given bad shutters, or the stuck ones.
+
+        Judged on the pipeline bar shadow, before the group's own bar-shadow model: a
+        model fitted to the data afterwards then neither sees a stuck-closed shutter as
+        a deep bar nor hides it.  With ``bad_shutter_names`` given they are masked and
+        nothing is searched; else :meth:`mask_stuck_closed_shutters` with
+        ``stuck_threshold``.
+        """
         if self.bad_shutter_names:
             self.apply_bad_shutter_mask()
             self._step(
@@ -932,29 +817,21 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
                 bad_shutter_names=self.bad_shutter_names,
                 source="user",
             )
-        elif self.meta["stuck_threshold"] is not None and self.meta["stuck_threshold"] > 0:
-            self.mask_stuck_closed_shutters(stuck_threshold=self.meta["stuck_threshold"])
         else:
-            self._step("stuck_shutters", "SKIPPED")
-        self._setup_barshadow()
+            self.mask_stuck_closed_shutters(stuck_threshold=self.options.stuck_threshold)
 
     def _setup_barshadow(self):
-        """Apply the ``undo_barshadow`` choice to the bookkeeping."""
-        mode = self.meta["undo_barshadow"]
+        """Constructor step ``barshadow``: apply the ``undo_barshadow`` option.
+
+        2: the group's own model (:meth:`apply_spline_bar_correction`); True: undo the
+        pipeline correction (if there is a BARSHADOW extension); False: keep it.
+        ``meta['undo_barshadow']`` becomes the result (True only while the pipeline
+        correction is undone), the option stays in :attr:`options`.
+        """
+        mode = self.options.undo_barshadow
         has_bar = all(s.barshadow is not None for s in self.slits)
-        if mode == 2 and hasattr(self, "apply_spline_bar_correction"):
+        if mode == 2:
             self.apply_spline_bar_correction()
-        elif mode == 2:
-            # The group's own bar-shadow model is not available in this version: keep
-            # the pipeline correction and say so.
-            self.meta["undo_barshadow"] = False
-            self.meta["bar_correction"] = "pipeline (internal model not implemented yet)"
-            self._step("barshadow", "NOT_IMPLEMENTED", kept="pipeline correction")
-            log.warning(
-                "%s: undo_barshadow=2 (internal bar-shadow model) is not implemented yet; "
-                "keeping the pipeline bar-shadow correction",
-                self.name,
-            )
         elif mode:
             self.meta["undo_barshadow"] = True if has_bar else False
             self.meta["bar_correction"] = (
@@ -971,7 +848,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             self._step("barshadow", "SKIPPED", action="keep pipeline correction")
 
     def _resolve_num_shutters(self):
-        requested = self.meta["num_shutters"]
+        requested = self.options.num_shutters
         if self.IS_FIXED_SLIT:
             value = 0
         elif requested < 0:
@@ -998,7 +875,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         # centre in every exposure) and source_ypos says where the source is: the
         # trace is always at source_ypos there.  In an MSA slitlet y_slit = 0 is the
         # centre of the source shutter and source_ypos is optional (trace_with_ypos).
-        with_ypos = self.meta["trace_with_ypos"] or self.IS_FIXED_SLIT
+        with_ypos = self.options.trace_with_ypos or self.IS_FIXED_SLIT
         self.meta["trace_target"] = "source_ypos" if with_ypos else "shutter centre"
 
         def own_trace(slit, sy_grid, sl):
@@ -1011,8 +888,8 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.wtr = np.empty((n, nx))
         y0_trace = own_trace(s0, sy_full, sl0)
         y_offsets = np.asarray(self.info["y_offset"], float)
-        use_offsets = self.meta["trace_from_yoffset"] or self.meta["background_slit"]
-        nod_step = self.meta["nod_offset"]
+        use_offsets = self.options.trace_from_yoffset or self.meta["background_slit"]
+        nod_step = self.options.nod_offset
         for i, s in enumerate(self.slits):
             if i == 0:
                 self.ytr[i] = y0_trace
@@ -1021,7 +898,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
                 if nod_step is None:
                     shift = dy / self.slit_pixel_scale
                 else:
-                    shift = dy / geometry.MSA_NOD_ARCSEC * nod_step
+                    shift = dy / instrument.MSA_NOD_ARCSEC * nod_step
                 # Same cutout origin: translate exposure 0's trace into this exposure's
                 # rows of the common slice.
                 self.ytr[i] = y0_trace + shift
@@ -1275,11 +1152,6 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
 
 
 # -------------------------------------------------------------------- helpers
-def _as_kwargs(value):
-    """A private dict copy of a step's options, or None (step off)."""
-    return None if value is None else dict(value)
-
-
 def _float(value):
     try:
         return float(value)

@@ -65,6 +65,7 @@ from pathlib import Path
 
 from slitcombine._atomic import atomic_write_text
 from slitcombine.errors import ConfigurationError
+from slitcombine.group.steps import step_sections
 from slitcombine.plots import DEFAULT_DPI, check_figure_options
 
 __all__ = [
@@ -116,17 +117,11 @@ BATCH_DEFAULTS = {
 #: key None means the whole section.
 _NOT_HASHED = {("discovery", None), ("batch", "log_level")}
 
-#: Step section -> SlitGroup method that receives its keywords (used to check the keys
-#: when the method exists in this version).
+#: Step section -> SlitGroup method that receives its keywords (used to check the
+#: keys): the constructor steps of :data:`slitcombine.group.steps.STEPS` that have
+#: options of their own, and the extraction's trace fit.
 STEP_METHODS = {
-    "hot_cold": "flag_hot_cold_pixels",
-    "flag_trace": "flag_trace_outliers",
-    "flag_percentile": "flag_percentile_outliers",
-    "estimate_sky": "estimate_sky",
-    "flag_profile": "flag_from_profile",
-    "flag_2d": "flag_2d_outliers",
-    "set_background_spectra": "set_background_spectra",
-    "fit_shutter_offset": "fit_shutter_offset",
+    **{section: step.method for section, step in step_sections().items()},
     "trace": "fit_all_traces",
 }
 
@@ -195,12 +190,14 @@ def _schema():
 
     scalars = {"group": {}}
     steps = {}
+    # the step sections of the step table, in the order of the constructor's keywords
+    sections = {step.keyword: section for section, step in step_sections().items()}
     for p in _signature_params(SlitGroup.__init__):
         if p.name in _GROUP_OBJECT_ARGS:
             continue
-        if p.name.endswith("_kwargs"):
+        if p.name in sections:
             on = isinstance(p.default, Mapping)
-            steps[p.name[: -len("_kwargs")]] = _Step(
+            steps[sections[p.name]] = _Step(
                 "group", p.name, on, dict(p.default) if on else {}, True
             )
         else:
@@ -260,9 +257,8 @@ def _option_docs(section, step=None):
 
     if step is not None:
         docs = {}
-        for method in _STEP_ALSO.get(section, ()) + (STEP_METHODS.get(section),):
-            if method is not None and hasattr(SlitGroup, method):
-                docs.update(_param_docs(getattr(SlitGroup, method)))
+        for method in _STEP_ALSO.get(section, ()) + (STEP_METHODS[section],):
+            docs.update(_param_docs(getattr(SlitGroup, method)))
         return docs
     if section == "group":
         return _param_docs(SlitGroup)
@@ -309,9 +305,7 @@ def _method_defaults(section):
     from slitcombine.group.slitgroup import SlitGroup
 
     out = {}
-    for method in (STEP_METHODS.get(section),) + _STEP_ALSO.get(section, ()):
-        if method is None or not hasattr(SlitGroup, method):
-            continue
+    for method in (STEP_METHODS[section],) + _STEP_ALSO.get(section, ()):
         for p in _signature_params(getattr(SlitGroup, method)):
             if p.name in ("self", "exp", "evaluate", "x0") or p.name in out:
                 continue
@@ -373,8 +367,8 @@ def _check_step(section, values, step):
     for key, value in values.items():
         if not _is_config_value(value):
             raise ConfigurationError(f"{section}.{key}: unsupported value {value!r}")
-    method = getattr(SlitGroup, STEP_METHODS.get(section, ""), None)
-    if method is not None and values:
+    method = getattr(SlitGroup, STEP_METHODS[section])
+    if values:
         params = inspect.signature(method).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             allowed = [n for n in params if n != "self"]
@@ -655,7 +649,7 @@ class Config:
             lines.append(f"[{_toml_key(name)}]")
             if step is not None:
                 default = "on" if step.default_on else "off"
-                method = STEP_METHODS.get(name, "")
+                method = STEP_METHODS[name]
                 lines.append(
                     f"# {step.target} {step.kwarg} -> SlitGroup.{method} (default: {default})"
                 )
