@@ -204,7 +204,6 @@ class SourceImageModel:
         half = self.ny + 10.0
         self.u = np.arange(-half, half + 0.5 * self.step, self.step)
         self._strips = {}
-        self._columns = {}
 
     def _strip_table(self, sigma):
         """Strip profiles at the wavelength nodes for one width (a few kept).
@@ -226,24 +225,29 @@ class SourceImageModel:
             self._strips[key] = table
         return table
 
-    def _column_table(self, k):
-        """``(nx, nu + 2 P)`` strip profile of every column at the width node ``k``.
+    def _windows(self, k, i0):
+        """``(nx, nz + 1)`` strip profile of every column at the width node ``k``, from
+        the sample ``i0 - P`` of :attr:`u` on (``P = nz + 2``; zero outside ``u``).
 
-        Zero-padded with ``P = nz + 2`` samples on both sides, so that any window of
-        ``nz + 1`` samples starting in ``[0, nu + P]`` exists.
+        Each column's strip is interpolated linearly between its two wavelength nodes on
+        the window's samples only (a full ``(nx, nu)`` table per width node took ~5 MiB
+        and was rebuilt whenever the fit moved to another node).
         """
-        table = self._columns.get(k)
-        if table is None:
-            nodes = self._strip_table(SIGMA_NODES[k])
-            pad = self.z.size + 2
-            table = np.zeros((self.nx, self.u.size + 2 * pad))
-            # linear interpolation between the wavelength nodes, per column
-            j, t = self._wave_weights
-            table[:, pad:-pad] = nodes[j] * (1.0 - t)[:, None] + nodes[j + 1] * t[:, None]
-            if len(self._columns) >= 8:
-                self._columns.clear()
-            self._columns[k] = table
-        return table
+        nodes = self._strip_table(SIGMA_NODES[k])
+        nz, nu = self.z.size, self.u.size
+        j, t = self._wave_weights
+        first = i0 - (nz + 2)  # sample of u at the window's start, per column
+        lin = (first + j * nu)[:, None] + np.arange(nz + 1)  # flat index in node j's row
+        inside = None
+        if first.min() < 0 or first.max() + nz >= nu:  # some window leaves u: zeros there
+            pos = lin - (j * nu)[:, None]
+            inside = (pos >= 0) & (pos < nu)
+            lin = np.where(inside, lin, (j * nu)[:, None])
+        flat = nodes.ravel()
+        win = flat.take(lin) * (1.0 - t)[:, None] + flat.take(lin + nu) * t[:, None]
+        if inside is not None:
+            win[~inside] = 0.0
+        return win
 
     @property
     def _wave_weights(self):
@@ -260,8 +264,6 @@ class SourceImageModel:
         The fine grid and the table share their step, so a column's samples are one
         contiguous window of its table, interpolated with one fraction.
         """
-        from numpy.lib.stride_tricks import sliding_window_view
-
         sigma = float(abs(sigma))
         s2 = SIGMA_NODES**2
         k = int(np.clip(np.searchsorted(s2, sigma * sigma) - 1, 0, s2.size - 2))
@@ -278,10 +280,9 @@ class SourceImageModel:
         last = self.u.size + pad  # a window starting beyond this holds only padding
         good &= (i0 >= 0) & (i0 <= last)
         i0 = np.clip(i0, 0, last)
-        cols = np.arange(self.nx)
         seg = []
-        for table in (self._column_table(k), self._column_table(k + 1)):
-            win = sliding_window_view(table, nz + 1, axis=1)[cols, i0]  # (nx, nz + 1)
+        for node in (k, k + 1):
+            win = self._windows(node, i0)  # (nx, nz + 1)
             seg.append((win[:, :-1], win[:, 1:] - win[:, :-1]))
         (lo0, d0), (lo1, d1) = seg
         v0 = lo0 + f * d0
