@@ -7,7 +7,7 @@ drawn and written for real), the way a dask worker runs them:
 
 * ``--executor threads`` (default): this process, a ``ThreadPoolExecutor`` of
   ``--threads`` threads (``dask worker --nthreads 2``), after the worker set-up
-  (:func:`slitcombine.pipeline.batch._worker_setup`: imports and ``gc.freeze()``);
+  (:func:`slitcombine.pipeline.cluster._worker_setup`: imports and ``gc.freeze()``);
 * ``--executor cluster``: a real ``distributed.LocalCluster(n_workers=1,
   threads_per_worker=--threads, processes=True)`` (a nanny and a worker process), the
   tasks sent with ``client.submit`` in chunks; the worker's RSS is read by ``client.run``.
@@ -27,8 +27,8 @@ waits ``--idle`` seconds and records the idle RSS.  Results go to ``--json`` (de
     python benchmarks/worker_memory.py --n 300 --diagnose --label diagnose
 
 ``--dask-profile`` leaves dask's statistical profiler on in the cluster's worker (dask's
-default; a batch's LocalCluster turns it off, ``slitcombine.pipeline.batch.WORKER_DASK_CONFIG``);
-``--no-release`` replaces :func:`slitcombine.pipeline.batch._release_memory` (the end-of-task
+default; a batch's LocalCluster turns it off, ``slitcombine.pipeline.cluster.WORKER_DASK_CONFIG``);
+``--no-release`` replaces :func:`slitcombine.pipeline.task._release_memory` (the end-of-task
 ``gc.collect()`` and ``malloc_trim(0)``) by a no-op: the numbers before the fix.  The
 data are simulated in a temporary folder, or kept in ``--keep`` (and reused from there
 by a later run with the same ``--k``, ``--full`` and ``--nx``).
@@ -163,24 +163,25 @@ def clean_outputs(outdir, row):
 
 
 def _no_release():
-    """Stand-in for ``slitcombine.pipeline.batch._release_memory`` (``--no-release``)."""
+    """Stand-in for ``slitcombine.pipeline.task._release_memory`` (``--no-release``)."""
     return False
 
 
 def _switch_release(off):
     """With ``off``, the end-of-task memory release of this process becomes a no-op."""
-    import slitcombine.pipeline.batch
+    import slitcombine.pipeline.task
 
     if off:
-        slitcombine.pipeline.batch._release_memory = _no_release
-    return slitcombine.pipeline.batch._release_memory.__name__
+        slitcombine.pipeline.task._release_memory = _no_release
+    return slitcombine.pipeline.task._release_memory.__name__
 
 
 def run_threads(groups, config, outdir, args):
     """All tasks in this process on a thread pool; the samples."""
     import tracemalloc
 
-    from slitcombine.pipeline.batch import _worker_setup, process_group
+    from slitcombine.pipeline.batch import process_group
+    from slitcombine.pipeline.cluster import _worker_setup
 
     _worker_setup()
     _switch_release(args.no_release)
@@ -259,7 +260,8 @@ def run_cluster(groups, config, outdir, args):
     import dask
     from distributed import Client, LocalCluster, wait
 
-    from slitcombine.pipeline.batch import WORKER_DASK_CONFIG, SlitcombineWorkerSetup, process_group
+    from slitcombine.pipeline.batch import SlitcombineWorkerSetup, process_group
+    from slitcombine.pipeline.cluster import WORKER_DASK_CONFIG
 
     def task(row):
         rec = process_group(row, config, outdir)

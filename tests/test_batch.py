@@ -259,17 +259,17 @@ def test_resume_does_no_work(data, first_run):
     assert list(summary["status"]) == list(first_run["summary"]["status"])
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     # what makes a group "done": same config hash, same inputs, outputs present
-    from slitcombine.pipeline.batch import _resumable, read_sidecar
+    from slitcombine.pipeline.sidecar import read_sidecar, resumable
 
     cfg = Config.default()
     for row in summary:
         side = read_sidecar(out, row["group"])
         members = [parse_member(m) for m in side["members"]]
-        assert _resumable(side, cfg, members, False, out)
-        assert not _resumable(side, cfg.with_overrides(["extract.ny=10"]), members, False, out)
-        assert not _resumable(side, cfg, members[:2], False, out)
+        assert resumable(side, cfg, members, False, out)
+        assert not resumable(side, cfg.with_overrides(["extract.ny=10"]), members, False, out)
+        assert not resumable(side, cfg, members[:2], False, out)
         # bad-input failures are rerun on request, successes are not
-        assert _resumable(side, cfg, members, True, out) == (row["status"] == "ok")
+        assert resumable(side, cfg, members, True, out) == (row["status"] == "ok")
 
 
 def test_interrupted_run_leaves_no_half_files_and_resumes(data, tmp_path):
@@ -335,12 +335,12 @@ def test_interrupted_run_leaves_no_half_files_and_resumes(data, tmp_path):
 
 # ------------------------------------------------------------------------ failure capture
 def test_unexpected_exception_is_recorded_as_bug(data, tmp_path, monkeypatch):
-    import slitcombine.pipeline.batch as batch
+    import slitcombine.pipeline.task as task
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("simulated bug")
 
-    monkeypatch.setattr(batch, "_work_prepare", boom)
+    monkeypatch.setattr(task, "_work_prepare", boom)
     cfg = Config.default().with_overrides(["batch.mode=prepare"])
     members = [str(f) for f in data["sims"][0].files]
     rec = process_group({"group": "g", "members": members}, cfg, tmp_path)
@@ -356,10 +356,10 @@ def test_groups_with_warnings_are_shown_as_such(data, tmp_path, monkeypatch):
     """Issue 18.10: summary.ecsv has a warnings column, index.html says 'with warnings'."""
     import logging
 
-    import slitcombine.pipeline.batch as batch
+    import slitcombine.pipeline.task as task
     from slitcombine.pipeline.batch import write_index, write_summary
 
-    work = batch._work_prepare
+    work = task._work_prepare
 
     def warn_then_work(*args, **kwargs):
         logging.getLogger("slitcombine.core.profile").warning("trace c2 at its bound (test)")
@@ -369,7 +369,7 @@ def test_groups_with_warnings_are_shown_as_such(data, tmp_path, monkeypatch):
     cfg = Config.default().with_overrides(["batch.mode=prepare"])
     members = [str(f) for f in data["sims"][0].files]
     plain = process_group({"group": "plain", "members": members}, cfg, tmp_path)
-    monkeypatch.setattr(batch, "_work_prepare", warn_then_work)
+    monkeypatch.setattr(task, "_work_prepare", warn_then_work)
     warned = process_group({"group": "warned", "members": members}, cfg, tmp_path)
     assert plain["status"] == warned["status"] == "ok"
     # the missing-table warning has its own column: not counted here
@@ -723,7 +723,7 @@ def test_relative_paths_on_an_external_cluster(cluster, tmp_path):
 
 def test_worker_path_check_messages(tmp_path):
     """The check each worker runs before the batch: what it cannot see, in words."""
-    from slitcombine.pipeline.batch import PROBE_PREFIX, _worker_path_check
+    from slitcombine.pipeline.cluster import PROBE_PREFIX, _worker_path_check
 
     out = tmp_path / "out"
     out.mkdir()
@@ -829,7 +829,8 @@ def test_full_disk_rerun_keeps_the_earlier_product(tmp_path, monkeypatch):
     import astropy.utils.data
     from astropy.io.fits.hdu.base import _BaseHDU
 
-    from slitcombine.pipeline.batch import _resumable, process_group, read_sidecar
+    from slitcombine.pipeline.batch import process_group, read_sidecar
+    from slitcombine.pipeline.sidecar import resumable
 
     (sim,) = _small_observations(tmp_path / "in", 1)
     cfg = Config.default()
@@ -867,7 +868,7 @@ def test_full_disk_rerun_keeps_the_earlier_product(tmp_path, monkeypatch):
     assert side["stale"]["outputs"] == ["g.spec.fits", "g.fnu.png", "g.d2d.png"]
     assert side["stale"]["finished"] == first["finished"]
     assert side["stale"]["config_hash"] == first["config_hash"] == cfg.hash
-    assert not _resumable(side, cfg, members, False, out)  # a full disk: run again
+    assert not resumable(side, cfg, members, False, out)  # a full disk: run again
     log_text = (out / "logs" / "g.log").read_text()
     assert "this attempt failed; kept g.spec.fits, g.fnu.png, g.d2d.png" in log_text
     assert "same configuration and inputs" in log_text

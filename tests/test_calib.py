@@ -27,7 +27,7 @@ from astropy.io import fits
 from slitcombine import SlitGroup
 from slitcombine.cli import main
 from slitcombine.core import corrections as corr
-from slitcombine.io import calib
+from slitcombine.io import calib, calib_archive
 from slitcombine.io.provenance import header_cards
 
 VERSION = "9.9.9"
@@ -492,8 +492,9 @@ def test_set_without_this_visit_does_not_warn(
 
 def test_batch_says_it_once_per_run(cache, ceers_files, tmp_path, caplog):
     """Each group's log has its warning; the run has one, whatever the number of groups."""
-    from slitcombine.pipeline.batch import _warn_missing_tables, process_group
+    from slitcombine.pipeline.batch import process_group
     from slitcombine.pipeline.config import Config
+    from slitcombine.pipeline.report import warn_missing_tables
 
     config = Config.default().with_overrides(["batch.mode=prepare"])
     records = []
@@ -508,8 +509,8 @@ def test_batch_says_it_once_per_run(cache, ceers_files, tmp_path, caplog):
         records.append(rec)
     records.append({"group": "g3", "status": "ok", "missing_tables": []})
     with caplog.at_level(logging.WARNING, logger="slitcombine"):
-        _warn_missing_tables(records)
-    (rec,) = [r for r in caplog.records if r.name == "slitcombine.pipeline.batch"]
+        warn_missing_tables(records)
+    (rec,) = [r for r in caplog.records if r.name == "slitcombine.pipeline.report"]
     msg = rec.getMessage()
     assert "2 of 3 group(s)" in msg and "extra_dq, global_sky, normalization" in msg
     assert "slitcombine calib fetch" in msg
@@ -540,9 +541,9 @@ def test_cache_dir_platform_default(monkeypatch, tmp_path):
 
 def test_bytes_of_a_table_are_checked():
     with pytest.raises(ValueError, match="FITS"):
-        calib._check_table("a.fits", b"SIMPLE  =" + bytes(100))
+        calib_archive.check_table("a.fits", b"SIMPLE  =" + bytes(100))
     with pytest.raises(ValueError, match="wave,flux"):
-        calib._check_table("msa_sky/x_sky.csv", b"a,b\n1,2\n")
+        calib_archive.check_table("msa_sky/x_sky.csv", b"a,b\n1,2\n")
     with pytest.raises(ValueError, match="mapping"):
-        calib._check_table("a.yaml", b"- 1\n- 2\n")
-    calib._check_table("a.yaml", io.BytesIO(b"a: 1\n").getvalue())
+        calib_archive.check_table("a.yaml", b"- 1\n- 2\n")
+    calib_archive.check_table("a.yaml", io.BytesIO(b"a: 1\n").getvalue())

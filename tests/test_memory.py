@@ -2,7 +2,7 @@
 
 :func:`slitcombine.pipeline.batch.process_group` runs a few hundred times on one small simulated
 group (default configuration: combine, figures written) in a fresh worker-like process
-(spawned, :func:`slitcombine.pipeline.batch._worker_setup` first, as on a dask worker), under a
+(spawned, :func:`slitcombine.pipeline.cluster._worker_setup` first, as on a dask worker), under a
 new group name each time; the resident size after each group is recorded.  After a
 warm-up, the largest RSS of the last groups must stay within 20% of the largest RSS of
 the first ones.  The same measurement with every group's figures kept alive (a
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from slitcombine.pipeline.batch import _release_memory
+from slitcombine.pipeline.task import _release_memory
 
 WARMUP = 10  # groups before the reference window (imports, caches, first allocations)
 WINDOW = 15  # groups in the reference window and in the final window
@@ -36,7 +36,8 @@ def _rss_mib():
 def _run_groups(folder, outdir, n, leak_figures=False):
     """In a fresh process: ``process_group`` ``n`` times; the RSS after each [MiB]."""
     import slitcombine.plots
-    from slitcombine.pipeline.batch import _worker_setup, process_group
+    from slitcombine.pipeline.batch import process_group
+    from slitcombine.pipeline.cluster import _worker_setup
     from slitcombine.pipeline.config import Config
     from slitcombine.pipeline.discovery import discover
 
@@ -122,11 +123,12 @@ def test_release_memory_runs_malloc_trim_on_glibc():
 
 def test_process_group_releases_memory(small_group, tmp_path, monkeypatch):
     import slitcombine.pipeline.batch
+    import slitcombine.pipeline.task
     from slitcombine.pipeline.config import Config
     from slitcombine.pipeline.discovery import discover
 
     calls = []
-    monkeypatch.setattr(slitcombine.pipeline.batch, "_release_memory", lambda: calls.append(1))
+    monkeypatch.setattr(slitcombine.pipeline.task, "_release_memory", lambda: calls.append(1))
     groups, _ = discover([small_group])
     config = Config.default().with_overrides(["batch.mode=prepare"])
     rec = slitcombine.pipeline.batch.process_group(groups[0].to_dict(), config, tmp_path)
@@ -136,9 +138,9 @@ def test_process_group_releases_memory(small_group, tmp_path, monkeypatch):
 
 def test_local_cluster_workers_run_without_dask_profiler():
     """dask's profiler history (~400 MiB per busy worker) is off in a batch's LocalCluster."""
-    from slitcombine.pipeline.batch import _connect
+    from slitcombine.pipeline.cluster import connect
 
-    session = _connect(1, None, 30.0)
+    session = connect(1, None, 30.0)
     try:
         running = session.client.run(
             lambda dask_worker: "profile" in dask_worker.periodic_callbacks

@@ -818,8 +818,9 @@ def test_batch_group_on_a_full_disk(sims, tmp_path, monkeypatch):
     the group is recorded as failed with an OutputError, leaves nothing behind, and is
     run again by ``--resume`` (a full disk is not a property of the inputs).
     """
-    from slitcombine.pipeline.batch import _resumable, process_group, read_sidecar
+    from slitcombine.pipeline.batch import process_group, read_sidecar
     from slitcombine.pipeline.config import Config
+    from slitcombine.pipeline.sidecar import resumable
 
     cfg = Config.default()
     members = [str(f) for f in sims["good"]]
@@ -832,7 +833,7 @@ def test_batch_group_on_a_full_disk(sims, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.batch.json", "logs"]
     side = read_sidecar(tmp_path, "full")
     assert side["status"] == "failed" and side["error_type"] == "OutputError"
-    assert not _resumable(side, cfg, members, False, tmp_path)
+    assert not resumable(side, cfg, members, False, tmp_path)
     assert _snapshot(members) == before
 
 

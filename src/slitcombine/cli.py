@@ -478,13 +478,8 @@ def _cmd_calib_fetch(args):
 
 def _cmd_calib_status(args):
     from slitcombine.core.corrections import CALIB_DIR_ENV, calibration_dirs
-    from slitcombine.io.calib import (
-        Target,
-        default_plan,
-        format_plan,
-        read_manifest,
-        target_from_file,
-    )
+    from slitcombine.group.calib_plan import Target, default_plan, format_plan, target_from_file
+    from slitcombine.io.calib import read_manifest
 
     dirs = calibration_dirs()
     env_dirs = calibration_dirs(fetched=False)

@@ -106,7 +106,7 @@ class SkyMethods:
         """
         if "missing_tables" in self.meta:
             return
-        from slitcombine.io.calib import plan_for_group
+        from slitcombine.group.calib_plan import plan_for_group
 
         rows = [r for r in plan_for_group(self) if r.missing]
         missing = [f"{r.step}: {' or '.join(r.looked_for) or r.kind}" for r in rows]
