@@ -720,3 +720,23 @@ def test_text_cache_canvas_draws_like_agg():
     rows = slice(int(2 * 80 * 0.8), None)
     strength = [np.sum(255 - img[rows, : int(3 * 80 * 0.5), 1]) for img in (reference, first)]
     assert strength[1] == pytest.approx(strength[0], rel=0.02)
+
+
+def test_provenance_collect_takes_explicit_inputs():
+    """collect() reads only what it is given (no group object)."""
+    from astropy.table import Table
+
+    from slitcombine.io.provenance import collect
+
+    meta = {"steps": {"read": {"status": "COMPLETE"}}, "diffs": True}
+    inputs = Table({"filename": ["a.fits", "b.fits"], "checksum": ["1", "2"]})
+    fit = {1: {"sigma": 0.5, "per_pixel": np.zeros(1000)}}
+    prov = collect(meta, {"ny": 13}, inputs, fit=fit)
+    assert prov["inputs"] == [
+        {"filename": "a.fits", "checksum": "1"},
+        {"filename": "b.fits", "checksum": "2"},
+    ]
+    assert prov["group_meta"]["steps"] == meta["steps"]
+    assert prov["trace_fit"] == {"1": {"sigma": 0.5}}
+    assert prov["parameters"] == {"ny": 13}
+    assert collect(meta, {}, inputs)["trace_fit"] is None

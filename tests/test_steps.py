@@ -112,3 +112,18 @@ def test_constructor_records_steps_in_table_order(ceers_files):
     assert g.meta["ignored_kwargs"] == {"SlitGroup": ["bogus"]}
     assert g.options.estimate_sky_kwargs == {}
     assert "previous" in g.meta["steps"]["trace_outliers"]  # ran twice
+
+
+def test_config_checks_slit_hotpix_options():
+    """Step sections whose method has no **kwargs sink are checked against it."""
+    import pytest
+
+    from slitcombine.errors import ConfigurationError
+    from slitcombine.pipeline.config import Config
+
+    ok = Config.from_dict({"slit_hotpix": {"rnoise_percentile": 90}})
+    assert ok.group_kwargs()["slit_hotpix_kwargs"]["rnoise_percentile"] == 90
+    with pytest.raises(ConfigurationError, match="rnoise_treshold"):
+        Config.from_dict({"slit_hotpix": {"rnoise_treshold": 10}})
+    with pytest.raises(ConfigurationError, match="grow_treshold"):
+        Config.from_dict({"flag_percentile": {"grow_treshold": 3}})

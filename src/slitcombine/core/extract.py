@@ -130,6 +130,7 @@ def build_pixel_table(
     yslit,
     positions,
     profile,
+    *,
     throughput=None,
     diffs=True,
     extra=None,

@@ -232,6 +232,7 @@ def pseudo_drizzle(
     variances,
     weights,
     wave_grid,
+    *,
     ny=DEFAULT_NY,
     step=1.0,
     oversample=DEFAULT_OVERSAMPLE,

@@ -37,6 +37,7 @@ import numpy as np
 
 from slitcombine.core import outliers
 from slitcombine.core.masks import Reject
+from slitcombine.group.steps import UNUSED, ignore_seed_keywords
 
 __all__ = ["OutlierMethods"]
 
@@ -47,18 +48,6 @@ log = logging.getLogger(__name__)
 _SQUARE3 = ((1, 1, 1), (1, 1, 1), (1, 1, 1))
 #: Default ``dilate_structure`` of :meth:`OutlierMethods.flag_2d_outliers` (plus).
 _PLUS3 = ((0, 1, 0), (1, 1, 1), (0, 1, 0))
-#: Options of :func:`slitcombine.core.outliers.consensus_residuals` accepted as keywords.
-_CONSENSUS_KEYS = (
-    "rel_error",
-    "interp_error",
-    "gate",
-    "source_radius",
-    "sharpness",
-    "sharp_sigma",
-    "column_radius",
-    "column_error",
-    "column_sigma",
-)
 #: Rejection bits set by this module (a consensus computed before them stays usable).
 _OWN_BITS = (
     Reject.HOT_COLD
@@ -156,7 +145,16 @@ class OutlierMethods:
 
     # ------------------------------------------------------------------ noisy pixels
     def flag_slit_hot_pixels(
-        self, rnoise_threshold=16.0, dilate=True, max_allowed_flagged=128, **kwargs
+        self,
+        rnoise_threshold=16.0,
+        dilate=True,
+        max_allowed_flagged=128,
+        *,
+        rnoise_percentile=UNUSED,
+        corner_threshold=UNUSED,
+        jwst_dq_flags=UNUSED,
+        dilate_footprint=UNUSED,
+        verbose=UNUSED,
     ):
         """Flag pixels whose read-noise error dwarfs their column's (bit NOISY).
 
@@ -181,9 +179,10 @@ class OutlierMethods:
         max_allowed_flagged : int
             An exposure with more flagged pixels than this (before dilation) is left
             alone, with a warning: the read-noise map itself is then suspect.
-        **kwargs
-            Other options of msaexp's hot-pixel function (``rnoise_percentile`` ...) are
-            accepted and ignored (recorded in ``meta``).
+        rnoise_percentile, corner_threshold, jwst_dq_flags, dilate_footprint, verbose
+            Options of msaexp's hot-pixel function, accepted for compatibility and
+            ignored (:func:`slitcombine.group.steps.ignore_seed_keywords`; also listed
+            in the step's ``ignored_kwargs``).
 
         Returns
         -------
@@ -193,8 +192,15 @@ class OutlierMethods:
         from slitcombine.core.masks import dilate_stack, noisy_pixels
 
         step = "slit_hotpix"
-        if kwargs:
-            log.info("%s: %s ignores %s", self.name, step, sorted(kwargs))
+        ignored = ignore_seed_keywords(
+            self,
+            step,
+            rnoise_percentile=rnoise_percentile,
+            corner_threshold=corner_threshold,
+            jwst_dq_flags=jwst_dq_flags,
+            dilate_footprint=dilate_footprint,
+            verbose=verbose,
+        )
         derived = [s.path.name for s in self.slits if "VAR_RNOISE" in s.fallbacks]
         if derived:
             # ERR**2 stands in for the read noise there: it holds the source's Poisson
@@ -228,7 +234,7 @@ class OutlierMethods:
             rnoise_threshold=float(rnoise_threshold),
             dilate=int(dilate),
             skipped_exposures=np.flatnonzero(too_many).tolist(),
-            ignored_kwargs=sorted(kwargs),
+            ignored_kwargs=ignored,
         )
         if n:
             log.info("%s: %s: %d pixels rejected (%s noisy)", self.name, step, n, n_core.tolist())
@@ -327,7 +333,19 @@ class OutlierMethods:
         yslit=None,
         dilate=_SQUARE3,
         update=True,
-        **kwargs,
+        *,
+        grow_threshold=3.0,
+        min_threshold=4.0,
+        filter_size=_FILTER_SIZE,
+        rel_error=None,
+        interp_error=None,
+        gate=None,
+        source_radius=None,
+        sharpness=None,
+        sharp_sigma=None,
+        column_radius=None,
+        column_error=None,
+        column_sigma=None,
     ):
         """Flag high outliers of the residual S/N, threshold from its distribution.
 
@@ -362,12 +380,17 @@ class OutlierMethods:
             neighbour needs ``z > grow_threshold``.
         update : bool
             Apply the rejection to the group; if False only compute.
-        **kwargs
-            ``grow_threshold`` (3.0), ``min_threshold`` (4.0: the threshold never goes
-            below this S/N), ``filter_size`` (13: row-model window, columns) and the
-            options of :func:`~slitcombine.core.outliers.consensus_residuals`
-            (``rel_error``, ``interp_error``, ``gate``, ``source_radius``,
-            ``sharpness``).
+        grow_threshold : float
+            Residual S/N above which a neighbour of an outlier is rejected too.
+        min_threshold : float
+            The threshold never goes below this S/N.
+        filter_size : int
+            Row-model window, columns.
+        rel_error, interp_error, gate, source_radius, sharpness : optional
+            Options of :func:`~slitcombine.core.outliers.consensus_residuals`; None
+            (not given): its defaults.
+        sharp_sigma, column_radius, column_error, column_sigma : optional
+            As above.
 
         Returns
         -------
@@ -379,12 +402,21 @@ class OutlierMethods:
         step = "percentile_outliers"
         plevels = [0.95, -4, -0.1] if plevels is None else list(plevels)
         yslit = [-2.0, 2.0] if yslit is None else list(yslit)
-        grow_threshold = float(kwargs.pop("grow_threshold", 3.0))
-        min_threshold = float(kwargs.pop("min_threshold", 4.0))
-        filter_size = int(kwargs.pop("filter_size", _FILTER_SIZE))
-        ckw = {k: kwargs.pop(k) for k in _CONSENSUS_KEYS if k in kwargs}
-        if kwargs:
-            log.warning("%s: %s ignores unknown options %s", self.name, step, sorted(kwargs))
+        grow_threshold = float(grow_threshold)
+        min_threshold = float(min_threshold)
+        filter_size = int(filter_size)
+        consensus = {
+            "rel_error": rel_error,
+            "interp_error": interp_error,
+            "gate": gate,
+            "source_radius": source_radius,
+            "sharpness": sharpness,
+            "sharp_sigma": sharp_sigma,
+            "column_radius": column_radius,
+            "column_error": column_error,
+            "column_sigma": column_sigma,
+        }
+        ckw = {k: v for k, v in consensus.items() if v is not None}
         empty = np.zeros(self.mask.shape, bool)
         if self._nothing_to_flag(step):
             return empty, np.nan

@@ -372,9 +372,22 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
             slit.release_asdf()
 
     # ================================================================ bookkeeping
-    def _step(self, name, status, **details):
-        """Record what a step did in ``meta['steps']``."""
+    def record_step(self, name, status, **details):
+        """Record what a step did in ``meta['steps'][name]`` (replacing an earlier record).
+
+        Parameters
+        ----------
+        name : str
+            The step (a name of :data:`slitcombine.group.steps.STEPS`, or a step of the
+            combination such as ``'rescale_variance'``).
+        status : {'COMPLETE', 'SKIPPED', 'FALLBACK', 'FAILED'}
+            What happened.
+        **details
+            JSON-able details (counts, reasons, options used).
+        """
         self.meta["steps"][name] = {"status": status, **details}
+
+    _step = record_step  # the name the methods of the group layer use
 
     def _reject_pixels(self, where, bit):
         """Reject pixels: set ``bit`` in :attr:`reject` and clear :attr:`mask`."""

@@ -44,6 +44,7 @@ import io
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ from slitcombine.errors import OutputError
 
 __all__ = [
     "SPEC1D_DESCRIPTIONS",
+    "GroupSummary",
     "binary_table_hdu",
     "table_hdu",
     "build_hdulist",
@@ -432,13 +434,49 @@ def _safe_table(tab):
     return out
 
 
+@dataclass(frozen=True)
+class GroupSummary:
+    """What a product takes from its group (header cards and the REJECT table).
+
+    Attributes
+    ----------
+    grating, filter : str
+        Disperser and filter (upper case).
+    source_name, source_id : str
+        Of exposure 0.
+    source_ra, source_dec : float
+        Of exposure 0, degrees (0 where unknown).
+    exptime : float
+        Summed effective exposure time, s.
+    n_exposures : int
+        Number of exposures.
+    slit_pixel_scale : float
+        Cross-dispersion pixel scale, arcsec / pixel.
+    reject : numpy.ndarray
+        ``(N, ny*nx)`` rejection bits (:class:`slitcombine.core.masks.Reject`).
+    """
+
+    grating: str
+    filter: str
+    source_name: str
+    source_id: str
+    source_ra: float
+    source_dec: float
+    exptime: float
+    n_exposures: int
+    slit_pixel_scale: float
+    reject: np.ndarray
+
+
 def build_hdulist(result, columns=False):
     """The HDUList of a combination (see the module docstring for the layout).
 
     Parameters
     ----------
     result : slitcombine.pipeline.combine.CombineResult
-        The combination.
+        The combination: its ``summary`` (:class:`GroupSummary`), ``name``,
+        ``provenance``, ``spec``, ``drizzled``, ``prof1d``, ``sigma``, ``slits``,
+        ``params``, ``pathloss_used``, ``include_pixtab`` and ``pixtab``.
     columns : bool
         Build the binary tables with astropy ``Column`` objects
         (:func:`astropy.io.fits.table_to_hdu`): the slower reference path, same file.
@@ -449,7 +487,7 @@ def build_hdulist(result, columns=False):
     """
     from slitcombine.io.provenance import header_cards, provenance_table
 
-    group = result.group
+    group = result.summary
     prov = result.provenance
     src = {
         "ORIGIN": ("slitcombine", "software that wrote this file"),
@@ -457,15 +495,12 @@ def build_hdulist(result, columns=False):
         "NAME": (result.name, "combination name"),
         "GRATING": (group.grating, "disperser"),
         "FILTER": (group.filter, "filter"),
-        "SRCNAME": (str(group.info["source_name"][0]), "source name"),
-        "SRCID": (str(group.info["source_id"][0]), "source id"),
-        "SRCRA": (float(np.nan_to_num(group.info["source_ra"][0])), "[deg] source RA"),
-        "SRCDEC": (float(np.nan_to_num(group.info["source_dec"][0])), "[deg] source Dec"),
-        "EXPTIME": (
-            float(np.nansum(group.info["effective_exposure_time"])),
-            "[s] summed effective exposure time",
-        ),
-        "NCOMBINE": (int(group.N), "number of exposures"),
+        "SRCNAME": (group.source_name, "source name"),
+        "SRCID": (group.source_id, "source id"),
+        "SRCRA": (group.source_ra, "[deg] source RA"),
+        "SRCDEC": (group.source_dec, "[deg] source Dec"),
+        "EXPTIME": (group.exptime, "[s] summed effective exposure time"),
+        "NCOMBINE": (group.n_exposures, "number of exposures"),
         "TOMUJY": (1.0, "flux columns are in uJy"),
         "SIGMA": (float(np.median(result.sigma)), "[pix] intrinsic profile width"),
         "PATHUSED": (result.pathloss_used, "path-loss model used"),

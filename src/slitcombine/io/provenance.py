@@ -75,17 +75,19 @@ def _versions():
     }
 
 
-def collect(group, parameters, inputs=None):
+def collect(meta, parameters, inputs, fit=None):
     """Provenance of a combination.
 
     Parameters
     ----------
-    group : slitcombine.SlitGroup
-        The group (its ``meta``: every constructor option and what each step did).
+    meta : dict
+        The group's ``meta`` (every constructor option and what each step did).
     parameters : dict
         Every parameter of the combination/extraction (resolved values).
-    inputs : astropy.table.Table, optional
-        ``group.slit_metadata()`` (file names and checksums); computed if None.
+    inputs : astropy.table.Table
+        The group's ``slit_metadata()`` (``filename`` and ``checksum`` columns).
+    fit : dict, optional
+        The group's trace fit (``SlitGroup.fit``), if any.
 
     Returns
     -------
@@ -100,10 +102,7 @@ def collect(group, parameters, inputs=None):
     """
     from slitcombine.io.calib import tables_provenance
 
-    if inputs is None:
-        inputs = group.slit_metadata()
     files = [{"filename": str(r["filename"]), "checksum": str(r["checksum"])} for r in inputs]
-    fit = getattr(group, "fit", None)
     fit_summary = None
     if isinstance(fit, dict):
         fit_summary = {
@@ -114,10 +113,10 @@ def collect(group, parameters, inputs=None):
         "versions": _versions(),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
         "parameters": to_jsonable(parameters),
-        "group_meta": to_jsonable(group.meta),
+        "group_meta": to_jsonable(meta),
         "inputs": files,
         "trace_fit": to_jsonable(fit_summary),
-        "calibration": to_jsonable(tables_provenance(getattr(group, "meta", {}))),
+        "calibration": to_jsonable(tables_provenance(meta)),
     }
 
 

@@ -126,6 +126,30 @@ class CombineResult:
     pathloss_used: str = "none"
     include_pixtab: bool = False
 
+    @property
+    def summary(self):
+        """What the product's header and REJECT table take from the group.
+
+        Returns
+        -------
+        slitcombine.io.output.GroupSummary
+        """
+        from slitcombine.io.output import GroupSummary
+
+        g = self.group
+        return GroupSummary(
+            grating=g.grating,
+            filter=g.filter,
+            source_name=str(g.info["source_name"][0]),
+            source_id=str(g.info["source_id"][0]),
+            source_ra=float(np.nan_to_num(g.info["source_ra"][0])),
+            source_dec=float(np.nan_to_num(g.info["source_dec"][0])),
+            exptime=float(np.nansum(g.info["effective_exposure_time"])),
+            n_exposures=int(g.N),
+            slit_pixel_scale=g.slit_pixel_scale,
+            reject=g.reject,
+        )
+
     def to_hdulist(self):
         """The product as an :class:`astropy.io.fits.HDUList` (see :mod:`slitcombine.io.output`)."""
         from slitcombine.io.output import build_hdulist
@@ -330,11 +354,12 @@ def _measure_and_apply_noise(group, pixtab, p):
     p["noise_scale"] = summary
     p["error_scale"] = 1.0
     if not noise.measured:
-        group._step("rescale_variance", "SKIPPED", reason="too few pixels to measure the noise")
+        reason = "too few pixels to measure the noise"
+        group.record_step("rescale_variance", "SKIPPED", reason=reason)
         log.info("%s: too few faint pixels to measure the noise; errors as propagated", group.name)
         return noise
     if not p["rescale_variance"]:
-        group._step("rescale_variance", "SKIPPED", reason="rescale_variance=False", **summary)
+        group.record_step("rescale_variance", "SKIPPED", reason="rescale_variance=False", **summary)
         log.info(
             "%s: noise / propagated sigma %.3f (not applied: rescale_variance=False)",
             group.name,
@@ -351,7 +376,7 @@ def _measure_and_apply_noise(group, pixtab, p):
         if name in pixtab.colnames:
             pixtab[name] = pixtab[name] * f_row**2
     p["error_scale"] = round(float(np.median(f_row)), 4)
-    group._step("rescale_variance", "COMPLETE", error_scale=p["error_scale"], **summary)
+    group.record_step("rescale_variance", "COMPLETE", error_scale=p["error_scale"], **summary)
     bands = ", ".join(
         f"{b['wave_min']:.2f}-{b['wave_max']:.2f} um {b['scale']:.2f}" for b in summary["bands"]
     )
@@ -503,46 +528,42 @@ def _check_sky_model(group):
 
 def _fit_traces(group, p):
     """Run the group's trace fit as the extraction options say; returns its status."""
-    trace_status = "not requested"
-    if p["fit_traces"]:
-        if hasattr(group, "fit_all_traces"):
-            trace_kw = dict(p["trace_kwargs"] or {})
-            # a bright source off the shutter centre or wider than 2 px is not held
-            # at the default bounds (see SlitGroup.fit_all_traces); bounds the user
-            # gives are kept
-            if not {"sigma_bounds", "trace_bounds"} & set(trace_kw):
-                trace_kw.setdefault("widen_bounds", True)
-            auto_degree = None
-            if "degree" not in trace_kw and "x0" not in trace_kw:
-                # the offset polynomial the data can constrain: a curvature needs a
-                # bright source (on CEERS it runs to its bound for a chi2 gain of a few)
-                try:
-                    sn_value, auto_degree = _degree_from_sn(group)
-                    trace_kw["degree"] = auto_degree
-                except FitError as exc:
-                    log.info("%s: no S/N for the trace degree (%s): degree 2", group.name, exc)
-            if p["profile_sigma"] is not None:
-                # the given width is held fixed; the trace offsets are still fitted
-                from slitcombine.group._trace_methods import SIGMA_UNIT
+    if not p["fit_traces"]:
+        return "not requested"
+    trace_kw = dict(p["trace_kwargs"] or {})
+    # a bright source off the shutter centre or wider than 2 px is not held
+    # at the default bounds (see SlitGroup.fit_all_traces); bounds the user
+    # gives are kept
+    if not {"sigma_bounds", "trace_bounds"} & set(trace_kw):
+        trace_kw.setdefault("widen_bounds", True)
+    auto_degree = None
+    if "degree" not in trace_kw and "x0" not in trace_kw:
+        # the offset polynomial the data can constrain: a curvature needs a
+        # bright source (on CEERS it runs to its bound for a chi2 gain of a few)
+        try:
+            sn_value, auto_degree = _degree_from_sn(group)
+            trace_kw["degree"] = auto_degree
+        except FitError as exc:
+            log.info("%s: no S/N for the trace degree (%s): degree 2", group.name, exc)
+    if p["profile_sigma"] is not None:
+        # the given width is held fixed; the trace offsets are still fitted
+        from slitcombine.group._trace_methods import SIGMA_UNIT
 
-                trace_kw.setdefault("fix_sigma", p["profile_sigma"] * SIGMA_UNIT)
-            try:
-                fits = group.fit_all_traces(**trace_kw)
-                trace_status = "fitted" if p["profile_sigma"] is None else "fitted, width fixed"
-                if auto_degree is not None:
-                    trace_status += f", offset degree {auto_degree} (trace S/N {sn_value:.1f})"
-                widened = sorted({w for f in fits.values() for w in f.get("widened_bounds", [])})
-                if widened:
-                    trace_status += f", bounds widened ({'; '.join(widened)})"
-                moved = _undetected_to_planned_position(group)
-                if moved:
-                    trace_status += f"; {moved}"
-            except FitError as exc:
-                trace_status = f"failed ({exc}); default profile width used"
-                log.warning("%s: trace fit failed: %s; using the default width", group.name, exc)
-        else:
-            trace_status = "not available in this version; default profile width used"
-            log.info("%s: no trace fit available; default profile width", group.name)
+        trace_kw.setdefault("fix_sigma", p["profile_sigma"] * SIGMA_UNIT)
+    try:
+        fits = group.fit_all_traces(**trace_kw)
+        trace_status = "fitted" if p["profile_sigma"] is None else "fitted, width fixed"
+        if auto_degree is not None:
+            trace_status += f", offset degree {auto_degree} (trace S/N {sn_value:.1f})"
+        widened = sorted({w for f in fits.values() for w in f.get("widened_bounds", [])})
+        if widened:
+            trace_status += f", bounds widened ({'; '.join(widened)})"
+        moved = _undetected_to_planned_position(group)
+        if moved:
+            trace_status += f"; {moved}"
+    except FitError as exc:
+        trace_status = f"failed ({exc}); default profile width used"
+        log.warning("%s: trace fit failed: %s; using the default width", group.name, exc)
     return trace_status
 
 
@@ -655,7 +676,7 @@ def combine_group(group, **params):
             trace_status = _fit_traces(group, p) + " (refitted as extended)"
     p["source_type_used"] = kind
     p["source_type_reason"] = reason
-    group._step("source_type", "COMPLETE", option=p["source_type"], used=kind, reason=reason)
+    group.record_step("source_type", "COMPLETE", option=p["source_type"], used=kind, reason=reason)
     log.info("%s: measured as a %s source (%s)", group.name, kind, reason)
     p["trace_fit_status"] = trace_status
 
@@ -738,7 +759,7 @@ def combine_group(group, **params):
         include_pixtab=bool(p["include_pixtab"]),
     )
     n_valid = int(np.count_nonzero(spec["valid"]))
-    group._step(
+    group.record_step(
         "extract",
         "COMPLETE",
         n_pixels=len(pixtab),
@@ -747,6 +768,7 @@ def combine_group(group, **params):
         pathloss=used,
         trace_fit=trace_status,
     )
-    result.provenance = collect(group, {**p, "sigma": sigma, "pathloss_used": used}, slits)
+    params = {**p, "sigma": sigma, "pathloss_used": used}
+    result.provenance = collect(group.meta, params, slits, fit=group.fit)
     log.info("%s: %d pixels -> %d/%d valid bins", group.name, len(pixtab), n_valid, grid.size)
     return result
