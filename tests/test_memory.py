@@ -47,7 +47,7 @@ def _run_groups(folder, outdir, n, leak_figures=False):
         save = slitcombine.plots.save_figure
 
         def keeping(fig, *args, **kwargs):
-            kept.append(fig)
+            kept.append((fig, list(fig.axes)))  # fig.clear() after saving: keep the axes
             return save(fig, *args, **kwargs)
 
         slitcombine.plots.save_figure = keeping
