@@ -20,6 +20,14 @@ Usage::
 ``compare`` re-runs everything and prints, per run and array, ``identical`` or the
 number of differing elements and the largest absolute and relative difference; the exit
 status is 1 if anything differs (0 otherwise).  NaNs compare equal to NaNs.
+
+Step names: issue 20 gave every step one name, the seed keyword's
+(``slitcombine.group.steps.STEPS``).  ``compare`` reads the ``meta['steps']`` of a
+baseline recorded before with the old names mapped to the new ones
+(:data:`STEP_RENAMES`: ``trace_outliers`` -> ``flag_trace``, ``percentile_outliers`` ->
+``flag_percentile``, ``profile_outliers`` -> ``flag_profile``, ``outliers_2d`` ->
+``flag_2d``, ``background_spectra`` -> ``set_background_spectra``, ``shutter_offset`` ->
+``fit_shutter_offset``), so that the comparison still proves identity.
 """
 
 from __future__ import annotations
@@ -35,6 +43,17 @@ from astropy.io import fits
 
 REPO = Path(__file__).resolve().parents[1]
 CEERS = REPO / "tests" / "data" / "ceers-prism-1345_933"
+
+#: ``meta['steps']`` keys renamed by issue 20 (one name per step): the name in a
+#: baseline recorded before -> the current name.
+STEP_RENAMES = {
+    "trace_outliers": "flag_trace",
+    "percentile_outliers": "flag_percentile",
+    "profile_outliers": "flag_profile",
+    "outliers_2d": "flag_2d",
+    "background_spectra": "set_background_spectra",
+    "shutter_offset": "fit_shutter_offset",
+}
 
 #: Keys of a step's record that change from run to run (timings), left out.
 VOLATILE = ("time", "elapsed", "runtime", "seconds", "duration")
@@ -173,7 +192,8 @@ def main(argv=None):
                     if diff:
                         print(f"{name} {key}: {diff}")
                         changed += 1
-            old_steps = json.loads((folder / f"{name}.steps.json").read_text())
+            recorded = json.loads((folder / f"{name}.steps.json").read_text())
+            old_steps = {STEP_RENAMES.get(k, k): v for k, v in recorded.items()}
             if old_steps != steps:
                 for step in sorted(set(old_steps) | set(steps)):
                     if old_steps.get(step) != steps.get(step):

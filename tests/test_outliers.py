@@ -188,11 +188,11 @@ def test_cosmic_rays_rejected_and_lines_kept(case, request):
     assert score["fp_rate"] <= 0.005, score
     assert score["line_hits"] == 0, score
     steps = g.meta["steps"]
-    for name in ("trace_outliers", "percentile_outliers", "multiple_mask"):
+    for name in ("flag_trace", "flag_percentile", "multiple_mask"):
         assert steps[name]["status"] == "COMPLETE"
     # the threshold is calibrated on the residual S/N: ~6 for correct variances
-    assert 5.0 < steps["percentile_outliers"]["threshold"] < 8.0
-    assert steps["percentile_outliers"]["statistics"]["width"] == pytest.approx(1.0, abs=0.15)
+    assert 5.0 < steps["flag_percentile"]["threshold"] < 8.0
+    assert steps["flag_percentile"]["statistics"]["width"] == pytest.approx(1.0, abs=0.15)
     # counts by bit are in meta
     assert g.meta["rejected"].get("PERCENTILE", 0) + g.meta["rejected"].get("TRACE", 0) > 0
 
@@ -201,7 +201,7 @@ def test_bright_line_cores_have_margin(prism_bright):
     """The 50x lines are far from the threshold, not just below it."""
     g, src = prism_bright
     res, *_ = g._consensus()
-    thr = g.meta["steps"]["percentile_outliers"]["threshold"]
+    thr = g.meta["steps"]["flag_percentile"]["threshold"]
     for line in src.truth.meta["lines"]:
         if not line.get("in_range"):
             continue
@@ -282,8 +282,8 @@ def test_ceers_lines_survive_default_steps(ceers_group):
         assert not np.any(region & mine), wave_um
     # the steps ran and recorded their counts
     steps = g.meta["steps"]
-    assert steps["trace_outliers"]["status"] == "COMPLETE"
-    assert steps["percentile_outliers"]["threshold"] > 4
+    assert steps["flag_trace"]["status"] == "COMPLETE"
+    assert steps["flag_percentile"]["threshold"] > 4
     assert steps["multiple_mask"]["n_required"] == 2
     # pipeline-cleaned cal files: few outliers (pipeline jump detection removed the CRs)
     assert mine.sum() < 50
@@ -298,13 +298,13 @@ def test_ceers_optional_steps_keep_the_lines(ceers_files):
         flag_profile_kwargs={},
     )
     steps = g.meta["steps"]
-    for name in ("hot_cold", "outliers_2d", "profile_outliers"):
+    for name in ("hot_cold", "flag_2d", "flag_profile"):
         assert steps[name]["status"] == "COMPLETE", name
     mine = (g.reject & MINE) > 0
     for wave_um in (2.62, 2.633, 3.43):
         assert not np.any(_line_region(g, wave_um) & mine), wave_um
     # the 2D step is two-sided: CEERS has isolated low pixels
-    assert steps["outliers_2d"]["n_low"] > 0
+    assert steps["flag_2d"]["n_low"] > 0
     assert mine.mean() < 0.01
 
 
@@ -323,7 +323,7 @@ def test_method_returns_and_bits(prism_default):
     assert np.all((g.reject[trace_out] & np.uint32(Reject.TRACE)) > 0)
     n_prof = g.flag_from_profile()
     assert isinstance(n_prof, int)
-    assert g.meta["steps"]["profile_outliers"]["n_required"] == 2
+    assert g.meta["steps"]["flag_profile"]["n_required"] == 2
 
 
 def _copy_state(g):
@@ -384,10 +384,10 @@ def test_all_pixels_masked(ceers_files, caplog):
         assert g.flag_hot_cold_pixels()[:2] == (0, 0)
         assert g.apply_multiple_mask() == 0
     for name in (
-        "trace_outliers",
-        "percentile_outliers",
-        "outliers_2d",
-        "profile_outliers",
+        "flag_trace",
+        "flag_percentile",
+        "flag_2d",
+        "flag_profile",
         "hot_cold",
         "multiple_mask",
     ):
@@ -404,7 +404,7 @@ def test_single_exposure(ceers_files, caplog):
         g = SlitGroup(ceers_files[:1], "one")
     steps = g.meta["steps"]
     assert steps["multiple_mask"]["status"] == "SKIPPED"
-    assert steps["percentile_outliers"]["status"] == "COMPLETE"
+    assert steps["flag_percentile"]["status"] == "COMPLETE"
     assert g.apply_multiple_mask() == 0
     assert "no majority" in g.meta["steps"]["multiple_mask"]["reason"]
     ncold, nhot, flag = g.flag_hot_cold_pixels()
@@ -424,9 +424,9 @@ def test_two_exposures(ceers_files, caplog):
     assert step["status"] == "SKIPPED" and "N=2" in step["reason"]
     assert "no majority" in caplog.text
     # the other steps compare the two exposures
-    assert g.meta["steps"]["percentile_outliers"]["status"] == "COMPLETE"
+    assert g.meta["steps"]["flag_percentile"]["status"] == "COMPLETE"
     assert g.flag_from_profile() >= 0
-    assert g.meta["steps"]["profile_outliers"]["n_required"] == 2
+    assert g.meta["steps"]["flag_profile"]["n_required"] == 2
 
 
 def test_stuck_shutter_combined_flux(tmp_path_factory):

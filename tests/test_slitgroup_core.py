@@ -204,11 +204,11 @@ def test_constructor_records_every_step(ceers_group):
         "stuck_shutters",
         "global_sky",
         "normalization",
-        "trace_outliers",
-        "percentile_outliers",
+        "flag_trace",
+        "flag_percentile",
         "multiple_mask",
     ):
-        assert steps[name]["status"] in ("COMPLETE", "SKIPPED", "NOT_IMPLEMENTED"), name
+        assert steps[name]["status"] in ("COMPLETE", "SKIPPED"), name
     assert steps["read"]["status"] == "COMPLETE"
     assert steps["pathloss_undo"]["arrays"] == ["PATHLOSS_UN"] * 3
     assert ceers_group.meta["weight_type"] == "ivm"
@@ -315,9 +315,9 @@ def test_seed_dict_defaults_on_and_none_off(ceers_files):
     off = SlitGroup(ceers_files, "off", flag_trace_kwargs=None, flag_percentile_kwargs=None)
     # the seed's {} defaults switch the outlier steps on; None switches them off
     assert on.meta["flag_trace_kwargs"] == {} and on.meta["flag_percentile_kwargs"] == {}
-    assert off.meta["steps"]["trace_outliers"]["status"] == "SKIPPED"
-    assert off.meta["steps"]["percentile_outliers"]["status"] == "SKIPPED"
-    assert on.meta["steps"]["percentile_outliers"]["status"] != "SKIPPED"
+    assert off.meta["steps"]["flag_trace"]["status"] == "SKIPPED"
+    assert off.meta["steps"]["flag_percentile"]["status"] == "SKIPPED"
+    assert on.meta["steps"]["flag_percentile"]["status"] != "SKIPPED"
     assert off.mask.sum() >= on.mask.sum()
 
 
@@ -432,8 +432,8 @@ def test_msaexp_attributes_and_meta_keys(ceers_files):
     assert g.meta["removed_pathloss"] == "PATHLOSS_UN"  # CEERS has no SRCTYPE
     assert (
         g.meta["percentile_outliers"]
-        == g.meta["steps"]["percentile_outliers"]["n_outliers"]
-        + (g.meta["steps"]["percentile_outliers"]["n_grown"])
+        == g.meta["steps"]["flag_percentile"]["n_outliers"]
+        + (g.meta["steps"]["flag_percentile"]["n_grown"])
     )
     hot = g.meta["steps"]["hot_cold"]
     assert (g.meta["nhot"], g.meta["ncold"]) == (hot["nhot"], hot["ncold"])

@@ -50,9 +50,11 @@ def test_step_table_is_complete():
     sections = step_sections()
     assert sorted(s.keyword for s in sections.values()) == sorted(kwargs)
     assert all(section == s.keyword[: -len("_kwargs")] for section, s in sections.items())
+    # one name per step: meta['steps'] key = configuration section = keyword stem
+    assert all(s.name == section for section, s in sections.items())
     names = [s.name for s in STEPS]
     # the outlier steps run twice (again on the sky-subtracted data), nothing else
-    assert {n for n in names if names.count(n) > 1} == {"trace_outliers", "percentile_outliers"}
+    assert {n for n in names if names.count(n) > 1} == {"flag_trace", "flag_percentile"}
 
 
 def test_config_sections_follow_the_table():
@@ -111,7 +113,7 @@ def test_constructor_records_steps_in_table_order(ceers_files):
     assert list(g.meta["steps"]) == order
     assert g.meta["ignored_kwargs"] == {"SlitGroup": ["bogus"]}
     assert g.options.estimate_sky_kwargs == {}
-    assert "previous" in g.meta["steps"]["trace_outliers"]  # ran twice
+    assert "previous" in g.meta["steps"]["flag_trace"]  # ran twice
 
 
 def test_config_checks_slit_hotpix_options():

@@ -73,7 +73,7 @@ class ExtractMethods:
             ``(N,)`` widths in pixels.
         """
         if fit is None:
-            fit = getattr(self, "fit", None)
+            fit = self.fit
         sig = np.full(self.N, np.nan)
         if isinstance(fit, int | float | np.floating):
             sig[:] = float(fit)
@@ -120,7 +120,7 @@ class ExtractMethods:
             )
         if self.meta.get("undo_pathloss") == 2:
             return None, "none (already applied)"
-        has_ps = all(getattr(s, "pathloss_ps", None) is not None for s in self.slits)
+        has_ps = all(s.pathloss_ps is not None for s in self.slits)
         if source == "pipeline" and not has_ps:
             raise ConfigurationError("pathloss_source='pipeline' but a file has no PATHLOSS_PS")
         if source == "pipeline" or (source == "auto" and has_ps):
@@ -322,7 +322,7 @@ class ExtractMethods:
         prof = prof.reshape(self.N, ny * nx)
         if self.meta.get("undo_pathloss") == 2:
             return prof, None, "none (already applied)"
-        has_ps = all(getattr(s, "pathloss_ps", None) is not None for s in self.slits)
+        has_ps = all(s.pathloss_ps is not None for s in self.slits)
         if pathloss_source == "pipeline" and not has_ps:
             raise ConfigurationError("pathloss_source='pipeline' but a file has no PATHLOSS_PS")
         if table is not None and not self.uses_optics():
@@ -488,7 +488,7 @@ class ExtractMethods:
         from slitcombine import plots
         from slitcombine.core import profile
 
-        use_fit = fit if fit is not None else getattr(self, "fit", None)
+        use_fit = fit if fit is not None else self.fit
         sigma = self.profile_sigma(use_fit)
         lookup = self.profile_prf()
         ny, nx = self.sh

@@ -399,7 +399,7 @@ class OutlierMethods:
         high_level : float
             The S/N threshold.
         """
-        step = "percentile_outliers"
+        step = "flag_percentile"
         plevels = [0.95, -4, -0.1] if plevels is None else list(plevels)
         yslit = [-2.0, 2.0] if yslit is None else list(yslit)
         grow_threshold = float(grow_threshold)
@@ -498,7 +498,7 @@ class OutlierMethods:
             ``(N, ny*nx)`` boolean, or None if the step could not run (fewer than 100
             valid pixels, or ``position_key='manual_position'``).
         """
-        step = "trace_outliers"
+        step = "flag_trace"
         yslit = [-2.0, 2.0] if yslit is None else list(yslit)
         if self.position_key == "manual_position":
             self._step(step, "SKIPPED", reason="position_key='manual_position'")
@@ -572,7 +572,7 @@ class OutlierMethods:
             Number of outlier pixels, and the ``(N, ny*nx)`` boolean outliers if
             ``with_mask``.
         """
-        step = "outliers_2d"
+        step = "flag_2d"
         threshold = [-5.0, 5.0] if threshold is None else list(threshold)
         if self._nothing_to_flag(step):
             return (0, np.zeros(self.mask.shape, bool)) if with_mask else 0
@@ -599,7 +599,7 @@ class OutlierMethods:
     # ------------------------------------------------------------------ profile
     def _profile_sigma(self):
         """Intrinsic source width (pixels) from :attr:`fit` if a fit exists, else 0."""
-        fit = getattr(self, "fit", None)
+        fit = self.fit
         values = []
         if isinstance(fit, dict):
             for v in fit.values():
@@ -642,7 +642,7 @@ class OutlierMethods:
         """
         from slitcombine.core import profile as _profile
 
-        step = "profile_outliers"
+        step = "flag_profile"
         if self._nothing_to_flag(step, needed=20):
             return (0, None) if make_plot else 0
         data, var, valid = self._outlier_inputs()

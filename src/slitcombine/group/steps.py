@@ -191,13 +191,17 @@ class Step:
     recorded: bool = True
 
 
-def _step_with_kwargs(name, method, keyword, bit, when, extra=None):
-    """A step run when ``keyword`` (``X_kwargs``, section ``X``) is not None."""
+def _step_with_kwargs(method, keyword, bit, when, extra=None):
+    """A step with options of its own: ``X_kwargs``, section and name ``X``.
+
+    It runs when ``keyword`` is not None (and ``extra`` holds).
+    """
+    section = keyword[: -len("_kwargs")]
     return Step(
-        name,
+        section,
         method,
         keyword,
-        keyword[: -len("_kwargs")],
+        section,
         bit,
         when,
         condition=_given(keyword, extra),
@@ -205,9 +209,8 @@ def _step_with_kwargs(name, method, keyword, bit, when, extra=None):
     )
 
 
-_FLAG_TRACE = ("trace_outliers", "flag_trace_outliers", "flag_trace_kwargs", Reject.TRACE)
+_FLAG_TRACE = ("flag_trace_outliers", "flag_trace_kwargs", Reject.TRACE)
 _FLAG_PERCENTILE = (
-    "percentile_outliers",
     "flag_percentile_outliers",
     "flag_percentile_kwargs",
     Reject.PERCENTILE,
@@ -230,7 +233,6 @@ STEPS = (
         },
     ),
     _step_with_kwargs(
-        "extended_calibration",
         "apply_extended_calibration",
         "extended_calibration_kwargs",
         None,
@@ -291,7 +293,6 @@ STEPS = (
         recorded=False,
     ),
     _step_with_kwargs(
-        "slit_hotpix",
         "flag_slit_hot_pixels",
         "slit_hotpix_kwargs",
         Reject.NOISY,
@@ -317,7 +318,6 @@ STEPS = (
         condition=_true("fix_prism_norm"),
     ),
     _step_with_kwargs(
-        "hot_cold",
         "flag_hot_cold_pixels",
         "hot_cold_kwargs",
         Reject.HOT_COLD,
@@ -327,20 +327,18 @@ STEPS = (
     _step_with_kwargs(*_FLAG_TRACE, "flag_trace_kwargs is not None"),
     _step_with_kwargs(*_FLAG_PERCENTILE, "flag_percentile_kwargs is not None"),
     _step_with_kwargs(
-        "estimate_sky", "estimate_sky", "estimate_sky_kwargs", Reject.SKY, "estimate_sky_kwargs"
+        "estimate_sky", "estimate_sky_kwargs", Reject.SKY, "estimate_sky_kwargs is not None"
     ),
     # again, on the sky-subtracted data
     _step_with_kwargs(*_FLAG_TRACE, "again after estimate_sky", extra=_after_sky),
     _step_with_kwargs(*_FLAG_PERCENTILE, "again after estimate_sky", extra=_after_sky),
     _step_with_kwargs(
-        "profile_outliers",
         "flag_from_profile",
         "flag_profile_kwargs",
         Reject.PROFILE,
         "flag_profile_kwargs is not None",
     ),
     _step_with_kwargs(
-        "outliers_2d",
         "flag_2d_outliers",
         "flag_2d_kwargs",
         Reject.OUTLIER_2D,
@@ -356,14 +354,12 @@ STEPS = (
         condition=_true("do_multiple_mask", _three_or_more),
     ),
     _step_with_kwargs(
-        "background_spectra",
         "set_background_spectra",
         "set_background_spectra_kwargs",
         Reject.NONFINITE,
         "set_background_spectra_kwargs is not None",
     ),
     _step_with_kwargs(
-        "shutter_offset",
         "fit_shutter_offset",
         "fit_shutter_offset_kwargs",
         Reject.LOW_BAR,
