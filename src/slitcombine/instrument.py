@@ -23,6 +23,7 @@ __all__ = [
     "TELESCOPE_OBSCURATION",
     "PIXAR_SR",
     "MSA_NOD_ARCSEC",
+    "TELESCOPE_AREA",
 ]
 
 #: Detector pixel scale along the slit, arcsec per pixel (the CEERS cutouts measure
@@ -68,3 +69,7 @@ PIXAR_SR = 4.84956822732858e-13
 
 #: Size of one standard MSA nod step, arcsec: one shutter pitch (msaexp's name).
 MSA_NOD_ARCSEC = SHUTTER_PITCH
+
+#: Collecting area of the JWST primary mirror, square metres (the simulator's photon
+#: conversion, :mod:`slitcombine.testing.sim_models`).
+TELESCOPE_AREA = 25.4
