@@ -190,76 +190,108 @@ def build_pixel_table(
     valid_all &= np.isfinite(wave) & np.isfinite(yslit) & np.isfinite(profile)
     thr = np.ones_like(data) if throughput is None else np.asarray(throughput, float)
     valid_all &= np.isfinite(thr)
-    extra = {} if extra is None else dict(extra)
-    ppl = profile * thr
-
-    cols = {
-        k: [] for k in ("q", "e", "flux", "var", "wvar", "rn", "vpos", "sky", "prof", "ppl", "pabs")
+    arrays = {
+        "flux": data,
+        "var": var,
+        "wvar": wvar,
+        "rn": var_rnoise,
+        "sky": sky,
+        "prof": profile,
+        "ppl": profile * thr,
     }
-    cols["bits"] = []
-    for pos in np.unique(positions):
-        ipos = positions == pos
-        ineg = ~ipos if diffs else np.zeros_like(ipos)
-        if np.any(ineg):
-            m = valid_all[ineg]
-            n = m.sum(axis=0).astype(float)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                inv = np.where(n > 0, 1.0 / n, np.nan)
-            neg = {
-                "flux": _masked_sum(data[ineg], m) * inv,
-                "var": _masked_sum(var[ineg], m) * inv**2,
-                "wvar": _masked_sum(wvar[ineg], m) * inv**2,
-                "rn": _masked_sum(var_rnoise[ineg], m) * inv**2,
-                "sky": _masked_sum(data[ineg], m) * inv,
-                "prof": _masked_sum(profile[ineg], m) * inv,
-                "ppl": _masked_sum(ppl[ineg], m) * inv,
-            }
-            shifts = np.flatnonzero(ineg).astype(np.uint64)
-            bits = (m.astype(np.uint64) << shifts[:, None]).sum(axis=0, dtype=np.uint64)
-            has_neg = n > 0
-        else:
-            neg = {k: np.zeros(npix) for k in ("flux", "var", "wvar", "rn", "prof", "ppl")}
-            neg["sky"] = np.zeros(npix)
-            bits = np.zeros(npix, np.uint64)
-            has_neg = np.ones(npix, bool)
-        for e in np.flatnonzero(ipos):
-            q = np.flatnonzero(valid_all[e] & has_neg)
-            cols["q"].append(q)
-            cols["e"].append(np.full(q.size, e))
-            cols["flux"].append(data[e, q] - neg["flux"][q])
-            cols["var"].append(var[e, q] + neg["var"][q])
-            cols["wvar"].append(wvar[e, q] + neg["wvar"][q])
-            cols["rn"].append(var_rnoise[e, q] + neg["rn"][q])
-            cols["vpos"].append(var[e, q])
-            cols["sky"].append(sky[e, q] + neg["sky"][q])
-            cols["prof"].append(profile[e, q] - neg["prof"][q])
-            cols["ppl"].append(ppl[e, q] - neg["ppl"][q])
-            cols["pabs"].append(np.abs(ppl[e, q]) + np.abs(neg["ppl"][q]))
-            cols["bits"].append(bits[q])
-    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    cat = _difference_rows(arrays, valid_all, positions, diffs)
     q = cat["q"].astype(np.int64)
     e = cat["e"].astype(np.int64)
     if q.size == 0:
         raise SlitCombineError("no valid pixel left for the pixel table (everything masked?)")
+    tab = _pixel_table(cat, q, e, wave, yslit, thr, positions, extra, float_dtype, weight_type)
+    tab.meta.update(
+        {"N_EXP": int(n_exp), "NPIX": int(npix), "DIFFS": bool(diffs), "WGHTTYPE": weight_type}
+    )
+    return tab
+
+
+def _negative_mean(arrays, valid, ineg):
+    """Mean of the valid pixels of the exposures ``ineg`` (the nod difference's negative).
+
+    Returns ``(means, bits, has_neg)``: per quantity the ``(npix,)`` mean (variances
+    divided by the count squared; the ``sky`` of the negative is the mean of its data),
+    the bitmask of the exposures used per pixel and whether any was.
+    """
+    npix = valid.shape[1]
+    if not np.any(ineg):
+        means = {k: np.zeros(npix) for k in ("flux", "var", "wvar", "rn", "prof", "ppl", "sky")}
+        return means, np.zeros(npix, np.uint64), np.ones(npix, bool)
+    m = valid[ineg]
+    n = m.sum(axis=0).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv = np.where(n > 0, 1.0 / n, np.nan)
+    means = {
+        "flux": _masked_sum(arrays["flux"][ineg], m) * inv,
+        "var": _masked_sum(arrays["var"][ineg], m) * inv**2,
+        "wvar": _masked_sum(arrays["wvar"][ineg], m) * inv**2,
+        "rn": _masked_sum(arrays["rn"][ineg], m) * inv**2,
+        "sky": _masked_sum(arrays["flux"][ineg], m) * inv,
+        "prof": _masked_sum(arrays["prof"][ineg], m) * inv,
+        "ppl": _masked_sum(arrays["ppl"][ineg], m) * inv,
+    }
+    shifts = np.flatnonzero(ineg).astype(np.uint64)
+    bits = (m.astype(np.uint64) << shifts[:, None]).sum(axis=0, dtype=np.uint64)
+    return means, bits, n > 0
+
+
+def _difference_rows(arrays, valid, positions, diffs):
+    """Concatenated per-pixel columns of every positive exposure minus its negative."""
+    names = ("q", "e", "flux", "var", "wvar", "rn", "vpos", "sky", "prof", "ppl", "pabs", "bits")
+    cols = {k: [] for k in names}
+    for pos in np.unique(positions):
+        ipos = positions == pos
+        ineg = ~ipos if diffs else np.zeros_like(ipos)
+        neg, bits, has_neg = _negative_mean(arrays, valid, ineg)
+        for e in np.flatnonzero(ipos):
+            q = np.flatnonzero(valid[e] & has_neg)
+            row = {k: arrays[k][e, q] for k in arrays}
+            cols["q"].append(q)
+            cols["e"].append(np.full(q.size, e))
+            cols["flux"].append(row["flux"] - neg["flux"][q])
+            cols["var"].append(row["var"] + neg["var"][q])
+            cols["wvar"].append(row["wvar"] + neg["wvar"][q])
+            cols["rn"].append(row["rn"] + neg["rn"][q])
+            cols["vpos"].append(row["var"])
+            cols["sky"].append(row["sky"] + neg["sky"][q])
+            cols["prof"].append(row["prof"] - neg["prof"][q])
+            cols["ppl"].append(row["ppl"] - neg["ppl"][q])
+            cols["pabs"].append(np.abs(row["ppl"]) + np.abs(neg["ppl"][q]))
+            cols["bits"].append(bits[q])
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+
+def _pixel_table(cat, q, e, wave, yslit, thr, positions, extra, float_dtype, weight_type):
+    """The :func:`build_pixel_table` table of the concatenated columns, with units."""
     with np.errstate(divide="ignore", invalid="ignore"):
         weight = np.where(cat["wvar"] > 0, 1.0 / cat["wvar"], 0.0)
     weight[~np.isfinite(weight)] = 0.0
-
     fd = np.dtype(float_dtype)
     tab = Table()
     tab["wave"] = np.asarray(wave)[e, q].astype(fd)
     tab["yslit"] = np.asarray(yslit)[e, q].astype(fd)
-    tab["flux"] = cat["flux"].astype(fd)
-    tab["var"] = cat["var"].astype(fd)
-    tab["var_rnoise"] = cat["rn"].astype(fd)
-    tab["var_pos"] = cat["vpos"].astype(fd)
+    for name, key in (
+        ("flux", "flux"),
+        ("var", "var"),
+        ("var_rnoise", "rn"),
+        ("var_pos", "vpos"),
+    ):
+        tab[name] = cat[key].astype(fd)
     tab["weight"] = weight.astype(fd)
-    tab["sky"] = cat["sky"].astype(fd)
-    tab["profile"] = cat["prof"].astype(fd)
-    tab["path_profile"] = cat["ppl"].astype(fd)
-    tab["path_profile_abs"] = cat["pabs"].astype(fd)
+    for name, key in (
+        ("sky", "sky"),
+        ("profile", "prof"),
+        ("path_profile", "ppl"),
+        ("path_profile_abs", "pabs"),
+    ):
+        tab[name] = cat[key].astype(fd)
     tab["pathloss"] = thr[e, q].astype(fd)
-    for key, arr in extra.items():
+    for key, arr in ({} if extra is None else dict(extra)).items():
         a = np.asarray(arr)
         vals = a[e] if a.ndim == 1 else a[e, q]
         tab[key] = vals.astype(fd) if np.issubdtype(vals.dtype, np.floating) else vals
@@ -273,9 +305,6 @@ def build_pixel_table(
     wunit = _WEIGHT_UNITS.get(weight_type)
     if wunit is not None:
         tab["weight"].unit = wunit
-    tab.meta.update(
-        {"N_EXP": int(n_exp), "NPIX": int(npix), "DIFFS": bool(diffs), "WGHTTYPE": weight_type}
-    )
     return tab
 
 
