@@ -260,13 +260,22 @@ def _sky_row(target, grating, opts, dirs):
     return _table_row("global_sky", option, "global_sky", dirs, {"visit": target.visit})
 
 
+def _off_or_fixed_slit(step, key, opts, target):
+    """The option text of an MSA correction, and its row when it is off or not for a
+    fixed slit (else None)."""
+    option = f"{key}={opts[key]!r}"
+    if not opts[key]:
+        return option, StepPlan(step, option, "off")
+    if target.fixed_slit:
+        return option, StepPlan(step, option, "no", note="fixed slit (MSA correction)")
+    return option, None
+
+
 def _normalization_row(target, grating, opts, dirs):
     """The PRISM slit renormalisation (``fix_prism_norm``)."""
-    option = f"fix_prism_norm={opts['fix_prism_norm']!r}"
-    if not opts["fix_prism_norm"]:
-        return StepPlan("normalization", option, "off")
-    if target.fixed_slit:
-        return StepPlan("normalization", option, "no", note="fixed slit (MSA correction)")
+    option, row = _off_or_fixed_slit("normalization", "fix_prism_norm", opts, target)
+    if row is not None:
+        return row
     if grating is None:
         return _count_row("normalization", option, "renormalization", dirs, "renormalisation")
     return _table_row("normalization", option, "renormalization", dirs, {"grating": grating})
@@ -328,11 +337,9 @@ def _extended_row(target, grating, opts, dirs):
 
 def _sflat_row(target, grating, opts, dirs):
     """The s-flat (``with_sflat_correction``)."""
-    option = f"with_sflat_correction={opts['with_sflat_correction']!r}"
-    if not opts["with_sflat_correction"]:
-        return StepPlan("sflat", option, "off")
-    if target.fixed_slit:
-        return StepPlan("sflat", option, "no", note="fixed slit (MSA correction)")
+    option, row = _off_or_fixed_slit("sflat", "with_sflat_correction", opts, target)
+    if row is not None:
+        return row
     if grating is not None and target.quadrant is not None:
         fields = {"grating": grating, "quadrant": int(target.quadrant)}
         return _table_row("sflat", option, "sflat", dirs, fields)
