@@ -77,3 +77,15 @@ def test_meta_results_and_options_as_given(ceers_files):
     assert g.options.num_shutters == -1 and g.meta["num_shutters"] == 3
     assert g.options.nod_offset is None and g.meta["nod_offset"] > 0
     assert g.meta["num_shutters_requested"] == -1
+
+
+def test_with_fs_offset_goes_the_seed_keyword_path(ceers_files, caplog):
+    import logging
+
+    from slitcombine.group.slitgroup import SlitGroup
+
+    with caplog.at_level(logging.WARNING, logger="slitcombine"):
+        g = SlitGroup(ceers_files, "fs", with_fs_offset=True, flag_trace_kwargs=None)
+    assert g.meta["ignored_kwargs"] == {"SlitGroup": ["with_fs_offset"]}
+    assert g.meta["with_fs_offset"] is True and g.options.with_fs_offset is True
+    assert sum("with_fs_offset" in r.getMessage() for r in caplog.records) == 1

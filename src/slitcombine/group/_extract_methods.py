@@ -118,7 +118,7 @@ class ExtractMethods:
             raise ConfigurationError(
                 f"pathloss_source must be 'auto', 'pipeline' or 'model', got {source!r}"
             )
-        if self.meta.get("undo_pathloss") == 2:
+        if self.options.undo_pathloss == 2:
             return None, "none (already applied)"
         has_ps = all(s.pathloss_ps is not None for s in self.slits)
         if source == "pipeline" and not has_ps:
@@ -320,7 +320,7 @@ class ExtractMethods:
             if table is None:
                 thr = np.array([model.window_fraction(s) for s in sigma])
         prof = prof.reshape(self.N, ny * nx)
-        if self.meta.get("undo_pathloss") == 2:
+        if self.options.undo_pathloss == 2:
             return prof, None, "none (already applied)"
         has_ps = all(s.pathloss_ps is not None for s in self.slits)
         if pathloss_source == "pipeline" and not has_ps:
@@ -444,7 +444,7 @@ class ExtractMethods:
             throughput=thr,
             diffs=self.meta["diffs"],
             extra=extra,
-            weight_type=self.meta["weight_type"],
+            weight_type=self.options.weight_type,
             float_dtype=float_dtype,
         )
         tab.meta["WITHPATH"] = bool(with_pathloss)

@@ -390,7 +390,8 @@ class OutlierMethods:
             Options of :func:`~slitcombine.core.outliers.consensus_residuals`; None
             (not given): its defaults.
         sharp_sigma, column_radius, column_error, column_sigma : optional
-            As above.
+            Further options of :func:`~slitcombine.core.outliers.consensus_residuals`;
+            None (not given): its defaults.
 
         Returns
         -------

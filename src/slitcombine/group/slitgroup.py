@@ -168,7 +168,9 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     trace_from_yoffset : bool
         Derive each exposure's trace from exposure 0's and the dither y offsets.
     with_fs_offset : bool
-        Extra fixed-slit trace offset (not needed with current pipeline versions).
+        Extra fixed-slit trace offset (not needed with current pipeline versions):
+        accepted and ignored, fixed-slit traces are placed at the ``source_ypos`` of
+        each exposure (True is recorded in ``meta['ignored_kwargs']``).
     fit_shutter_offset_kwargs : dict or None
         Options of :meth:`fit_shutter_offset`; None disables it.
     shutter_offset : float
@@ -285,45 +287,9 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         lookup_prf=None,
         **kwargs,
     ):
-        opt = GroupOptions(
-            position_key=position_key,
-            diffs=diffs,
-            grating_diffs=grating_diffs,
-            stuck_threshold=stuck_threshold,
-            hot_cold_kwargs=hot_cold_kwargs,
-            bad_shutter_names=bad_shutter_names,
-            dilate_failed_open=dilate_failed_open,
-            num_shutters=num_shutters,
-            undo_barshadow=undo_barshadow,
-            min_bar=min_bar,
-            bar_corr_mode=bar_corr_mode,
-            fix_prism_norm=fix_prism_norm,
-            extended_calibration_kwargs=extended_calibration_kwargs,
-            with_sflat_correction=with_sflat_correction,
-            with_extra_dq=with_extra_dq,
-            slit_hotpix_kwargs=slit_hotpix_kwargs,
-            sky_file=sky_file,
-            set_background_spectra_kwargs=set_background_spectra_kwargs,
-            global_sky_df=global_sky_df,
-            estimate_sky_kwargs=estimate_sky_kwargs,
-            flag_profile_kwargs=flag_profile_kwargs,
-            do_multiple_mask=do_multiple_mask,
-            flag_trace_kwargs=flag_trace_kwargs,
-            flag_2d_kwargs=flag_2d_kwargs,
-            flag_percentile_kwargs=flag_percentile_kwargs,
-            undo_pathloss=undo_pathloss,
-            trace_with_xpos=trace_with_xpos,
-            trace_with_ypos=trace_with_ypos,
-            trace_from_yoffset=trace_from_yoffset,
-            with_fs_offset=with_fs_offset,
-            fit_shutter_offset_kwargs=fit_shutter_offset_kwargs,
-            shutter_offset=shutter_offset,
-            nod_offset=nod_offset,
-            pad_border=pad_border,
-            weight_type=weight_type,
-            reference_exposure=reference_exposure,
-            unknown=kwargs,
-        )
+        # the parameters above (their names are GroupOptions' fields), as given
+        given = locals()
+        opt = GroupOptions(**{k: given[k] for k in GroupOptions.keywords()}, unknown=kwargs)
         #: The options as given (:class:`~slitcombine.group.options.GroupOptions`).
         self.options = opt
         self.name = name
@@ -356,13 +322,10 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
         self.meta["diffs"] = bool(diffs)
         self.meta["grating_diffs"] = bool(grating_diffs)
         self.meta_comment = dict(META_COMMENTS)
-        if with_fs_offset:
-            log.warning(
-                "%s: with_fs_offset is ignored: fixed-slit traces are placed at the "
-                "source_ypos of each exposure (no extra offset is needed)",
-                name,
-            )
-        ignore_seed_keywords(self, "SlitGroup", **kwargs)
+        # with_fs_offset is not needed: fixed-slit traces are placed at the source_ypos
+        # of each exposure
+        seed_only = {"with_fs_offset": with_fs_offset} if with_fs_offset else {}
+        ignore_seed_keywords(self, "SlitGroup", **seed_only, **kwargs)
         self._input_files = files
         run_steps(self, opt)
         self.meta["rejected"] = masks.describe_rejections(self.reject)
@@ -1036,7 +999,7 @@ class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
     # ================================================================ nod differences
     def _weight_variance(self):
         return nods.weight_variance(
-            self.meta["weight_type"], self.var, self.var_rnoise, self.exptime, self.bar
+            self.options.weight_type, self.var, self.var_rnoise, self.exptime, self.bar
         )
 
     def measure_noise_scale(self, min_pixels=1500):

@@ -635,7 +635,7 @@ def _classify(group, p):
     """``(kind, reason)`` of :func:`slitcombine.core.apertures.classify_source` for a group."""
     from slitcombine.instrument import SHUTTER_HEIGHT, SHUTTER_PITCH
 
-    fit = getattr(group, "fit", None)
+    fit = group.fit
     sigma = None
     if p["profile_sigma"] is not None:
         sigma = float(p["profile_sigma"])
