@@ -7,9 +7,11 @@ Two things live here:
   recorded in ``meta['ignored_kwargs']`` and logged once, at one level, wherever they
   are given.
 * :data:`STEPS`: the ordered table of the constructor steps (name, method, option
-  keyword, configuration section, rejection bit, condition).  The constructor, the
-  configuration sections (:mod:`slitcombine.pipeline.config`) and the documentation are
-  derived from it.
+  keyword, configuration section, rejection bit, condition).  The constructor runs it
+  (:func:`run_steps`) and the configuration's step sections and their methods
+  (:mod:`slitcombine.pipeline.config`) are derived from it.  One name per step: a step
+  with options of its own, ``X_kwargs`` (the seed's keyword), is ``X`` in
+  ``meta['steps']`` and is the configuration section ``[X]``.
 """
 
 from __future__ import annotations
