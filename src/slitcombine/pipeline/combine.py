@@ -528,10 +528,10 @@ def _check_sky_model(group):
     """
     if group.meta["diffs"] and group.unp.N > 1:
         return "nod differences"
-    sky_data = getattr(group, "sky_data", None)
+    sky_data = group.sky_data
     if sky_data is not None and sky_data.get("use", True):
         return str(sky_data.get("source", "estimate_sky"))
-    if getattr(group, "sky_arrays", None) is not None:
+    if group.sky_arrays is not None:
         return "global sky table"
     why = "diffs=False" if not group.meta["diffs"] else "a single nod position"
     log.warning(
