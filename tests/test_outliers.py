@@ -326,6 +326,18 @@ def test_method_returns_and_bits(prism_default):
     assert g.meta["steps"]["flag_profile"]["n_required"] == 2
 
 
+def test_flag_from_profile_figure(prism_default):
+    """``make_plot=True`` returns the count and the figure of slitcombine.plots."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    g0, _ = prism_default
+    n, fig = _copy_state(g0).flag_from_profile(make_plot=True)
+    assert isinstance(n, int) and isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("yslit (pixels)", "profile residual S/N")
+
+
 def _copy_state(g):
     """A shallow copy of a group with its own mask, reject and meta (no re-reading)."""
     import copy

@@ -679,7 +679,9 @@ class OutlierMethods:
         )
         log.info("%s: profile outliers: %d pixels rejected", self.name, n_new)
         if make_plot:
-            return n_new, _profile_figure(self.yslit, zp, flags)
+            from slitcombine.plots import profile_residual_figure
+
+            return n_new, profile_residual_figure(self.yslit, zp, flags)
         return n_new
 
     # ------------------------------------------------------------------ multiple
@@ -710,17 +712,3 @@ class OutlierMethods:
         self._record(step, n_pixels=int(per_pixel.sum()), n_rejected=n_new, n_required=need)
         log.info("%s: multiple-exposure mask: %d pixels rejected", self.name, n_new)
         return n_new
-
-
-def _profile_figure(yslit, zp, flags):
-    """Residual S/N against yslit, flagged pixels in red."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ok = np.isfinite(zp)
-    ax.scatter(yslit[ok & ~flags], zp[ok & ~flags], s=1, color="0.5")
-    ax.scatter(yslit[ok & flags], zp[ok & flags], s=4, color="r")
-    ax.set_xlabel("yslit (pixels)")
-    ax.set_ylabel("profile residual S/N")
-    fig.tight_layout()
-    return fig

@@ -1,4 +1,4 @@
-"""Figures: nod differences and the summary of a combined spectrum.
+"""Figures: nod differences, the summary of a combined spectrum, and step diagnostics.
 
 Object-oriented matplotlib only (:class:`matplotlib.figure.Figure` with an Agg canvas):
 no ``pyplot``, safe in batch loops and threads.  matplotlib is imported only when a
@@ -28,6 +28,11 @@ the shutter offset and the sky fit) and ``_save`` (PNG files).
 
 from __future__ import annotations
 
+from slitcombine.plots._diagnostics import (
+    profile_residual_figure,
+    shutter_offset_figure,
+    sky_fit_figure,
+)
 from slitcombine.plots._differences import plot_2d_differences
 from slitcombine.plots._options import (
     DEFAULT_DPI,
@@ -43,6 +48,9 @@ from slitcombine.plots._summary import summary_figure
 __all__ = [
     "plot_2d_differences",
     "summary_figure",
+    "profile_residual_figure",
+    "shutter_offset_figure",
+    "sky_fit_figure",
     "save_figure",
     "check_figure_options",
     "DEFAULT_DPI",
