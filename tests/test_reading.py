@@ -249,7 +249,7 @@ def test_slit_plugins_parse_manifests_like_pyyaml():
     import yaml
     from asdf.extension import _manifest
 
-    from slitcombine.io.reading import _slit_asdf_plugins
+    from slitcombine.io._asdf_plugins import _slit_asdf_plugins
 
     mappings, extensions = _slit_asdf_plugins()
     assert _manifest.yaml is yaml
@@ -272,7 +272,7 @@ def test_slit_entry_points_are_those_of_the_slit_distributions():
     """Looking the slit plugins up by distribution name finds what a full scan finds."""
     from importlib.metadata import entry_points
 
-    from slitcombine.io.reading import SLIT_ASDF_PLUGINS, _dist_key, _slit_entry_points
+    from slitcombine.io._asdf_plugins import SLIT_ASDF_PLUGINS, _dist_key, _slit_entry_points
 
     wanted = {_dist_key(n) for n in SLIT_ASDF_PLUGINS}
     for group in ("asdf.extensions", "asdf.resource_mappings"):

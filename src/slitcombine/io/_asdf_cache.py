@@ -21,7 +21,7 @@ node in a process-wide LRU keyed by the node's *content*:
   file or another FITS extension, a reference cycle, a tag outside the slit WCS's asdf
   plugins) and all their ancestors are converted normally every time;
 * ``gwcs`` ``wcs`` and ``step`` nodes are always built anew (cheap: their models and
-  frames come from the cache): every :class:`~slitcombine.io.reading.SlitExposure` owns its
+  frames come from the cache): every :class:`~slitcombine.io.exposure.SlitExposure` owns its
   ``gwcs.WCS`` and pipeline list, so ``insert_frame``, ``set_transform`` or a new step
   on one exposure's WCS never shows in another's.
 

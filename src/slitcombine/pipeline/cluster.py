@@ -52,7 +52,7 @@ def _worker_setup():
 
     if _extract_defaults() is not None:
         from slitcombine.pipeline import combine  # noqa: F401
-    from slitcombine.io.reading import _slit_asdf_plugins
+    from slitcombine.io._asdf_plugins import _slit_asdf_plugins
 
     _slit_asdf_plugins()  # the asdf plugins a slit WCS needs, loaded once per worker
     gc.collect()
