@@ -28,19 +28,14 @@ the shutter offset and the sky fit) and ``_save`` (PNG files).
 
 from __future__ import annotations
 
+from slitcombine.plots import _options
 from slitcombine.plots._diagnostics import (
     profile_residual_figure,
     shutter_offset_figure,
     sky_fit_figure,
 )
 from slitcombine.plots._differences import plot_2d_differences
-from slitcombine.plots._options import (
-    DEFAULT_DPI,
-    DPI_RANGE,
-    FIGURE_CHOICES,
-    PNG_COMPRESS_LEVEL,
-    check_figure_options,
-)
+from slitcombine.plots._options import check_figure_options
 from slitcombine.plots._save import _RawSink as _RawSink
 from slitcombine.plots._save import save_figure
 from slitcombine.plots._summary import summary_figure
@@ -58,3 +53,22 @@ __all__ = [
     "FIGURE_CHOICES",
     "PNG_COMPRESS_LEVEL",
 ]
+
+#: Resolution of the PNG figures, dots per inch (``figure_dpi`` of the command line and
+#: the configuration): a 720 x 440 pixel summary figure, its 8-10 pt labels 9-11 pixels
+#: high.  The pixels to encode grow as its square.  A nod-difference panel narrower than
+#: its image (here a PRISM panel of ~320 pixels for ~340-430 columns) shows the most
+#: deviant pixel under each screen pixel: no outlier disappears.
+DEFAULT_DPI = _options.DEFAULT_DPI
+
+#: zlib level of the PNG files: 1 (the fastest; files ~10% larger than at the default 6,
+#: written ~2x faster).  Encoding time is dominated by Pillow's per-row filter search
+#: and grows with the number of pixels (the resolution squared).
+PNG_COMPRESS_LEVEL = _options.PNG_COMPRESS_LEVEL
+
+#: Values of the ``figures`` option: both figures, only the summary (``{name}.fnu.png``)
+#: or none.
+FIGURE_CHOICES = _options.FIGURE_CHOICES
+
+#: Accepted resolutions, dots per inch.
+DPI_RANGE = _options.DPI_RANGE

@@ -15,20 +15,13 @@ __all__ = [
 ]
 
 
-#: Resolution of the PNG figures, dots per inch (``figure_dpi`` of the command line and
-#: the configuration): a 720 x 440 pixel summary figure, its 8-10 pt labels 9-11 pixels
-#: high.  The pixels to encode grow as its square.  A nod-difference panel narrower than
-#: its image (here a PRISM panel of ~320 pixels for ~340-430 columns) shows the most
-#: deviant pixel under each screen pixel: no outlier disappears.
+#: Resolution of the PNG figures, dots per inch (documented in :mod:`slitcombine.plots`).
 DEFAULT_DPI = 80
 
-#: zlib level of the PNG files: 1 (the fastest; files ~10% larger than at the default 6,
-#: written ~2x faster).  Encoding time is dominated by Pillow's per-row filter search
-#: and grows with the number of pixels (the resolution squared).
+#: zlib level of the PNG files (documented in :mod:`slitcombine.plots`).
 PNG_COMPRESS_LEVEL = 1
 
-#: Values of the ``figures`` option: both figures, only the summary (``{name}.fnu.png``)
-#: or none.
+#: Values of the ``figures`` option (documented in :mod:`slitcombine.plots`).
 FIGURE_CHOICES = ("all", "summary", "none")
 
 #: Accepted resolutions, dots per inch.
