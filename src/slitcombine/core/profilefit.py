@@ -52,11 +52,15 @@ def fit_difference_profile(
     evaluate=False,
     signal_threshold=5.0,
 ):
-    """Fit the width and trace-offset polynomial of a :class:`DifferenceProfileModel`.
+    """Fit the width and trace-offset polynomial of a :class:`~slitcombine.core.profilemodel.
+    DifferenceProfileModel`.
 
     A bounded non-linear least-squares fit (``scipy.optimize.least_squares``, 'trf',
     exact Jacobian, robust loss) of ``sigma`` and the offset coefficients; the per-column
     amplitudes are solved linearly inside every evaluation.
+    The body is the list of the fit's stages (start values and bounds, priors, objective,
+    detection test, minimisation, result); the function's length is the documentation
+    of its fifteen options.
 
     Parameters
     ----------
