@@ -52,8 +52,7 @@ def fit_difference_profile(
     evaluate=False,
     signal_threshold=5.0,
 ):
-    """Fit the width and trace-offset polynomial of a :class:`~slitcombine.core.profilemodel.
-    DifferenceProfileModel`.
+    """Fit the width and trace-offset polynomial of a nod-difference profile model.
 
     A bounded non-linear least-squares fit (``scipy.optimize.least_squares``, 'trf',
     exact Jacobian, robust loss) of ``sigma`` and the offset coefficients; the per-column
@@ -64,7 +63,7 @@ def fit_difference_profile(
 
     Parameters
     ----------
-    model : DifferenceProfileModel
+    model : slitcombine.core.profilemodel.DifferenceProfileModel
         The data and model.
     sigma0 : float
         Start (or fixed) intrinsic width, pixels.
