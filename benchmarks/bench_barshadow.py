@@ -2,7 +2,7 @@
 
 Speed (CEERS PRISM trio, warm, median of ``--repeat`` constructions):
 
-* ``corrections.fit_bar_shadow`` inside ``SlitGroup(files, name)`` (target <= 30 ms);
+* ``barfit.fit_bar_shadow`` inside ``SlitGroup(files, name)`` (target <= 30 ms);
 * ``SlitGroup(files, name)`` with the own model and with ``undo_barshadow=False``.
 
 Accuracy (simulations, ``--n-sims`` seeds per sky level):
@@ -40,11 +40,11 @@ import _peer  # noqa: E402
 
 def bench_ceers(files, repeat):
     from slitcombine import SlitGroup
-    from slitcombine.core import corrections as corr
+    from slitcombine.core import barpolicy
 
     os.environ.pop("SLITCOMBINE_CALIB_DIR", None)
     fit_times = []
-    original = corr.fit_bar_shadow
+    original = barpolicy.fit_bar_shadow
 
     def timed(*args, **kwargs):
         t = time.perf_counter()
@@ -52,7 +52,7 @@ def bench_ceers(files, repeat):
         fit_times.append(time.perf_counter() - t)
         return out
 
-    corr.fit_bar_shadow = timed
+    barpolicy.fit_bar_shadow = timed
     try:
         results = {}
         for label, opts in (("own model", {}), ("undo_barshadow=False", {"undo_barshadow": False})):
@@ -65,7 +65,7 @@ def bench_ceers(files, repeat):
                 times.append(time.perf_counter() - t)
             results[label] = (np.median(times), np.min(times), list(fit_times), g)
     finally:
-        corr.fit_bar_shadow = original
+        barpolicy.fit_bar_shadow = original
     for label, (med, best, fits, g) in results.items():
         print(
             f"SlitGroup(CEERS trio) {label:22s}: median {1e3 * med:.0f} ms, min {1e3 * best:.0f} ms"

@@ -26,8 +26,7 @@ from astropy.io import fits
 
 from slitcombine import SlitGroup
 from slitcombine.cli import main
-from slitcombine.core import corrections as corr
-from slitcombine.io import calib, calib_archive
+from slitcombine.io import calib, calib_archive, tables
 from slitcombine.io.provenance import header_cards
 
 VERSION = "9.9.9"
@@ -132,7 +131,7 @@ def cache(tmp_path, monkeypatch):
     """An empty cache folder, no ``$SLITCOMBINE_CALIB_DIR``."""
     folder = tmp_path / "cache"
     monkeypatch.setenv(calib.CACHE_ENV, str(folder))
-    monkeypatch.delenv(corr.CALIB_DIR_ENV, raising=False)
+    monkeypatch.delenv(tables.CALIB_DIR_ENV, raising=False)
     return folder
 
 
@@ -335,34 +334,35 @@ def test_lookup_alternatives_in_one_table(tmp_path):
     (b / f"{VISIT}_sky.csv").write_text("wave,flux\n")
     (a / "extended_sensitivity").mkdir()
     (a / "extended_sensitivity" / "msaexp_sensitivity_g395m_f290lp_001.fits").write_text("")
-    assert corr.calibration_table_names("global_sky", visit=VISIT) == [
+    assert tables.calibration_table_names("global_sky", visit=VISIT) == [
         f"{VISIT}_sky.csv",
         f"msa_sky/{VISIT}_sky.csv",
     ]
     # slitcombine's flat name wins within a folder; folders are searched in order
-    assert corr.find_calibration_table("global_sky", [a, b], visit=VISIT) == b / f"{VISIT}_sky.csv"
-    path = corr.find_calibration_table("sensitivity", [a, b], grating="G395M", filter="F290LP")
+    found = tables.find_calibration_table("global_sky", [a, b], visit=VISIT)
+    assert found == b / f"{VISIT}_sky.csv"
+    path = tables.find_calibration_table("sensitivity", [a, b], grating="G395M", filter="F290LP")
     assert path == a / "extended_sensitivity" / "msaexp_sensitivity_g395m_f290lp_001.fits"
-    assert corr.calibration_kind_available("global_sky", [a, b])
-    assert not corr.calibration_kind_available("global_sky", [a])
-    assert not corr.calibration_kind_available("sensitivity", [a, b], grating="prism")
-    assert corr.bar_coeffs_filename("PRISM", 5) == ("prism_3_bar_coeffs_wave.yaml", True)
+    assert tables.calibration_kind_available("global_sky", [a, b])
+    assert not tables.calibration_kind_available("global_sky", [a])
+    assert not tables.calibration_kind_available("sensitivity", [a, b], grating="prism")
+    assert tables.bar_coeffs_filename("PRISM", 5) == ("prism_3_bar_coeffs_wave.yaml", True)
     with pytest.raises(Exception, match="unknown calibration table kind"):
-        corr.calibration_table_names("nothing")
+        tables.calibration_table_names("nothing")
 
 
 def test_fetched_folder_searched_after_calib_dir(cache, archive, tmp_path, monkeypatch):
     calib.fetch(archive=archive)
     own = tmp_path / "mine"
     own.mkdir()
-    monkeypatch.setenv(corr.CALIB_DIR_ENV, str(own))
-    assert corr.calibration_dirs() == [own, cache / "calib"]
-    assert corr.calibration_dirs(fetched=False) == [own]
-    assert corr.find_calibration_table("renormalization", grating="PRISM") == (
+    monkeypatch.setenv(tables.CALIB_DIR_ENV, str(own))
+    assert tables.calibration_dirs() == [own, cache / "calib"]
+    assert tables.calibration_dirs(fetched=False) == [own]
+    assert tables.find_calibration_table("renormalization", grating="PRISM") == (
         cache / "calib" / "prism_slit_renormalize.yaml"
     )
     (own / "prism_slit_renormalize.yaml").write_text("mine")
-    assert corr.find_calibration_table("renormalization", grating="PRISM") == (
+    assert tables.find_calibration_table("renormalization", grating="PRISM") == (
         own / "prism_slit_renormalize.yaml"
     )
 
@@ -465,7 +465,7 @@ def _prov_stub(calibration):
 
 def test_msaexp_data_folder_works_as_is(cache, msaexp_tree, ceers_files, monkeypatch, caplog):
     """$SLITCOMBINE_CALIB_DIR at an msaexp ``data`` folder (sub-folders, msaexp's names)."""
-    monkeypatch.setenv(corr.CALIB_DIR_ENV, str(msaexp_tree / "msaexp" / "data"))
+    monkeypatch.setenv(tables.CALIB_DIR_ENV, str(msaexp_tree / "msaexp" / "data"))
     with caplog.at_level(logging.INFO, logger="slitcombine"):
         g = SlitGroup(ceers_files, "msaexp_data", undo_barshadow=False)
     assert not _missing_warnings(caplog)
@@ -481,7 +481,7 @@ def test_set_without_this_visit_does_not_warn(
     data = tmp_path / "data"
     shutil.copytree(msaexp_tree / "msaexp" / "data", data)
     (data / "msa_sky" / f"{VISIT}_sky.csv").rename(data / "msa_sky" / "jw09999001001_sky.csv")
-    monkeypatch.setenv(corr.CALIB_DIR_ENV, str(data))
+    monkeypatch.setenv(tables.CALIB_DIR_ENV, str(data))
     with caplog.at_level(logging.INFO, logger="slitcombine"):
         g = SlitGroup(ceers_files, "other_visit", undo_barshadow=False)
     info = g.meta["steps"]["global_sky"]
@@ -521,7 +521,7 @@ def test_provenance_records_the_table_set(cache, archive, ceers_files):
 
     calib.fetch(archive=archive)
     g = SlitGroup(ceers_files, "prov", undo_barshadow=False)
-    prov = collect(g, {})
+    prov = collect(g.meta, {}, g.slit_metadata(), g.fit)
     table = provenance_table(prov)
     rows = {r["key"]: json.loads(r["value"]) for r in table if r["section"] == "calibration"}
     assert rows["summary"] == f"msaexp {VERSION}"

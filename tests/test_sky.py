@@ -15,10 +15,11 @@ from astropy.io import fits
 from astropy.table import Table
 
 from slitcombine import SlitGroup
-from slitcombine.core import corrections as corr
+from slitcombine.core import background as bkgmod
 from slitcombine.core import sky as skymod
 from slitcombine.core.masks import Reject
 from slitcombine.errors import CalibrationFileError, ConfigurationError
+from slitcombine.io import tables
 
 simulate = pytest.importorskip("slitcombine.testing.simulate")
 
@@ -26,7 +27,7 @@ simulate = pytest.importorskip("slitcombine.testing.simulate")
 @pytest.fixture(autouse=True)
 def _no_calibration_dir(monkeypatch):
     """Tests set the calibration directory themselves."""
-    monkeypatch.delenv(corr.CALIB_DIR_ENV, raising=False)
+    monkeypatch.delenv(tables.CALIB_DIR_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +62,12 @@ def sim_bright_sky(tmp_path_factory):
 def sim_group(sim):
     import os
 
-    old = os.environ.pop(corr.CALIB_DIR_ENV, None)
+    old = os.environ.pop(tables.CALIB_DIR_ENV, None)
     try:
         return SlitGroup(sim.files, "sim", diffs=False, estimate_sky_kwargs={})
     finally:
         if old is not None:
-            os.environ[corr.CALIB_DIR_ENV] = old
+            os.environ[tables.CALIB_DIR_ENV] = old
 
 
 def _sky_error(group, truth):
@@ -303,6 +304,10 @@ def test_df_zero_and_negative(sim, sim_group):
         assert ratio.mean() == pytest.approx(truth_scale, rel=0.005)
         g.estimate_sky(outlier_threshold=None)  # df -> global_sky_df with a template
         assert g.sky_data["template"] and g.sky_data["df"] == g.meta["global_sky_df"] == 7
+        g.estimate_sky(outlier_threshold=None, use_global_sky=False)  # the template ignored
+        assert not g.sky_data["template"] and g.sky_data["df"] == 51
+        with pytest.raises(TypeError, match="not_an_option"):
+            g.estimate_sky(not_an_option=1)
     finally:
         g.sky_data, g.mask, g.reject, g.sky_arrays = saved
 
@@ -357,7 +362,7 @@ def test_ceers_global_sky_from_calibration_dir(ceers_files, ceers_dir, monkeypat
     step = g.meta["steps"]["global_sky"]
     assert step["status"] == "SKIPPED" and "SLITCOMBINE_CALIB_DIR" in step["reason"]
     assert g.sky_arrays is None and g.meta["sky_file"] == "N/A"  # msaexp's meaning
-    monkeypatch.setenv(corr.CALIB_DIR_ENV, str(ceers_dir))
+    monkeypatch.setenv(tables.CALIB_DIR_ENV, str(ceers_dir))
     with caplog.at_level(logging.INFO, logger="slitcombine"):
         g = SlitGroup(ceers_files, "sky", diffs=False, estimate_sky_kwargs={})
     assert g.meta["sky_file"].endswith("jw01345062001_sky.csv")
@@ -424,7 +429,7 @@ def _write_gbkg(path, wave, p50, perr, refparea=4.88e-13, grating=None):
 
 def test_background_spectra(ceers_files, ceers_dir, tmp_path, monkeypatch):
     g = SlitGroup(ceers_files, "bkg", diffs=False)
-    step = g.meta["steps"]["background_spectra"]
+    step = g.meta["steps"]["set_background_spectra"]
     assert step["status"] == "SKIPPED" and len(step["missing"]) == 3  # the default no-op
     tab = Table.read(ceers_dir / "jw01345062001_sky.csv", format="ascii.csv")
     wave, flux = np.asarray(tab["wave"]), np.asarray(tab["flux"])
@@ -434,13 +439,13 @@ def test_background_spectra(ceers_files, ceers_dir, tmp_path, monkeypatch):
     bdir = tmp_path / "bkg"
     bdir.mkdir()
     for f in g.files:
-        root = skymod.background_file_root(f)
+        root = tables.background_file_root(f)
         _write_gbkg(bdir / f"{root}_gbkg.fits", wave, p50, 0.01 * p50)
-    assert skymod.background_file_root(g.files[0]) == "jw01345062001_03101_00001_nrs2"
+    assert tables.background_file_root(g.files[0]) == "jw01345062001_03101_00001_nrs2"
     # msaexp's bug 4: the file is found *and read* in `path` (not the working directory)
     monkeypatch.chdir(tmp_path)
     assert g.set_background_spectra(path=str(bdir), df=5)
-    step = g.meta["steps"]["background_spectra"]
+    step = g.meta["steps"]["set_background_spectra"]
     assert step["status"] == "COMPLETE" and step["rescaling"]["df"] == 5
     assert g.sky_data["source"] == "background spectra"
     ok = g.mask & np.isfinite(g.wave)
@@ -450,12 +455,12 @@ def test_background_spectra(ceers_files, ceers_dir, tmp_path, monkeypatch):
     far = g.mask & (np.abs(g.yslit) > 6) & np.isfinite(z)
     assert abs(np.median(z[far])) < 0.1
     # the same files found through the calibration directory with path=''
-    monkeypatch.setenv(corr.CALIB_DIR_ENV, str(bdir))
+    monkeypatch.setenv(tables.CALIB_DIR_ENV, str(bdir))
     g2 = SlitGroup(ceers_files, "bkg2", diffs=False)
-    assert g2.meta["steps"]["background_spectra"]["status"] == "COMPLETE"
+    assert g2.meta["steps"]["set_background_spectra"]["status"] == "COMPLETE"
     # malformed and foreign files raise with the file name
     _write_gbkg(
-        bdir / f"{skymod.background_file_root(g.files[1])}_gbkg.fits",
+        bdir / f"{tables.background_file_root(g.files[1])}_gbkg.fits",
         wave,
         p50,
         0.01 * p50,
@@ -464,7 +469,7 @@ def test_background_spectra(ceers_files, ceers_dir, tmp_path, monkeypatch):
     with pytest.raises(CalibrationFileError, match="00002_nrs2_gbkg.fits.*REFPAREA"):
         g.set_background_spectra(path=str(bdir))
     _write_gbkg(
-        bdir / f"{skymod.background_file_root(g.files[1])}_gbkg.fits",
+        bdir / f"{tables.background_file_root(g.files[1])}_gbkg.fits",
         wave,
         p50,
         0.01 * p50,
@@ -472,6 +477,40 @@ def test_background_spectra(ceers_files, ceers_dir, tmp_path, monkeypatch):
     )
     with pytest.raises(CalibrationFileError, match="G140M"):
         g.set_background_spectra(path=str(bdir))
+
+
+def test_background_sky_and_rescaling_on_small_arrays():
+    wave = np.array([[1.0, 2.0, 3.0, 6.0], [1.5, 2.5, 3.5, 4.5]])
+    spec = {
+        "wave": np.array([1.0, 5.0]),
+        "p50": np.array([2.0, 6.0]),
+        "perr": np.array([0.2, 0.2]),
+        "refparea": 2.0,
+    }
+    sky2d, var_sky = bkgmod.background_sky(wave, [spec, spec], [1.0, 4.0], systematic=0.1)
+    # per pixel of the exposure: p50 * PIXAR_SR / REFPAREA, NaN outside the spectrum
+    assert sky2d[0, :3] == pytest.approx([1.0, 1.5, 2.0]) and np.isnan(sky2d[0, 3])
+    assert sky2d[1] == pytest.approx([5.0, 7.0, 9.0, 11.0])
+    assert var_sky[1] == pytest.approx(0.4**2 + (0.1 * sky2d[1]) ** 2)
+    # data twice the model: the scale factor is 2, applied to the background or not
+    rng = np.random.default_rng(1)
+    wave = np.tile(np.linspace(1.0, 5.0, 200), (2, 1))
+    sky2d = 1.0 + 0.1 * wave
+    sci = 2.0 * sky2d + rng.normal(0, 0.01, wave.shape)
+    var = np.full(wave.shape, 1e-4)
+    mask = np.ones(wave.shape, bool)
+    yslit = np.tile(np.linspace(-10, 10, 200), (2, 1))
+    args = (sci, var, mask, yslit, wave, sky2d, np.zeros(wave.shape))
+    out, var_out, scale, info = bkgmod.rescale_background(*args, df=0)
+    assert info["df"] == 0 and info["npix"] == int((np.abs(yslit) > 4).sum())
+    assert scale == pytest.approx(2.0, rel=1e-3) and out == pytest.approx(2.0 * sky2d, rel=1e-3)
+    out, _, scale, _ = bkgmod.rescale_background(*args, df=0, apply_to_background=False)
+    assert out is sky2d and scale == pytest.approx(2.0, rel=1e-3)
+    # too few pixels: used unscaled, and said why
+    out, _, scale, info = bkgmod.rescale_background(*args, df=3, mask_yslit=[[-100, 100]])
+    assert np.all(scale == 1.0) and "failed" in info and info["npix"] == 0
+    assert out == pytest.approx(sky2d)
+    assert np.all(var_out == 0.0)
 
 
 def test_own_bar_model_with_a_stuck_closed_shutter(tmp_path):

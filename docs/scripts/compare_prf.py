@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from _common import REPO, STATIC, say, shared_data
 
-from slitcombine.core import corrections
+from slitcombine import combine
 from slitcombine.core.profile import GaussianPRF
+from slitcombine.io import tables
 from slitcombine.io.prf_tables import read_psf_lookup
-from slitcombine.pipeline import combine
 from slitcombine.testing.simulate import simulate_observation
 
 TABLE = "nirspec_merged_s200a1_exp_psf_lookup_001.fits"
@@ -41,7 +41,7 @@ def _find_table(path):
     if path:
         return Path(path)
     for name in (TABLE, f"psf/{TABLE}"):
-        found = corrections.find_calibration_file(name)
+        found = tables.find_calibration_file(name)
         if found is not None:
             return found
     return None

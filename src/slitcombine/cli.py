@@ -477,9 +477,9 @@ def _cmd_calib_fetch(args):
 
 
 def _cmd_calib_status(args):
-    from slitcombine.core.corrections import CALIB_DIR_ENV, calibration_dirs
     from slitcombine.group.calib_plan import Target, default_plan, format_plan, target_from_file
     from slitcombine.io.calib import read_manifest
+    from slitcombine.io.tables import CALIB_DIR_ENV, calibration_dirs
 
     dirs = calibration_dirs()
     env_dirs = calibration_dirs(fetched=False)

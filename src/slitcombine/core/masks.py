@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 from scipy import ndimage
 
-from slitcombine.core.outliers import masked_median
+from slitcombine.core.stats import masked_median
 
 __all__ = [
     "Reject",

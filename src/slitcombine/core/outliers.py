@@ -56,9 +56,10 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtri
 
+from slitcombine.core.stats import masked_median
+
 __all__ = [
     "side_medians",
-    "masked_median",
     "fill_short_gaps",
     "row_model",
     "source_frame_coordinates",
@@ -82,66 +83,6 @@ log = logging.getLogger(__name__)
 
 
 # ============================================================================ medians
-def _sorted_small(cols):
-    """Sort a short list of equally shaped arrays element-wise (odd-even network)."""
-    cols = list(cols)
-    k = len(cols)
-    for p in range(k):
-        for j in range(p % 2, k - 1, 2):
-            lo = np.minimum(cols[j], cols[j + 1])
-            cols[j + 1] = np.maximum(cols[j], cols[j + 1])
-            cols[j] = lo
-    return cols
-
-
-def masked_median(values, valid, axis):
-    """Median of the valid elements along an axis (NaN where none is valid).
-
-    Parameters
-    ----------
-    values : numpy.ndarray
-        Input array (any unit).
-    valid : numpy.ndarray
-        Boolean array of the same shape, True for the elements to use.
-    axis : int
-        Axis along which to take the median.
-
-    Returns
-    -------
-    median : numpy.ndarray
-        The median (mean of the two central values for an even count), NaN where no
-        element is valid; same unit as ``values``.
-    count : numpy.ndarray
-        Number of valid elements.
-
-    Notes
-    -----
-    Invalid elements are set to ``+inf`` and sorted last; for short axes (up to 8
-    elements, the running windows of this module) an element-wise sorting network
-    replaces :func:`numpy.sort`.
-    """
-    ok = np.asarray(valid, bool) & np.isfinite(values)
-    v = np.where(ok, values, np.inf)
-    k = v.shape[axis]
-    n = ok.sum(axis=axis)
-    lo = np.maximum(n - 1, 0) // 2
-    hi = np.minimum(n // 2, max(k - 1, 0))
-    if 0 < k <= 8:
-        cols = _sorted_small(np.moveaxis(v, axis, 0))
-        with np.errstate(invalid="ignore"):
-            med = 0.5 * (np.choose(lo, cols) + np.choose(hi, cols))
-    else:
-        v = np.sort(v, axis=axis)
-        with np.errstate(invalid="ignore"):
-            med = 0.5 * (
-                np.take_along_axis(v, np.expand_dims(lo, axis), axis)
-                + np.take_along_axis(v, np.expand_dims(hi, axis), axis)
-            )
-        med = np.squeeze(med, axis=axis)
-    med = np.where(n > 0, med, np.nan)
-    return med, n
-
-
 def side_medians(values, valid, half, gap=1):
     """Running medians of the elements just left and just right of each element.
 

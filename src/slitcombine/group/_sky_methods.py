@@ -4,17 +4,18 @@ Methods: estimate_sky, get_global_sky, set_background_spectra,
 apply_spline_bar_correction, apply_normalization_correction, apply_sflat_correction,
 apply_extra_dq, fit_shutter_offset.
 
-They are thin: they read the group's arrays, call the pure functions of
-slitcombine.core.sky and slitcombine.core.corrections, and store the results on the group.
-``SlitGroup``
-inherits this class, which holds no state of its own.
+They are adapters: they gather the group's arrays, call the pure functions of
+:mod:`slitcombine.core` (``sky``, ``background``, ``barshadow``, ``barpolicy``,
+``fluxcal``), and store the results and ``meta`` on the group.  ``SlitGroup`` inherits
+this class, which holds no state of its own.
 
 Calibration files are looked up in ``$SLITCOMBINE_CALIB_DIR``, then in the table set
-fetched by ``slitcombine calib fetch`` (see :mod:`slitcombine.core.corrections` for the names,
-msaexp's alternatives and the formats, :mod:`slitcombine.io.calib` for the fetch); when none
-is found the step is a logged no-op recorded in ``meta['steps']``.  A default step
-skipped because no table of its kind is installed at all is said once per group at
-WARNING, with the fix (:meth:`SkyMethods._warn_missing_tables`).
+fetched by ``slitcombine calib fetch`` (:mod:`slitcombine.io.tables` for the names and
+msaexp's alternatives, :mod:`slitcombine.io.table_readers` for the formats,
+:mod:`slitcombine.io.calib` for the fetch); when none is found the step is a logged
+no-op recorded in ``meta['steps']``.  A default step skipped because no table of its
+kind is installed at all is said once per group at WARNING, with the fix
+(:meth:`SkyMethods._warn_missing_tables`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from slitcombine.core import corrections as corr
+from slitcombine.core import background as bkgmod
+from slitcombine.core import barpolicy, fluxcal
 from slitcombine.core import sky as skymod
+from slitcombine.core.barshadow import BarCoefficients, evaluate_bar_coeffs
 from slitcombine.core.masks import Reject
-from slitcombine.core.profile import psf_sigma
+from slitcombine.core.splines import ColumnCoordinate
 from slitcombine.errors import CalibrationFileError, FitError
+from slitcombine.group.steps import UNUSED, ignore_seed_keywords
+from slitcombine.io import table_readers as readers
+from slitcombine.io import tables
 
 __all__ = ["SkyMethods"]
 
@@ -43,7 +49,7 @@ class SkyMethods:
         """Wavelength -> fractional column of exposure 0's trace (the sky-spline coordinate)."""
         for i in range(self.N):
             if np.isfinite(self.wtr[i]).sum() >= 2:
-                return corr.ColumnCoordinate(self.wtr[i])
+                return ColumnCoordinate(self.wtr[i])
         raise FitError(f"{self.name}: no exposure has a trace with finite wavelengths")
 
     def _apply_factor(self, factor):
@@ -67,7 +73,7 @@ class SkyMethods:
         ``fixed_yshutter`` is pixels / 5 and the pitch is ``0.529 arcsec /
         slit_pixel_scale`` pixels, so the period is ~1.02, not exactly 1.
         """
-        from slitcombine.core.geometry import MSA_NOD_ARCSEC
+        from slitcombine.instrument import MSA_NOD_ARCSEC
 
         scale = self.slit_pixel_scale
         if not np.isfinite(scale) or scale <= 0:
@@ -88,8 +94,8 @@ class SkyMethods:
         """
         from slitcombine.io.calib import FETCHED_KINDS
 
-        reason = corr.missing_table_reason(names, dirs)
-        absent = kind in FETCHED_KINDS and not corr.calibration_kind_available(kind, dirs)
+        reason = tables.missing_table_reason(names, dirs)
+        absent = kind in FETCHED_KINDS and not tables.calibration_kind_available(kind, dirs)
         self._step(step, "SKIPPED", reason=reason, looked_for=names, missing_table=absent)
         log.info("%s: %s: %s", self.name, log_text, reason)
         if absent:
@@ -119,7 +125,7 @@ class SkyMethods:
                 "$%s at a folder of tables",
                 self.name,
                 "; ".join(missing),
-                corr.CALIB_DIR_ENV,
+                tables.CALIB_DIR_ENV,
                 extra={"missing_tables": missing},
             )
 
@@ -136,7 +142,8 @@ class SkyMethods:
         absolute_threshold=0.2,
         make_plot=False,
         grating_limits=None,
-        **kwargs,
+        *,
+        use_global_sky=True,
     ):
         """Fit a sky spectrum to the off-source pixels of all exposures.
 
@@ -173,9 +180,8 @@ class SkyMethods:
         grating_limits : dict or None
             ``{grating: [wmin, wmax, dlam]}`` (um); default
             :data:`slitcombine.core.sky.DEFAULT_GRATING_LIMITS`.
-        **kwargs
-            ``use_global_sky`` (bool, default True): modulate the global sky if present.
-            Others are ignored (logged).
+        use_global_sky : bool
+            Modulate the global sky (:attr:`sky_arrays`) when there is one.
 
         Returns
         -------
@@ -192,17 +198,7 @@ class SkyMethods:
         ``meta['steps']['estimate_sky']`` with the reason, :attr:`sky_data` is left as it
         was and a warning is logged (no exception, so the constructor carries on).
         """
-        use_global = bool(kwargs.pop("use_global_sky", True))
-        if kwargs:
-            log.info("%s: estimate_sky ignores %s", self.name, sorted(kwargs))
         mask_yslit = [[-4.5, 4.5]] if mask_yslit is None else mask_yslit
-        var_percentiles = [-5, -5] if var_percentiles is None else var_percentiles
-        limits_all = {
-            str(k).lower(): v for k, v in (grating_limits or skymod.DEFAULT_GRATING_LIMITS).items()
-        }
-        limits = limits_all.get(self.grating.lower())
-        wave_limits = None if limits is None else (float(limits[0]), float(limits[1]))
-
         cand, counts = skymod.sky_candidates(
             self.mask,
             self.yslit,
@@ -211,17 +207,12 @@ class SkyMethods:
             self.var,
             mask_yslit=[tuple(r) for r in mask_yslit],
             min_bar=min_bar,
-            var_percentiles=var_percentiles,
-            wave_limits=wave_limits,
+            var_percentiles=[-5, -5] if var_percentiles is None else var_percentiles,
+            wave_limits=skymod.grating_wave_limits(self.grating, grating_limits),
         )
-        template = None
-        df_used = int(df)
-        if use_global and self.sky_arrays is not None:
-            sw, sf = self.sky_arrays
-
-            def template(w):
-                return np.interp(w, sw, sf)
-
+        template, df_used = None, int(df)
+        if use_global_sky and self.sky_arrays is not None:
+            template = skymod.tabulated_sky(*self.sky_arrays)
             if df_used > 0:
                 df_used = int(self.meta.get("global_sky_df", 7))
         try:
@@ -242,19 +233,32 @@ class SkyMethods:
             self._step("estimate_sky", "FAILED", reason=str(exc), pixels=counts)
             log.warning("%s: estimate_sky failed, no sky model: %s", self.name, exc)
             return None
-
         sky2d, _ = fit["evaluate"](self.wave, with_err=False)
-        sky_wave = coord.wave
-        sky_model, sky_err = fit["evaluate"](sky_wave)
         n_out = 0
         if outlier_threshold is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                z = (self.sci - sky2d) / np.sqrt(self.var)
-            out = cand & (np.abs(z) > outlier_threshold)
+            out = skymod.sky_outliers(self.sci, self.var, sky2d, cand, outlier_threshold)
             n_out = self._reject_pixels(out, Reject.SKY)
+        self._store_sky_fit(fit, sky2d, coord.wave, bool(use), n_out, counts)
+        if make_plot:
+            d = self.sky_data
+            return skymod.plot_sky(
+                self.wave,
+                self.sci,
+                sky2d,
+                fit["used"],
+                d["sky_wave"],
+                d["sky_model"],
+                title=self.name,
+            )
+        return None
+
+    def _store_sky_fit(self, fit, sky2d, sky_wave, use, n_out, counts):
+        """Store a sky fit of :func:`slitcombine.core.sky.fit_sky` as :attr:`sky_data`."""
+        sky_model, sky_err = fit["evaluate"](sky_wave)
+        template = fit["template"]
         self.sky_data = {
             "sky2d": sky2d,
-            "use": bool(use),
+            "use": use,
             "sky_wave": sky_wave,
             "sky_model": sky_model,
             "sky_err": sky_err,
@@ -263,14 +267,14 @@ class SkyMethods:
             "df": fit["df"],
             "npix": fit["npix"],
             "mask": fit["used"],
-            "template": template is not None,
+            "template": template,
             "source": "estimate_sky",
         }
         self._step(
             "estimate_sky",
             "COMPLETE",
             df=fit["df"],
-            template=template is not None,
+            template=template,
             npix=fit["npix"],
             n_candidates=fit["n_candidates"],
             n_high_clipped=fit["n_high_clipped"],
@@ -280,7 +284,7 @@ class SkyMethods:
             k_high=None if fit["k_high"] is None else round(fit["k_high"], 2),
             k_abs=None if fit["k_abs"] is None else round(fit["k_abs"], 2),
             outliers_rejected=n_out,
-            use=bool(use),
+            use=use,
             pixels=counts,
         )
         log.info(
@@ -290,11 +294,6 @@ class SkyMethods:
             fit["npix"],
             n_out,
         )
-        if make_plot:
-            return skymod.plot_sky(
-                self.wave, self.sci, sky2d, fit["used"], sky_wave, sky_model, title=self.name
-            )
-        return None
 
     # ------------------------------------------------------------------ global sky
     def get_global_sky(self, sky_file=None):
@@ -325,9 +324,9 @@ class SkyMethods:
         """
         if sky_file is None or str(sky_file) == "read":
             visit = str(self.info["visit"][0])
-            names = corr.calibration_table_names("global_sky", visit=visit)
-            dirs = corr.calibration_dirs()
-            path = corr.find_calibration_table("global_sky", dirs, visit=visit)
+            names = tables.calibration_table_names("global_sky", visit=visit)
+            dirs = tables.calibration_dirs()
+            path = tables.find_calibration_table("global_sky", dirs, visit=visit)
             if path is None:
                 self.meta["sky_file"] = "N/A"
                 self._skip_for_table("global_sky", "global_sky", names, dirs, "no global sky")
@@ -343,7 +342,7 @@ class SkyMethods:
             path = Path(sky_file)
             if not path.is_file():
                 raise CalibrationFileError(f"{path}: sky table not found")
-        wave, flux = skymod.read_sky_table(
+        wave, flux = readers.read_sky_table(
             path, grating=self.grating, wave_range=self._wave_range()
         )
         self.sky_arrays = (wave, flux)
@@ -365,20 +364,22 @@ class SkyMethods:
         mask_yslit=None,
         resid_limits=None,
         apply_to_background=True,
-        **kwargs,
+        *,
+        systematic=bkgmod.BACKGROUND_SYSTEMATIC,
     ):
         """Use per-exposure background spectra (``{file_root}_gbkg.fits``) as the sky.
 
         ``{file_root}`` is the exposure file name up to the detector
-        (:func:`slitcombine.core.sky.background_file_root`); the format is that of
-        :func:`slitcombine.core.sky.read_background_spectrum`.  Every exposure needs one;
-        otherwise nothing changes (``SKIPPED`` with the missing files in ``meta``).  The
-        file found is the file read (no separate existence check).
+        (:func:`slitcombine.io.tables.background_file_root`); the format is that of
+        :func:`slitcombine.io.table_readers.read_background_spectrum`.  Every exposure
+        needs one; otherwise nothing changes (``SKIPPED`` with the missing files in
+        ``meta``).  The file found is the file read (no separate existence check).
 
         ``sky2d_j = p50(lambda) * PIXAR_SR_j / REFPAREA`` and
-        ``var_sky_j = (perr * PIXAR_SR_j / REFPAREA)^2 + (systematic * sky2d_j)^2``;
-        optionally rescaled by a smooth ``s(lambda)`` fitted to the off-source pixels
-        (:func:`slitcombine.core.sky.fit_background_scaling`).
+        ``var_sky_j = (perr * PIXAR_SR_j / REFPAREA)^2 + (systematic * sky2d_j)^2``
+        (:func:`slitcombine.core.background.background_sky`); optionally rescaled by a
+        smooth ``s(lambda)`` fitted to the off-source pixels
+        (:func:`slitcombine.core.background.rescale_background`).
 
         Parameters
         ----------
@@ -401,94 +402,70 @@ class SkyMethods:
             Residual range (sigma) of the pixels used; default ``[-3, 5]``.
         apply_to_background : bool
             Rescale the background (True) or divide the data and variances (False).
-        **kwargs
-            ``systematic`` (default 0.03): fractional systematic error of the spectra.
+        systematic : float
+            Fractional systematic error of the spectra.
 
         Returns
         -------
         bool
             True when background spectra were applied.
         """
-        systematic = float(kwargs.pop("systematic", skymod.BACKGROUND_SYSTEMATIC))
-        if kwargs:
-            log.info("%s: set_background_spectra ignores %s", self.name, sorted(kwargs))
-        mask_yslit = [[-4, 4]] if mask_yslit is None else mask_yslit
-        resid_limits = [-3, 5] if resid_limits is None else resid_limits
         if skip_h_gratings and self.grating.endswith("H"):
-            self._step("background_spectra", "SKIPPED", reason=f"H grating {self.grating}")
+            self._step("set_background_spectra", "SKIPPED", reason=f"H grating {self.grating}")
             return False
-        calib = corr.calibration_dirs() if not path else []
-        found, missing = [], []
-        for f in self.files:
-            name = f"{skymod.background_file_root(f)}_gbkg.fits"
-            dirs = [Path(path)] if path else [Path(f).parent, *calib]
-            hit = next((Path(d) / name for d in dirs if (Path(d) / name).is_file()), None)
-            (found if hit is not None else missing).append(hit if hit is not None else name)
+        found, missing = tables.find_background_spectra(self.files, path)
         if missing:
             self._step(
-                "background_spectra",
+                "set_background_spectra",
                 "SKIPPED",
                 reason="no background spectrum for every exposure",
                 missing=[str(m) for m in missing],
             )
             log.info("%s: no background spectra (%d missing)", self.name, len(missing))
             return False
-
-        sky2d = np.full(self.sci.shape, np.nan)
-        var_sky = np.zeros(self.sci.shape)
         wr = self._wave_range()
-        for j, p in enumerate(found):
-            spec = skymod.read_background_spectrum(p, grating=self.grating, wave_range=wr)
-            pixar = float(self.slits[j].meta["photometry"]["pixelarea_steradians"])
-            area = pixar / spec["refparea"]
-            w = self.wave[j]
-            sky2d[j] = np.interp(w, spec["wave"], spec["p50"], left=np.nan, right=np.nan) * area
-            err = np.interp(w, spec["wave"], spec["perr"], left=np.nan, right=np.nan) * area
-            var_sky[j] = err**2 + (systematic * sky2d[j]) ** 2
-        select = (
-            self.mask
-            & skymod._outside_ranges(self.yslit, [tuple(r) for r in mask_yslit])
-            & np.isfinite(sky2d)
+        spectra = [readers.read_background_spectrum(p, self.grating, wr) for p in found]
+        pixar = [s.meta["photometry"]["pixelarea_steradians"] for s in self.slits]
+        sky2d, var_sky = bkgmod.background_sky(self.wave, spectra, pixar, systematic=systematic)
+        sky2d, var_sky, scale, info = bkgmod.rescale_background(
+            self.sci,
+            self.var,
+            self.mask,
+            self.yslit,
+            self.wave,
+            sky2d,
+            var_sky,
+            coordinate=self._wave_coordinate(),
+            df=df,
+            by_wavelength=by_wavelength,
+            wsteps=wsteps,
+            poly=poly,
+            mask_yslit=[[-4, 4]] if mask_yslit is None else mask_yslit,
+            resid_limits=[-3, 5] if resid_limits is None else resid_limits,
+            apply_to_background=apply_to_background,
         )
-        coord = self._wave_coordinate()
-        try:
-            scale, info = skymod.fit_background_scaling(
-                self.sci,
-                self.var + var_sky,
-                sky2d,
-                self.wave,
-                select,
-                df=int(df),
-                coordinate=coord,
-                by_wavelength=by_wavelength,
-                wsteps=wsteps,
-                poly=poly,
-                resid_limits=tuple(resid_limits),
+        if "failed" in info:
+            log.warning(
+                "%s: background rescaling failed (%s); using it unscaled", self.name, info["failed"]
             )
-        except FitError as exc:
-            log.warning("%s: background rescaling failed (%s); using it unscaled", self.name, exc)
-            scale = np.where(np.isfinite(self.wave), 1.0, np.nan)
-            info = {"df": int(df), "npix": 0, "failed": str(exc)}
-        if apply_to_background:
-            sky2d = sky2d * scale
-            var_sky = var_sky * scale**2
-        else:
+        if not apply_to_background:
             with np.errstate(divide="ignore", invalid="ignore"):
                 self._apply_factor(1.0 / scale)
-        self.var_sky = np.where(np.isfinite(var_sky), var_sky, 0.0)
+        self.var_sky = var_sky
         self.var = self.var_rnoise + self.var_poisson + self.var_sky
         nbad = self._reject_pixels(self.mask & ~np.isfinite(sky2d), Reject.NONFINITE)
+        files = [str(p) for p in found]
         self.sky_data = {
             "sky2d": sky2d,
             "use": True,
             "source": "background spectra",
-            "files": [str(p) for p in found],
+            "files": files,
             "scale": info,
         }
         self._step(
-            "background_spectra",
+            "set_background_spectra",
             "COMPLETE",
-            files=[str(p) for p in found],
+            files=files,
             rescaling=info,
             apply_to_background=bool(apply_to_background),
             rejected_outside=nbad,
@@ -497,24 +474,34 @@ class SkyMethods:
         return True
 
     # ------------------------------------------------------------------ bar shadow
-    def apply_spline_bar_correction(self, coeffs_file=None, mode=None, mask_yslit=None, **kwargs):
+    def apply_spline_bar_correction(
+        self,
+        coeffs_file=None,
+        mode=None,
+        mask_yslit=None,
+        *,
+        max_bar_error=0.02,
+        max_chi2=3.0,
+        **fit_options,
+    ):
         """Replace the pipeline bar-shadow correction by a smooth model (``undo_barshadow=2``).
 
         The model is, in order of precedence:
 
         1. ``coeffs_file``: a table in msaexp's format (path);
         2. with ``coeffs_file=None``, ``{grating}_{n}_bar_coeffs[_wave].yaml`` from the
-           calibration directories (:func:`slitcombine.core.corrections.bar_coeffs_filename`:
+           calibration directories (:func:`slitcombine.io.tables.bar_coeffs_filename`:
            slitlets of more than 3 shutters use the 3-shutter table, wrapped);
         3. otherwise (or ``coeffs_file=False``) the group's **own model**, fitted to its
-           own sky pixels (:func:`slitcombine.core.corrections.fit_bar_shadow`): a tensor
+           own sky pixels (:func:`slitcombine.core.barfit.fit_bar_shadow`): a tensor
            B-spline in the shutter coordinate (:attr:`_yshutter_grid`) and wavelength,
            normalised to the pipeline correction where that is ~1.  Where the shutter
            coordinate has no sky pixels (not covered) the pipeline value is kept.
            If the model's own median posterior error exceeds ``max_bar_error`` (faint
            sky, e.g. high-resolution gratings, or a short cutout) or its reduced chi2
            exceeds ``max_chi2`` (source light it could not exclude), the pipeline
-           correction is kept (``FALLBACK`` in ``meta['steps']['barshadow']``).
+           correction is kept (``FALLBACK`` in ``meta['steps']['barshadow']``); the
+           policy is :func:`slitcombine.core.barpolicy.own_bar_shadow`.
 
         Then ``sci`` and the variances are rescaled by ``bar_pipeline / bar_new``,
         ``orig_bar`` keeps the pipeline array, :attr:`bar` becomes the model, pixels with
@@ -538,28 +525,31 @@ class SkyMethods:
         mask_yslit : list of (float, float) or None
             Source region (``yslit`` ranges, pixels) excluded from the own fit.  None
             (default): pixels within ``n`` source widths of the trace
-            (:func:`slitcombine.core.corrections.source_exclusion`: width = PSF sigma of
+            (:func:`slitcombine.core.barpolicy.source_exclusion`: width = PSF sigma of
             :func:`slitcombine.core.profile.psf_sigma` and the measured intrinsic size in
             quadrature; ``n >= 4`` grows with the measured peak brightness of the source,
             ~4 for a faint one), widened by the fit where its residuals still show
             source light (non-Gaussian wings), up to ``max_distance`` (16) widths.
-        **kwargs
-            ``max_bar_error`` (default 0.02), ``max_chi2`` (default 3), and options of
-            :func:`slitcombine.core.corrections.fit_bar_shadow` (``ystep``, ``df_wave``,
-            ``df_sky``, ``clip``, ``min_distance``, ``leak_threshold`` ...).
+        max_bar_error : float
+            Largest median posterior relative error of the own model.
+        max_chi2 : float
+            Largest reduced chi2 of the own model.
+        **fit_options
+            Options of :func:`slitcombine.core.barfit.fit_bar_shadow` (``ystep``,
+            ``df_wave``, ``df_sky``, ``clip``, ``min_distance``, ``leak_threshold`` ...:
+            :func:`slitcombine.core.barpolicy.fit_options`); another name raises
+            :class:`TypeError`, whichever model is used.
 
         Returns
         -------
         numpy.ndarray or None
             The new bar-shadow throughput ``(N, npix)``, or None if nothing was applied.
         """
-        max_bar_error = float(kwargs.pop("max_bar_error", 0.02))
-        max_chi2 = float(kwargs.pop("max_chi2", 3.0))
+        barpolicy.check_fit_options(fit_options)
         mode = mode or self.meta.get("bar_corr_mode", "wave")
         mode = "slit" if mode == "flat" else mode
         n_shut = int(self.meta["num_shutters"])
         bar_pipe = self.bar.copy()
-        has_bar = all(s.barshadow is not None for s in self.slits)
         self.meta["own_barshadow"] = False
         self.meta["wrapped_barshadow"] = False
         if self.IS_FIXED_SLIT:
@@ -568,98 +558,81 @@ class SkyMethods:
             self._step("barshadow", "SKIPPED", reason="fixed slit: no bar shadow")
             return None
         ys = np.broadcast_to(self._yshutter_grid, self.sci.shape)
-        source = None
         if coeffs_file is None:
-            name, wrap = corr.bar_coeffs_filename(self.grating, n_shut, mode)
-            path = corr.find_calibration_file(name)
+            name, wrap = tables.bar_coeffs_filename(self.grating, n_shut, mode)
+            path = tables.find_calibration_file(name)
         elif coeffs_file is False:
             path, wrap = None, None
         else:
             path = Path(coeffs_file)
-            wrap = corr.bar_coeffs_filename(self.grating, n_shut, mode)[1]
+            wrap = tables.bar_coeffs_filename(self.grating, n_shut, mode)[1]
         if path is not None:
-            table = corr.read_bar_coeffs(path, grating=self.grating)
-            bar_new = corr.evaluate_bar_coeffs(table, ys, self.wave, wrap=wrap)
+            table = readers.read_bar_coeffs(path, grating=self.grating)
+            bar_new = evaluate_bar_coeffs(table, ys, self.wave, wrap=wrap)
             source = f"table {path}"
             details = {"file": str(path), "wrap": wrap, "num_shutters": n_shut}
             self.bar_model = table
         else:
-            excl = {}
-            if mask_yslit is None:
-                # Distance to the trace in source widths (PSF and intrinsic size; the
-                # PSF is narrow in the blue, where the sky is faint and every pixel near
-                # a bar counts), excluded out to where a Gaussian source of the measured
-                # brightness is below 1e-3 of the sky; the fit widens the exclusion past
-                # any source light left in its residuals (non-Gaussian wings).
-                sh3 = (self.N, *self.sh)
-                with np.errstate(invalid="ignore"):
-                    dist, n_widths, excl = corr.source_exclusion(
-                        self.sci.reshape(sh3),
-                        self.yslit.reshape(sh3),
-                        self.mask.reshape(sh3),
-                        psf_sigma(self.wave).reshape(sh3),
-                        wave=self.wave.reshape(sh3),
-                    )
-                kwargs.setdefault("min_distance", n_widths)
-                sky, dist = self.mask, dist.ravel()
-            else:
-                ranges = [tuple(r) for r in mask_yslit]
-                sky, dist = self.mask & skymod._outside_ranges(self.yslit, ranges), None
-            raw = self.sci * bar_pipe
-            try:
-                model = corr.fit_bar_shadow(
-                    raw.ravel(),
-                    (self.var_rnoise * bar_pipe**2).ravel(),
-                    ys.ravel(),
-                    self.wave.ravel(),
-                    sky.ravel(),
-                    self._wave_coordinate(),
-                    pipeline_bar=bar_pipe.ravel() if has_bar else None,
-                    var_poisson=(self.var_poisson * bar_pipe**2).ravel(),
-                    source_distance=dist,
-                    mode=mode,
-                    **{"period": self._shutter_period(), **kwargs},
-                )
-            except FitError as exc:
-                self.meta["undo_barshadow"] = False
-                self.meta["bar_correction"] = f"pipeline (fallback: {exc})"
-                self._step("barshadow", "FALLBACK", reason=str(exc), kept="pipeline correction")
-                log.warning(
-                    "%s: own bar-shadow model failed (%s); keeping the pipeline's", self.name, exc
-                )
+            own = self._own_bar_shadow(
+                bar_pipe, ys, mode, mask_yslit, fit_options, max_bar_error, max_chi2
+            )
+            if own.bar is None:
+                self._keep_pipeline_bar(own)
                 return None
-            reason, level = None, logging.WARNING
-            if model.info["bar_error"] > max_bar_error:
-                # the usual outcome for a faint sky (gratings): not worth a warning
-                level = logging.INFO
-                reason = (
-                    f"own model too uncertain (median error {model.info['bar_error']:.3f} > "
-                    f"max_bar_error {max_bar_error}: faint sky or few columns)"
-                )
-            elif model.info["reduced_chi2"] > max_chi2:
-                reason = (
-                    "own model does not describe the sky pixels (reduced chi2 "
-                    f"{model.info['reduced_chi2']:.2f} > max_chi2 {max_chi2}: source light "
-                    "or a structured background)"
-                )
-            if reason is not None:
-                self.meta["undo_barshadow"] = False
-                self.meta["bar_correction"] = f"pipeline (fallback: {reason})"
-                self._step(
-                    "barshadow", "FALLBACK", reason=reason, kept="pipeline correction", **model.info
-                )
-                log.log(level, "%s: %s; keeping the pipeline bar shadow", self.name, reason)
-                return None
-            bar_new = model(ys, self.wave)
-            uncovered = np.isfinite(bar_new) & ~model.is_covered(ys)
-            bar_new = np.where(uncovered, bar_pipe, bar_new)
-            source = f"own model ({mode})"
-            details = {
-                **model.info,
-                **{f"source_{k}": v for k, v in excl.items()},
-                "uncovered_pixels_pipeline_kept": int(uncovered.sum()),
-            }
-            self.bar_model = model
+            bar_new, source, details = own.bar, f"own model ({mode})", own.details
+            self.bar_model = own.model
+        self._replace_bar(bar_pipe, bar_new, source, details)
+        # msaexp's bookkeeping: the table wrapped into the central shutter (> 3 shutters)
+        self.meta["wrapped_barshadow"] = path is not None and wrap is True
+        return bar_new
+
+    def _own_bar_shadow(self, bar_pipe, ys, mode, mask_yslit, options, max_bar_error, max_chi2):
+        """The group's own bar-shadow model, or why the pipeline's is kept (core/barpolicy)."""
+        has_bar = all(s.barshadow is not None for s in self.slits)
+        options = dict(options)
+        period = options.pop("period", self._shutter_period())  # a given period wins
+        try:
+            coordinate = self._wave_coordinate()
+        except FitError as exc:  # no exposure has a trace with wavelengths
+            return barpolicy.OwnBarShadow.failure(exc)
+        return barpolicy.own_bar_shadow(
+            self.sci,
+            self.var_rnoise,
+            self.var_poisson,
+            bar_pipe,
+            ys,
+            self.wave,
+            self.mask,
+            self.yslit,
+            coordinate,
+            cube_shape=(self.N, *self.sh),
+            has_pipeline_bar=has_bar,
+            mode=mode,
+            period=period,
+            mask_yslit=mask_yslit,
+            max_bar_error=max_bar_error,
+            max_chi2=max_chi2,
+            **options,
+        )
+
+    def _keep_pipeline_bar(self, own):
+        """Record that the pipeline bar-shadow correction is kept (``FALLBACK``)."""
+        self.meta["undo_barshadow"] = False
+        self.meta["bar_correction"] = f"pipeline (fallback: {own.reason})"
+        self._step(
+            "barshadow", "FALLBACK", reason=own.reason, kept="pipeline correction", **own.details
+        )
+        if own.failed:
+            log.warning(
+                "%s: own bar-shadow model failed (%s); keeping the pipeline's",
+                self.name,
+                own.reason,
+            )
+        else:
+            log.log(own.level, "%s: %s; keeping the pipeline bar shadow", self.name, own.reason)
+
+    def _replace_bar(self, bar_pipe, bar_new, source, details):
+        """Rescale the data by ``bar_pipe / bar_new``, store the new bar and record the step."""
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = bar_pipe / bar_new
         self.orig_bar = bar_pipe
@@ -672,10 +645,8 @@ class SkyMethods:
                 n_low = self._reject_pixels(bar_new < min_bar, Reject.LOW_BAR)
         self.meta["undo_barshadow"] = False
         self.meta["bar_correction"] = source
-        # msaexp's bookkeeping: a model of ours (table or own fit) replaced the
-        # pipeline's; the table wrapped into the central shutter (> 3 shutters)
+        # msaexp's bookkeeping: a model of ours (table or own fit) replaced the pipeline's
         self.meta["own_barshadow"] = True
-        self.meta["wrapped_barshadow"] = path is not None and wrap is True
         self._step(
             "barshadow",
             "COMPLETE",
@@ -685,7 +656,6 @@ class SkyMethods:
             **details,
         )
         log.info("%s: bar shadow replaced by %s", self.name, source)
-        return bar_new
 
     # ------------------------------------------------------------------ shutter offset
     def fit_shutter_offset(
@@ -695,8 +665,8 @@ class SkyMethods:
         make_plot=False,
         max_sn=50,
         prior=(0, 0.05),
+        *,
         mask_yslit=None,
-        **kwargs,
     ):
         """Fit an offset of the shutter coordinate against a bar-shadow *table*.
 
@@ -708,13 +678,15 @@ class SkyMethods:
             chi2(dy) = sum ((sci * bar - sky2d * bar_dy) / sigma)^2
                        + ((dy - prior[0]) / prior[1])^2
 
-        with ``dy`` in pixels and ``sigma^2 = var_rnoise + var_poisson`` (bar shadow in).
-        The shutter count is clamped as in :func:`slitcombine.core.corrections.bar_coeffs_filename`
+        with ``dy`` in pixels and ``sigma^2 = var_rnoise + var_poisson`` (bar shadow in)
+        (:mod:`slitcombine.core.shutteroffset`).
+        The shutter count is clamped as in :func:`slitcombine.io.tables.bar_coeffs_filename`
         (msaexp's bug 13).  With the group's *own* model the offset is degenerate (the
         model was fitted in the data's own frame) and with the pipeline correction there
         is no model to shift: the step is ``SKIPPED``.  Also skipped without a sky model
         or when the 95th percentile of the trace S/N exceeds ``max_sn`` (a bright source
-        fills the sky pixels).
+        fills the sky pixels).  (Longer than most adapters: four preconditions, the
+        update of the bar correction and the figure.)
 
         Parameters
         ----------
@@ -732,78 +704,66 @@ class SkyMethods:
             Gaussian prior (mean, sigma) on ``dy``, pixels.
         mask_yslit : list of (float, float) or None
             Source region excluded, pixels from the trace; default ``[[-4.5, 4.5]]``.
-        **kwargs
-            Ignored (logged).
 
         Returns
         -------
         float or matplotlib.figure.Figure or None
             The offset (pixels), the figure with ``make_plot``, or None when skipped.
         """
-        from scipy.optimize import minimize
+        from slitcombine.core import shutteroffset
 
-        if kwargs:
-            log.info("%s: fit_shutter_offset ignores %s", self.name, sorted(kwargs))
-        minimizer_kwargs = (
-            {"method": "bfgs", "tol": 1e-5} if minimizer_kwargs is None else minimizer_kwargs
-        )
         mask_yslit = [[-4.5, 4.5]] if mask_yslit is None else mask_yslit
         table = getattr(self, "bar_model", None)
-        if not isinstance(table, corr.BarCoefficients):
+        if not isinstance(table, BarCoefficients):
             what = "own model" if table is not None else "pipeline correction"
             self._step(
-                "shutter_offset",
+                "fit_shutter_offset",
                 "SKIPPED",
                 reason=f"bar shadow is the {what}: no table to align",
             )
             return None
         if self.sky_data is None or "mask" not in self.sky_data:
-            self._step("shutter_offset", "SKIPPED", reason="needs estimate_sky first")
+            self._step("fit_shutter_offset", "SKIPPED", reason="needs estimate_sky first")
             return None
-        if hasattr(self, "get_trace_sn") and max_sn is not None:
+        if max_sn is not None:
             sn = np.asarray(self.get_trace_sn().get("sn", []), float)
             sn = sn[np.isfinite(sn)]
             if sn.size and np.percentile(sn, 95) > max_sn:
-                self._step("shutter_offset", "SKIPPED", reason=f"trace S/N > {max_sn}")
+                self._step("fit_shutter_offset", "SKIPPED", reason=f"trace S/N > {max_sn}")
                 return None
         ys = np.broadcast_to(self._yshutter_grid, self.sci.shape)
-        # Off-source pixels at every throughput: the bar edges constrain the offset.
-        off = skymod._outside_ranges(self.yslit, [tuple(r) for r in mask_yslit])
-        with np.errstate(invalid="ignore"):
-            use = off & self.mask & (np.abs(ys) < 1.4) & np.isfinite(self.sky_data["sky2d"])
-        if use.sum() < 50:
-            self._step("shutter_offset", "SKIPPED", reason="fewer than 50 sky pixels")
+        sky2d = self.sky_data["sky2d"]
+        use = shutteroffset.shutter_offset_pixels(ys, self.yslit, self.mask, sky2d, mask_yslit)
+        if use.sum() < shutteroffset.MIN_SKY_PIXELS:
+            reason = f"fewer than {shutteroffset.MIN_SKY_PIXELS} sky pixels"
+            self._step("fit_shutter_offset", "SKIPPED", reason=reason)
             return None
-        wrap = corr.bar_coeffs_filename(self.grating, int(self.meta["num_shutters"]))[1]
-        bar_cur = self.bar[use]
-        data = self.sci[use] * bar_cur
-        sky = self.sky_data["sky2d"][use]
-        sig2 = (self.var_rnoise[use] + self.var_poisson[use]) * bar_cur**2
-        y_u, w_u = ys[use], self.wave[use]
-        mu, sd = float(prior[0]), float(prior[1])
-
-        def chi2(x):
-            dy = float(np.atleast_1d(x)[0]) * sd
-            b = corr.evaluate_bar_coeffs(table, y_u + dy / 5.0, w_u, wrap=wrap)
-            r = (data - sky * b) ** 2 / sig2
-            return float(np.sum(r[np.isfinite(r)]) + ((dy - mu) / sd) ** 2)
-
-        chi0 = chi2(0.0)
-        res = minimize(chi2, x0=[mu / sd], **minimizer_kwargs)
-        dy = float(res.x[0]) * sd
+        wrap = tables.bar_coeffs_filename(self.grating, int(self.meta["num_shutters"]))[1]
+        chi2 = shutteroffset.ShutterOffsetChi2(
+            lambda y, w: evaluate_bar_coeffs(table, y, w, wrap=wrap),
+            ys[use],
+            self.wave[use],
+            self.sci[use],
+            self.bar[use],
+            sky2d[use],
+            self.var_rnoise[use] + self.var_poisson[use],
+            prior=prior,
+        )
+        res = shutteroffset.fit_shutter_offset(chi2, minimizer_kwargs)
+        dy = res.offset
         info = {
             "offset_pix": round(dy, 5),
-            "chi2_start": round(chi0, 2),
-            "chi2_fit": round(float(res.fun), 2),
-            "npix": int(use.sum()),
-            "converged": bool(res.success),
+            "chi2_start": round(res.chi2_start, 2),
+            "chi2_fit": round(res.chi2_fit, 2),
+            "npix": res.npix,
+            "converged": res.converged,
             "updated": bool(update),
         }
         if update:
             self.meta["shutter_offset"] = float(self.meta["shutter_offset"]) + dy
             self.__dict__.pop("_yshutter_grid", None)  # cached_property: recompute
             ys_new = np.broadcast_to(self._yshutter_grid, self.sci.shape)
-            bar_new = corr.evaluate_bar_coeffs(table, ys_new, self.wave, wrap=wrap)
+            bar_new = evaluate_bar_coeffs(table, ys_new, self.wave, wrap=wrap)
             with np.errstate(divide="ignore", invalid="ignore"):
                 info["rejected"] = self._apply_factor(self.bar / bar_new)
             self.bar = bar_new
@@ -811,14 +771,21 @@ class SkyMethods:
                 info["rejected_low_bar"] = self._reject_pixels(
                     bar_new < self.meta.get("min_bar", 0.0), Reject.LOW_BAR
                 )
-        self._step("shutter_offset", "COMPLETE", **info)
-        log.info("%s: shutter offset %.3f px (chi2 %.1f -> %.1f)", self.name, dy, chi0, res.fun)
+        self._step("fit_shutter_offset", "COMPLETE", **info)
+        log.info(
+            "%s: shutter offset %.3f px (chi2 %.1f -> %.1f)",
+            self.name,
+            dy,
+            res.chi2_start,
+            res.chi2_fit,
+        )
         if make_plot:
             import matplotlib.pyplot as plt
 
+            sd = chi2.sd
             grid = np.linspace(dy - 5 * sd, dy + 5 * sd, 41)
             fig, ax = plt.subplots(figsize=(5, 3))
-            ax.plot(grid, [chi2(g / sd) for g in grid])
+            ax.plot(grid, [chi2.scaled(g / sd) for g in grid])
             ax.axvline(dy, color="tab:red")
             ax.set_xlabel("shutter offset (pixels)")
             ax.set_ylabel("chi2")
@@ -839,7 +806,7 @@ class SkyMethods:
     def apply_normalization_correction(self):
         """Apply the slit renormalisation ``{grating}_slit_renormalize.yaml``.
 
-        The table (msaexp's format, :func:`slitcombine.core.corrections.read_renormalization`)
+        The table (msaexp's format, :func:`slitcombine.io.table_readers.read_renormalization`)
         is looked up in the calibration directories; the correction of each exposure is
         evaluated at its slitlet's ``quadrant``, ``xcen``, ``ycen`` (ASDF slit attributes)
         and multiplies ``sci`` (variances by its square); pixels where it is undefined
@@ -855,21 +822,21 @@ class SkyMethods:
             self._step("normalization", "SKIPPED", reason="fixed slit (MSA correction)")
             return None
         grating = self.grating.lower()
-        dirs = corr.calibration_dirs()
-        path = corr.find_calibration_table("renormalization", dirs, grating=grating)
+        dirs = tables.calibration_dirs()
+        path = tables.find_calibration_table("renormalization", dirs, grating=grating)
         if path is None:
-            names = corr.calibration_table_names("renormalization", grating=grating)
+            names = tables.calibration_table_names("renormalization", grating=grating)
             self._skip_for_table(
                 "normalization", "renormalization", names, dirs, "no normalization correction"
             )
             return None
-        table = corr.read_renormalization(path, grating=self.grating)
+        table = readers.read_renormalization(path, grating=self.grating)
         factor = np.empty_like(self.sci)
         positions = []
         for j in range(self.N):
             q, x, y = self._slit_position(j, path)
             positions.append((int(q), float(x), float(y)))
-            factor[j] = corr.normalization_correction(table, self.wave[j], q, x, y)
+            factor[j] = fluxcal.normalization_correction(table, self.wave[j], q, x, y)
         n_bad = self._apply_factor(factor)
         self.normalization = factor
         ok = np.isfinite(factor) & self.mask
@@ -888,7 +855,7 @@ class SkyMethods:
         """Divide by the field-dependent s-flat ``sflat_{grating}_q{quadrant}.fits``.
 
         Looked up in the calibration directories (format:
-        :func:`slitcombine.core.corrections.read_sflat`), evaluated at each exposure's slitlet
+        :func:`slitcombine.io.table_readers.read_sflat`), evaluated at each exposure's slitlet
         position; undefined pixels are rejected.  Stored as :attr:`sflat`.  No table: a
         logged no-op, ``SKIPPED`` (the slit position is only read when a table exists).
 
@@ -900,27 +867,27 @@ class SkyMethods:
         if self.IS_FIXED_SLIT:
             self._step("sflat", "SKIPPED", reason="fixed slit (MSA correction)")
             return None
-        dirs = corr.calibration_dirs()
+        dirs = tables.calibration_dirs()
         grating = self.grating.lower()
-        if not corr.calibration_kind_available("sflat", dirs, grating=grating):
-            names = corr.calibration_table_names("sflat", grating=grating, quadrant="*")
-            self._step("sflat", "SKIPPED", reason=corr.missing_table_reason(names, dirs))
+        if not tables.calibration_kind_available("sflat", dirs, grating=grating):
+            names = tables.calibration_table_names("sflat", grating=grating, quadrant="*")
+            self._step("sflat", "SKIPPED", reason=tables.missing_table_reason(names, dirs))
             log.info("%s: no s-flat: %s", self.name, self.meta["steps"]["sflat"]["reason"])
             return None
         flat = np.empty_like(self.sci)
         used = []
         for j in range(self.N):
             q = self.slits[j].asdf_slit_attribute("quadrant")
-            path = corr.find_calibration_table("sflat", dirs, grating=grating, quadrant=q)
+            path = tables.find_calibration_table("sflat", dirs, grating=grating, quadrant=q)
             if path is None:
-                names = corr.calibration_table_names("sflat", grating=grating, quadrant=q)
-                reason = corr.missing_table_reason(names, dirs)
+                names = tables.calibration_table_names("sflat", grating=grating, quadrant=q)
+                reason = tables.missing_table_reason(names, dirs)
                 self._step("sflat", "SKIPPED", reason=reason, looked_for=names)
                 log.info("%s: no s-flat: %s", self.name, reason)
                 return None
-            table = corr.read_sflat(path, grating=self.grating)
+            table = readers.read_sflat(path, grating=self.grating)
             _, x, y = self._slit_position(j, path)
-            flat[j] = corr.sflat_correction(table, self.wave[j], x, y)
+            flat[j] = fluxcal.sflat_correction(table, self.wave[j], x, y)
             used.append(str(path))
         with np.errstate(divide="ignore", invalid="ignore"):
             n_bad = self._apply_factor(1.0 / flat)
@@ -929,15 +896,29 @@ class SkyMethods:
         log.info("%s: s-flat from %s", self.name, sorted(set(used)))
         return flat
 
-    def apply_extended_calibration(self, threshold=0.01, force=False, **kwargs):
+    def apply_extended_calibration(
+        self,
+        threshold=0.01,
+        force=False,
+        *,
+        sens_file=UNUSED,
+        prefix=UNUSED,
+        version=UNUSED,
+        file_template=UNUSED,
+        fixed_slit_correction=UNUSED,
+        quadrant_correction=UNUSED,
+        nrs2_scale_gratings=UNUSED,
+    ):
         """Extended-range flux calibration (``extended_calibration_kwargs``).
 
         Only when the pipeline used extended-range flats (``_ext`` in the ``R_FFLAT``,
         ``R_SFLAT`` or ``R_DFLAT`` keywords of every exposure) or ``force``: the data are
         divided by the relative sensitivity of ``sensitivity_{grating}_{filter}.fits``
-        from the calibration directories (:func:`slitcombine.core.corrections.read_sensitivity`)
-        and pixels where it is below ``threshold`` times its maximum are rejected.
-        Otherwise a logged no-op, ``SKIPPED``.
+        from the calibration directories
+        (:func:`slitcombine.io.table_readers.read_sensitivity`) and pixels where it is
+        below ``threshold`` times its maximum are rejected
+        (:func:`slitcombine.core.fluxcal.sensitivity_correction`).  Otherwise a logged
+        no-op, ``SKIPPED``.
 
         Parameters
         ----------
@@ -945,16 +926,31 @@ class SkyMethods:
             Minimum sensitivity relative to its maximum.
         force : bool
             Apply whatever the flat references.
-        **kwargs
-            Ignored (logged).
+        sens_file, prefix, version, file_template : optional
+            Options of msaexp's ``slit_extended_flux_calibration``, accepted for
+            compatibility and ignored (as the next three).
+        fixed_slit_correction, quadrant_correction, nrs2_scale_gratings : optional
+            Options of msaexp's ``slit_extended_flux_calibration``, accepted for
+            compatibility and ignored (recorded in ``meta['ignored_kwargs']``,
+            :func:`slitcombine.group.steps.ignore_seed_keywords`): the table is found by
+            name in the calibration directories, and its detector column is applied.
 
         Returns
         -------
         numpy.ndarray or None
             The sensitivity ``(N, npix)``, or None.
         """
-        if kwargs:
-            log.info("%s: apply_extended_calibration ignores %s", self.name, sorted(kwargs))
+        ignore_seed_keywords(
+            self,
+            "extended_calibration",
+            sens_file=sens_file,
+            prefix=prefix,
+            version=version,
+            file_template=file_template,
+            fixed_slit_correction=fixed_slit_correction,
+            quadrant_correction=quadrant_correction,
+            nrs2_scale_gratings=nrs2_scale_gratings,
+        )
         keys = ("R_FFLAT", "R_SFLAT", "R_DFLAT")
         ext = all(any("_ext" in str(s.primary_header.get(k, "")) for k in keys) for s in self.slits)
         if not (ext or force):
@@ -965,10 +961,10 @@ class SkyMethods:
             )
             return None
         fields = {"grating": self.grating, "filter": self.filter}
-        dirs = corr.calibration_dirs()
-        path = corr.find_calibration_table("sensitivity", dirs, **fields)
+        dirs = tables.calibration_dirs()
+        path = tables.find_calibration_table("sensitivity", dirs, **fields)
         if path is None:
-            names = corr.calibration_table_names("sensitivity", **fields)
+            names = tables.calibration_table_names("sensitivity", **fields)
             self._skip_for_table(
                 "extended_calibration",
                 "sensitivity",
@@ -978,10 +974,8 @@ class SkyMethods:
             )
             return None
         det = str(self.info["detector"][0])
-        wave, sens = corr.read_sensitivity(path, grating=self.grating, detector=det)
-        s2d = np.interp(self.wave, wave, sens, left=np.nan, right=np.nan)
-        with np.errstate(invalid="ignore"):
-            s2d[~(s2d >= threshold * np.max(sens))] = np.nan
+        wave, sens = readers.read_sensitivity(path, grating=self.grating, detector=det)
+        s2d = fluxcal.sensitivity_correction(self.wave, wave, sens, threshold)
         with np.errstate(divide="ignore", invalid="ignore"):
             n_bad = self._apply_factor(1.0 / s2d)
         self.sensitivity = s2d
@@ -994,7 +988,7 @@ class SkyMethods:
         """Reject pixels of a user bad-pixel map of the detector.
 
         Looks up ``badpix_{detector}.fits`` then ``msaexp_badpix_{detector}.yaml`` in the
-        calibration directories (:func:`slitcombine.core.corrections.read_bad_pixel_map`) and
+        calibration directories (:func:`slitcombine.io.table_readers.read_bad_pixel_map`) and
         rejects (``Reject.DQ``) the cutout pixels that are bad on the detector.  No map:
         a logged no-op, ``SKIPPED``.
 
@@ -1004,13 +998,13 @@ class SkyMethods:
             Pixels newly rejected.
         """
         det = str(self.info["detector"][0]).lower()
-        dirs = corr.calibration_dirs()
-        path = corr.find_calibration_table("bad_pixels", dirs, detector=det)
+        dirs = tables.calibration_dirs()
+        path = tables.find_calibration_table("bad_pixels", dirs, detector=det)
         if path is None:
-            names = corr.calibration_table_names("bad_pixels", detector=det)
+            names = tables.calibration_table_names("bad_pixels", detector=det)
             self._skip_for_table("extra_dq", "bad_pixels", names, dirs, "no extra bad pixels")
             return 0
-        bad_det = corr.read_bad_pixel_map(path)
+        bad_det = readers.read_bad_pixel_map(path)
         ny, nx = self.sh
         c = self.meta["common_slice"]
         rows = np.arange(ny) + c["ystart"] - 1  # SLTSTRT is 1-based

@@ -80,7 +80,7 @@ class StepPlan:
     table : pathlib.Path or None
         The table it reads.
     kind : str or None
-        Kind of table (:data:`slitcombine.core.corrections.CALIBRATION_TABLES`).
+        Kind of table (:data:`slitcombine.io.tables.CALIBRATION_TABLES`).
     looked_for : list of str
         Names looked for.
     note : str
@@ -142,18 +142,18 @@ def extended_flats(primary_headers):
 
 
 def _lookup(kind, dirs, fields):
-    from slitcombine.core import corrections as corr
+    from slitcombine.io import tables
 
-    names = corr.calibration_table_names(kind, **fields)
-    path = corr.find_calibration_table(kind, dirs, **fields)
+    names = tables.calibration_table_names(kind, **fields)
+    path = tables.find_calibration_table(kind, dirs, **fields)
     return path, names
 
 
 def _absent(kind, dirs):
     """No table of ``kind`` in any folder, and a fetch would provide one."""
-    from slitcombine.core import corrections as corr
+    from slitcombine.io import tables
 
-    return kind in FETCHED_KINDS and not corr.calibration_kind_available(kind, dirs)
+    return kind in FETCHED_KINDS and not tables.calibration_kind_available(kind, dirs)
 
 
 def _not_found(dirs, names=()):
@@ -181,9 +181,9 @@ def _table_row(step, option, kind, dirs, fields, on_found="yes"):
 
 def _count_row(step, option, kind, dirs, what, fields=None):
     """A row for an unknown field (any visit, either detector): how many tables exist."""
-    from slitcombine.core import corrections as corr
+    from slitcombine.io import tables
 
-    n = len(corr.list_calibration_tables(kind, dirs, **(fields or {})))
+    n = len(tables.list_calibration_tables(kind, dirs, **(fields or {})))
     if n:
         return StepPlan(step, option, "yes", None, kind, [], f"{n} {what} table(s) available")
     return StepPlan(
@@ -211,7 +211,7 @@ def default_plan(target, options=None, dirs=None):
         ``with_extra_dq``, ``lookup_prf``); missing ones take SlitGroup's defaults.
     dirs : list of path-like or None
         Calibration folders; None means
-        :func:`slitcombine.core.corrections.calibration_dirs`.
+        :func:`slitcombine.io.tables.calibration_dirs`.
 
     Returns
     -------
@@ -219,10 +219,10 @@ def default_plan(target, options=None, dirs=None):
         ``global_sky``, ``normalization``, ``barshadow``, ``extended_calibration``,
         ``sflat``, ``extra_dq``, ``lookup_prf``.
     """
-    from slitcombine.core import corrections as corr
+    from slitcombine.io import tables
 
     opts = {**_default_options(), **(options or {})}
-    dirs = corr.calibration_dirs() if dirs is None else [Path(d) for d in dirs]
+    dirs = tables.calibration_dirs() if dirs is None else [Path(d) for d in dirs]
     grating = (target.grating or "").lower() or None
     return [
         row(target, grating, opts, dirs)
@@ -283,7 +283,7 @@ def _normalization_row(target, grating, opts, dirs):
 
 def _barshadow_row(target, grating, opts, dirs):
     """The bar shadow (``undo_barshadow``, ``bar_corr_mode``)."""
-    from slitcombine.core import corrections as corr
+    from slitcombine.io import tables
 
     mode = opts["bar_corr_mode"]
     mode = "slit" if mode == "flat" else mode
@@ -292,8 +292,8 @@ def _barshadow_row(target, grating, opts, dirs):
     if target.fixed_slit:
         return StepPlan("barshadow", option, "no", note="fixed slit: no bar shadow")
     if undo == 2 and grating is not None:
-        name, wrap = corr.bar_coeffs_filename(grating, target.num_shutters or 0, mode)
-        path = corr.find_calibration_file(name, dirs)
+        name, wrap = tables.bar_coeffs_filename(grating, target.num_shutters or 0, mode)
+        path = tables.find_calibration_file(name, dirs)
         row = StepPlan("barshadow", option, "table", path, "bar_coeffs", [name])
         if path is None:
             # not skipped: the own model is slitcombine's choice without a table
@@ -359,10 +359,10 @@ def _extra_dq_row(target, grating, opts, dirs):
 
 def _prf_row(target, grating, opts, dirs):
     """The point response (``lookup_prf``): never skipped, says what is used."""
-    from slitcombine.core import corrections as corr
+    from slitcombine.io import tables
 
     prf = opts["lookup_prf"]
-    n_psf = len(corr.list_calibration_tables("psf_lookup", dirs))
+    n_psf = len(tables.list_calibration_tables("psf_lookup", dirs))
     note = "slitcombine's optics model (no table)" if prf is None else f"the given {prf!r}"
     if n_psf:
         note += f"; {n_psf} msaexp PSF lookup table(s) installed, used only if given as lookup_prf"
@@ -446,7 +446,7 @@ def plan_for_group(group, dirs=None):
     ----------
     group : slitcombine.SlitGroup
     dirs : list of path-like or None
-        Calibration folders (None: :func:`slitcombine.core.corrections.calibration_dirs`).
+        Calibration folders (None: :func:`slitcombine.io.tables.calibration_dirs`).
 
     Returns
     -------

@@ -9,7 +9,7 @@ ships them inside its package (``msaexp/data/``, MIT licence); slitcombine ships
 (``python -m pip download msaexp==VERSION --no-deps``: msaexp and its dependencies are
 never installed), unpacks only its calibration tables (:data:`TABLE_PATTERNS`) with
 their relative layout into the cache folder and writes a manifest (version, archive and
-the sha256 of each file).  :func:`slitcombine.core.corrections.calibration_dirs` searches the
+the sha256 of each file).  :func:`slitcombine.io.tables.calibration_dirs` searches the
 fetched folder after ``$SLITCOMBINE_CALIB_DIR``.
 
 Cache folder
@@ -95,7 +95,7 @@ TABLE_PATTERNS = (
 #: Kinds an archive must hold: the tables of the seed's default steps.
 REQUIRED_KINDS = ("global_sky", "renormalization", "bar_coeffs", "bad_pixels", "sensitivity")
 
-#: Kinds of :data:`slitcombine.core.corrections.CALIBRATION_TABLES` that a fetch provides:
+#: Kinds of :data:`slitcombine.io.tables.CALIBRATION_TABLES` that a fetch provides:
 #: a default step skipped for lack of one of these is fixed by ``slitcombine calib fetch``.
 FETCHED_KINDS = ("global_sky", "renormalization", "bar_coeffs", "bad_pixels", "sensitivity")
 
@@ -544,9 +544,9 @@ def tables_provenance(meta):
         ``version``, ``folder``, ``archive``, ``archive_sha256``), ``missing`` (the
         skipped default steps and the tables they lacked).
     """
-    from slitcombine.core import corrections as corr
+    from slitcombine.io.tables import calibration_dirs
 
-    env_dirs = corr.calibration_dirs(fetched=False)
+    env_dirs = calibration_dirs(fetched=False)
     folder = fetched_dir()
     fetched = None
     if folder is not None:

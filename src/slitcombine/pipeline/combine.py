@@ -565,7 +565,7 @@ def _fit_traces(group, p):
             log.info("%s: no S/N for the trace degree (%s): degree 2", group.name, exc)
     if p["profile_sigma"] is not None:
         # the given width is held fixed; the trace offsets are still fitted
-        from slitcombine.group._trace_methods import SIGMA_UNIT
+        from slitcombine.core.tracefit import SIGMA_UNIT
 
         trace_kw.setdefault("fix_sigma", p["profile_sigma"] * SIGMA_UNIT)
     try:
