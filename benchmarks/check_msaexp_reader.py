@@ -41,7 +41,7 @@ CASES = {
 def _ours(directory):
     from astropy.table import Table
 
-    from slitcombine.pipeline import combine
+    from slitcombine import combine
 
     files = [str(f) for f in _peer.ceers_files()]
     out = {}

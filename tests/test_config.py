@@ -186,6 +186,11 @@ def test_written_config_lists_every_option(tmp_path):
     # every group keyword of SlitGroup that is a configuration value has a line with a note
     group = text.split("[group]")[1].split("\n[")[0]
     assert 'position_key = "y_index"  # ' in group
+    # every extraction option has its note (from the comments of EXTRACT_DEFAULTS)
+    extract = text.split("[extract]")[1].split("\n[")[0]
+    lines = [ln for ln in extract.strip().splitlines() if ln.strip()]
+    assert len(lines) >= 15 and all("  # " in ln for ln in lines), extract
+    assert "wave_sample = 1.0  # output wavelength points per native detector column" in extract
     # uncommenting a listed default gives a valid configuration with that value set
     edited = text.replace("# degree = 2  #", "degree = 1  #", 1)
     path = tmp_path / "edited.toml"

@@ -76,7 +76,7 @@ def test_bad_tables(tmp_path):
 def test_table_as_lookup_prf_of_a_combination(tmp_path):
     """A Gaussian-PSF simulation extracted with a table of its own profiles: the fit and
     the extraction use the table (no bar cut in a table: a centred source)."""
-    from slitcombine.pipeline import combine
+    from slitcombine import combine
     from slitcombine.testing.simulate import simulate_observation
 
     sim = simulate_observation(

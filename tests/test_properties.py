@@ -29,8 +29,8 @@ from astropy.io import fits
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from slitcombine import combine
 from slitcombine.errors import SlitCombineError
-from slitcombine.pipeline import combine
 
 SIM = {"nx": 40, "n_crs": 2, "n_hot": 2, "n_dead": 2, "snr": 15.0}
 

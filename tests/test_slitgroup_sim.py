@@ -82,8 +82,8 @@ def test_unequal_cutouts_and_single_exposure_sim(tmp_path):
 def test_stuck_shutter_found_before_own_bar_model(tmp_path):
     """Default options (own bar-shadow model): the stuck-closed shutter is found on the
     pipeline bar shadow first, masked, and the combined flux matches the truth."""
+    from slitcombine import combine
     from slitcombine.core.masks import Reject
-    from slitcombine.pipeline import combine
     from slitcombine.testing.demo import compare_with_truth
 
     sim = _sim(tmp_path, grating="PRISM", nx=None, stuck_closed_shutter=0, snr=20, n_crs=10)

@@ -158,7 +158,7 @@ def fig_compact_source(tmp, band=(2.0, 2.5)):
     shadow undone: what slitcombine measures, with the optics model whose profile is
     overplotted) and the same divided by BARSHADOW (the extended-source convention).
     """
-    from slitcombine.pipeline import combine
+    from slitcombine import combine
 
     opts = dict(
         grating="PRISM",

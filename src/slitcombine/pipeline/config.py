@@ -263,9 +263,10 @@ def _option_docs(section, step=None):
     if section == "group":
         return _param_docs(SlitGroup)
     if section == "extract":
-        from slitcombine.pipeline import combine
+        # the module (its EXTRACT_DEFAULTS comments), not the function of that name
+        import slitcombine.pipeline.combine as combine_module
 
-        return _extract_option_docs(inspect.getsource(combine))
+        return _extract_option_docs(inspect.getsource(combine_module))
     if section in ("discovery", "batch"):
         source = inspect.getsource(inspect.getmodule(_option_docs))
         block = source.split(f"\n{section.upper()}_DEFAULTS = {{")[0].rsplit("\n\n", 1)[-1]
