@@ -30,6 +30,7 @@ from slitcombine._version import __version__
 from slitcombine.core import geometry, masks, nods
 from slitcombine.core.masks import Reject
 from slitcombine.errors import ConfigurationError, IncompatibleExposuresError, InputFileError
+from slitcombine.group._calib_methods import CalibrationMethods
 from slitcombine.group._extract_methods import ExtractMethods
 from slitcombine.group._outlier_methods import OutlierMethods
 from slitcombine.group._sky_methods import SkyMethods
@@ -106,7 +107,7 @@ META_COMMENTS = {
 }
 
 
-class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, ExtractMethods):
+class SlitGroup(TraceMethods, OutlierMethods, SkyMethods, CalibrationMethods, ExtractMethods):
     """Container for the exposures (nods) of one source in one slitlet and grating.
 
     Parameters
