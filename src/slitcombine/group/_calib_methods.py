@@ -63,7 +63,7 @@ class CalibrationMethods:
         """Say once, at WARNING, which default steps lack their calibration tables.
 
         The first step skipped for lack of a table evaluates the whole plan of the group
-        (:func:`slitcombine.io.calib.plan_for_group`: the steps done as recorded, the others
+        (:func:`slitcombine.group.calib_plan.plan_for_group`: the steps done as recorded, the others
         predicted with the same lookups), so the one message names every table missing.
         ``meta['missing_tables']`` keeps the list (``'step: name'``); the log record
         carries it as its ``missing_tables`` attribute (a batch says it once per run).
