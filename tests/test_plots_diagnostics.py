@@ -82,3 +82,38 @@ def test_sky_fit_figure():
     )
     assert fig.get_suptitle() == "sky"
     assert tuple(fig.get_size_inches()) == (8, 5)
+
+
+# ------------------------------------------------------------------ the group methods
+def test_estimate_sky_make_plot_returns_the_sky_figure(tmp_path, monkeypatch):
+    """``estimate_sky(make_plot=True)`` returns :func:`slitcombine.plots.sky_fit_figure`."""
+    from slitcombine import SlitGroup
+    from slitcombine.io import tables
+    from slitcombine.testing import simulate
+
+    monkeypatch.delenv(tables.CALIB_DIR_ENV, raising=False)
+    sim = simulate.simulate_observation(tmp_path, seed=11, n_crs=0)
+    g = SlitGroup(sim.files, "sim", diffs=False)
+    fig = g.estimate_sky(make_plot=True)
+    assert isinstance(fig, Figure)
+    top, bottom = fig.axes
+    assert fig.get_suptitle() == "sim"
+    assert bottom.get_xlabel() == "wavelength (um)"
+    np.testing.assert_array_equal(top.get_lines()[0].get_ydata(), g.sky_data["sky_model"])
+
+
+def test_fit_shutter_offset_make_plot_returns_the_chi2_figure(
+    ceers_files, msaexp_calib_dir, monkeypatch
+):
+    """``fit_shutter_offset(make_plot=True)`` returns the chi2 curve around the offset."""
+    from slitcombine import SlitGroup
+    from slitcombine.io import tables
+
+    monkeypatch.setenv(tables.CALIB_DIR_ENV, str(msaexp_calib_dir))
+    g = SlitGroup(ceers_files, "shift", diffs=False, shutter_offset=0.6, estimate_sky_kwargs={})
+    fig = g.fit_shutter_offset(prior=(0, 1.0), update=False, make_plot=True)
+    (ax,) = fig.axes
+    curve, best = ax.get_lines()
+    assert len(curve.get_xdata()) == 41
+    assert curve.get_xdata()[0] < best.get_xdata()[0] < curve.get_xdata()[-1]
+    assert ax.get_xlabel() == "shutter offset (pixels)"

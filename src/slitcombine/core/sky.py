@@ -72,7 +72,6 @@ __all__ = [
     "tabulated_sky",
     "fit_sky",
     "sky_outliers",
-    "plot_sky",
 ]
 
 log = logging.getLogger(__name__)
@@ -508,38 +507,3 @@ class _SkyModel:
             else:
                 err[ok] = np.sqrt(np.maximum(np.sum((mat @ covar) * mat, axis=1), 0))
         return out.reshape(shape), err.reshape(shape)
-
-
-# ====================================================================== plot
-def plot_sky(wave, sci, sky2d, used, sky_wave, sky_model, title=""):
-    """Diagnostic figure of a sky fit (matplotlib imported lazily).
-
-    Parameters
-    ----------
-    wave, sci, sky2d : numpy.ndarray
-        ``(N, npix)`` wavelength (um), data and sky model (uJy per pixel).
-    used : numpy.ndarray
-        ``(N, npix)`` pixels of the fit.
-    sky_wave, sky_model : numpy.ndarray
-        The 1D model.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True, height_ratios=[2, 1])
-    axes[0].scatter(wave[used], sci[used], s=1, alpha=0.3, color="0.5", label="sky pixels")
-    axes[0].plot(sky_wave, sky_model, color="tab:red", label="sky model")
-    axes[0].set_ylabel("uJy / pixel")
-    axes[0].legend(loc="upper left")
-    axes[1].scatter(wave[used], (sci - sky2d)[used], s=1, alpha=0.3, color="0.3")
-    axes[1].axhline(0, color="tab:red")
-    axes[1].set_xlabel("wavelength (um)")
-    axes[1].set_ylabel("residual")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig

@@ -194,8 +194,10 @@ class SkyMethods:
             n_out = self._reject_pixels(out, Reject.SKY)
         self._store_sky_fit(fit, sky2d, coord.wave, bool(use), n_out, counts)
         if make_plot:
+            from slitcombine.plots import sky_fit_figure
+
             d = self.sky_data
-            return skymod.plot_sky(
+            return sky_fit_figure(
                 self.wave,
                 self.sci,
                 sky2d,
@@ -550,15 +552,9 @@ class SkyMethods:
             res.chi2_fit,
         )
         if make_plot:
-            import matplotlib.pyplot as plt
+            from slitcombine.plots import shutter_offset_figure
 
             sd = chi2.sd
             grid = np.linspace(dy - 5 * sd, dy + 5 * sd, 41)
-            fig, ax = plt.subplots(figsize=(5, 3))
-            ax.plot(grid, [chi2.scaled(g / sd) for g in grid])
-            ax.axvline(dy, color="tab:red")
-            ax.set_xlabel("shutter offset (pixels)")
-            ax.set_ylabel("chi2")
-            fig.tight_layout()
-            return fig
+            return shutter_offset_figure(grid, [chi2.scaled(g / sd) for g in grid], dy)
         return dy
