@@ -20,9 +20,8 @@ Where the other exposures show a line, a pixel that is not brighter (in the data
 the column's sky) than 1.2 times the brightest pixel they show around its source
 position is never a high outlier (:attr:`ConsensusResult.z_high`).
 
-Array conventions: per-pixel arrays are ``(N, ny*nx)`` as on :class:`SlitGroup`
-(``sh = (ny, nx)``); data in uJy per pixel, variances in uJy^2, ``yslit`` in pixels,
-``wave`` in um.  No function here modifies its inputs.
+Array conventions as in :mod:`slitcombine.core.outliers` (per-pixel arrays ``(N, ny*nx)``,
+uJy, uJy^2, pixels, um); no function here modifies its inputs.
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ position: the two references of the outlier tests of :mod:`slitcombine.core.outl
   source position ``(yslit, wavelength)`` falls in the other exposures, and their
   bilinear samples there.
 
-Array conventions: per-pixel arrays are ``(N, ny*nx)`` as on :class:`SlitGroup`
-(``sh = (ny, nx)``); data in uJy per pixel, variances in uJy^2, ``yslit`` in pixels,
-``wave`` in um.  No function here modifies its inputs.
+Array conventions as in :mod:`slitcombine.core.outliers` (per-pixel arrays ``(N, ny*nx)``,
+uJy, uJy^2, pixels, um); no function here modifies its inputs.
 """
 
 from __future__ import annotations
