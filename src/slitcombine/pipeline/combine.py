@@ -259,9 +259,7 @@ class CombineResult:
                     _save_and_release(self.plot(truth=truth), stage / current.name, dpi)
                 if "diff2d" in paths:
                     current = paths["diff2d"]
-                    _save_and_release(
-                        self.group.plot_2d_differences(), stage / current.name, dpi
-                    )
+                    _save_and_release(self.group.plot_2d_differences(), stage / current.name, dpi)
                 for key in sorted(paths, key=lambda k: k == "spec"):  # the spectrum last
                     current = paths[key]
                     os.replace(stage / current.name, current)
@@ -682,22 +680,7 @@ def combine_group(group, **params):
     p = _validate_params({**EXTRACT_DEFAULTS, **params})
     p["sky_model"] = _check_sky_model(group)
 
-    # Point and compact sources are measured on the detector image (bar shadow undone);
-    # 'auto' starts there and moves to the bar-corrected data if the fitted width says
-    # the source is extended.
-    group.source_type = "extended" if p["source_type"] == "extended" else "compact"
-    trace_status = _fit_traces(group, p)
-    kind, reason = _classify(group, p)
-    if kind != group.source_type:
-        group.source_type = kind
-        if p["fit_traces"]:
-            trace_status = _fit_traces(group, p) + " (refitted as extended)"
-    p["source_type_used"] = kind
-    p["source_type_reason"] = reason
-    group.record_step("source_type", "COMPLETE", option=p["source_type"], used=kind, reason=reason)
-    log.info("%s: measured as a %s source (%s)", group.name, kind, reason)
-    p["trace_fit_status"] = trace_status
-
+    trace_status = _measure_source(group, p)
     fit = p["profile_sigma"] if p["profile_sigma"] is not None else None
     sigma = group.profile_sigma(fit)
     pixtab = group.get_flat_diff_arrays(
@@ -705,57 +688,9 @@ def combine_group(group, **params):
     )
     used = pixtab.meta.get("PATHSRC", "none")
     noise = _measure_and_apply_noise(group, pixtab, p)
-
-    if p["wave_grid"] is not None:
-        grid = p["wave_grid"]
-    else:
-        ny, nx = group.sh
-        grid = resample.wavelength_grid(
-            group.wave.reshape(group.N, ny, nx),
-            group.mask,
-            wave_sample=p["wave_sample"],
-            wave_range=p["wave_range"],
-        )
-    edges = resample.bin_edges(grid)
-    inside = resample.bin_index(np.asarray(pixtab["wave"], float), edges) >= 0
-    if not inside.any():
-        raise SlitCombineError(
-            f"{group.name}: the wavelength grid ({grid[0]:.4f}-{grid[-1]:.4f} um) does not "
-            f"overlap the data ({np.nanmin(pixtab['wave']):.4f}-"
-            f"{np.nanmax(pixtab['wave']):.4f} um)"
-        )
-
-    bf = group._source_view()[1]
-    spec = extract.extract_1d(
-        pixtab,
-        grid,
-        boxcar_halfwidth=p["boxcar_halfwidth"],
-        y_range=p["y_range"],
-        exposure_variance=group.var * bf**2,
-    )
-    if not np.any(spec["valid"]):
-        raise SlitCombineError(f"{group.name}: no valid 1D bin (everything masked?)")
-    spec["err_scale"] = noise.error_factor(spec["wave"].value) if p["rescale_variance"] else 1.0
-    spec["err_scale"].description = "factor applied to the propagated errors"
-
-    pl = np.asarray(pixtab["pathloss"], float)
-    drz = resample.pseudo_drizzle(
-        pixtab["wave"],
-        pixtab["yslit"],
-        np.asarray(pixtab["flux"], float) / pl,
-        np.asarray(pixtab["var"], float) / pl**2,
-        pixtab["weight"],
-        grid,
-        ny=p["ny"],
-        step=p["step"],
-        oversample=p["oversample"],
-        pixfrac=p["pixfrac"],
-        extra={
-            "profile": np.asarray(pixtab["profile"], float),
-            "sky": np.asarray(pixtab["sky"], float) / pl,
-        },
-        dwave=np.asarray(pixtab["dwave_dx"], float) if "dwave_dx" in pixtab.colnames else None,
-    )
+    grid = _output_grid(group, pixtab, p)
+    spec = _extract_spectrum(group, pixtab, grid, noise, p)
+    drz = _resample_2d(pixtab, grid, p)
     with np.errstate(invalid="ignore"):
         corr = drz["corr_y"][np.isfinite(drz["corr_y"]) & (drz["npix"][1:] > 0)]
     p["corr_y"] = round(float(np.median(corr)), 4) if corr.size else float("nan")
@@ -790,3 +725,92 @@ def combine_group(group, **params):
     result.provenance = collect(group.meta, params, slits, fit=group.fit)
     log.info("%s: %d pixels -> %d/%d valid bins", group.name, len(pixtab), n_valid, grid.size)
     return result
+
+
+def _measure_source(group, p):
+    """Fit the traces and decide how the source is measured (compact or extended).
+
+    Point and compact sources are measured on the detector image (bar shadow undone);
+    'auto' starts there and moves to the bar-corrected data if the fitted width says the
+    source is extended (the traces are then refitted).  Sets ``group.source_type`` and
+    the ``source_type_used``, ``source_type_reason`` and ``trace_fit_status`` entries of
+    ``p``; returns the trace-fit status.
+    """
+    group.source_type = "extended" if p["source_type"] == "extended" else "compact"
+    trace_status = _fit_traces(group, p)
+    kind, reason = _classify(group, p)
+    if kind != group.source_type:
+        group.source_type = kind
+        if p["fit_traces"]:
+            trace_status = _fit_traces(group, p) + " (refitted as extended)"
+    p["source_type_used"] = kind
+    p["source_type_reason"] = reason
+    group.record_step("source_type", "COMPLETE", option=p["source_type"], used=kind, reason=reason)
+    log.info("%s: measured as a %s source (%s)", group.name, kind, reason)
+    p["trace_fit_status"] = trace_status
+    return trace_status
+
+
+def _output_grid(group, pixtab, p):
+    """The output wavelength grid (um): given, or from the group's wavelengths.
+
+    Raises :class:`~slitcombine.errors.SlitCombineError` if it misses the data.
+    """
+    if p["wave_grid"] is not None:
+        grid = p["wave_grid"]
+    else:
+        ny, nx = group.sh
+        grid = resample.wavelength_grid(
+            group.wave.reshape(group.N, ny, nx),
+            group.mask,
+            wave_sample=p["wave_sample"],
+            wave_range=p["wave_range"],
+        )
+    edges = resample.bin_edges(grid)
+    inside = resample.bin_index(np.asarray(pixtab["wave"], float), edges) >= 0
+    if not inside.any():
+        raise SlitCombineError(
+            f"{group.name}: the wavelength grid ({grid[0]:.4f}-{grid[-1]:.4f} um) does not "
+            f"overlap the data ({np.nanmin(pixtab['wave']):.4f}-"
+            f"{np.nanmax(pixtab['wave']):.4f} um)"
+        )
+    return grid
+
+
+def _extract_spectrum(group, pixtab, grid, noise, p):
+    """The optimally extracted 1D spectrum, with the applied error scale per bin."""
+    bf = group._source_view()[1]
+    spec = extract.extract_1d(
+        pixtab,
+        grid,
+        boxcar_halfwidth=p["boxcar_halfwidth"],
+        y_range=p["y_range"],
+        exposure_variance=group.var * bf**2,
+    )
+    if not np.any(spec["valid"]):
+        raise SlitCombineError(f"{group.name}: no valid 1D bin (everything masked?)")
+    spec["err_scale"] = noise.error_factor(spec["wave"].value) if p["rescale_variance"] else 1.0
+    spec["err_scale"].description = "factor applied to the propagated errors"
+    return spec
+
+
+def _resample_2d(pixtab, grid, p):
+    """The rectified 2D spectrum (path loss divided out), by pseudo-drizzle."""
+    pl = np.asarray(pixtab["pathloss"], float)
+    return resample.pseudo_drizzle(
+        pixtab["wave"],
+        pixtab["yslit"],
+        np.asarray(pixtab["flux"], float) / pl,
+        np.asarray(pixtab["var"], float) / pl**2,
+        pixtab["weight"],
+        grid,
+        ny=p["ny"],
+        step=p["step"],
+        oversample=p["oversample"],
+        pixfrac=p["pixfrac"],
+        extra={
+            "profile": np.asarray(pixtab["profile"], float),
+            "sky": np.asarray(pixtab["sky"], float) / pl,
+        },
+        dwave=np.asarray(pixtab["dwave_dx"], float) if "dwave_dx" in pixtab.colnames else None,
+    )
