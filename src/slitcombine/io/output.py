@@ -473,7 +473,7 @@ def build_hdulist(result, columns=False):
 
     Parameters
     ----------
-    result : slitcombine.pipeline.combine.CombineResult
+    result : slitcombine.pipeline.result.CombineResult
         The combination: its ``summary`` (:class:`GroupSummary`), ``name``,
         ``provenance``, ``spec``, ``drizzled``, ``prof1d``, ``sigma``, ``slits``,
         ``params``, ``pathloss_used``, ``include_pixtab`` and ``pixtab``.
