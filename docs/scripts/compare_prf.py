@@ -8,7 +8,7 @@ The models: the default optics model (:mod:`slitcombine.core.optics`, through th
 apertures), msaexp's empirical PSF lookup table read by
 :func:`slitcombine.io.prf_tables.read_psf_lookup` (``--table``, default: found in the
 calibration directories / the ``slitcombine calib fetch`` cache), and the Gaussian
-(:class:`slitcombine.core.profile.GaussianPRF`, msaexp's kind of profile).  Each is given as
+(:class:`slitcombine.core.psf.GaussianPRF`, msaexp's kind of profile).  Each is given as
 ``lookup_prf`` to :func:`slitcombine.pipeline.combine.combine` with the default options.
 
 Writes ``docs/_static/prf_comparison.csv`` (included by docs/guide/trace.rst): on CEERS

@@ -468,7 +468,7 @@ def classify_source(option, srctypes=(), sigma=None, height_px=None, fixed_slit=
 
 
 class ApertureDifferenceModel(DifferenceProfileModel):
-    """:class:`slitcombine.core.profile.DifferenceProfileModel` with the optics model's images.
+    """:class:`slitcombine.core.profilemodel.DifferenceProfileModel` with the optics model's images.
 
     The model of a nod-difference image is, per column, a flux times the masked mean of
     the positive exposures' unit-flux images minus that of the negative exposures'
@@ -490,7 +490,7 @@ class ApertureDifferenceModel(DifferenceProfileModel):
         ``shift_negatives``).
     ybase, wave, mask, ipos, ineg, xn, column, diff, var, degree, force_positive, \
 background, shift_negatives
-        As :class:`slitcombine.core.profile.DifferenceProfileModel`.
+        As :class:`slitcombine.core.profilemodel.DifferenceProfileModel`.
     """
 
     def __init__(

@@ -323,6 +323,6 @@ def _resolve_prf(lookup_prf, *methods):
         if not callable(getattr(prf, m, None)):
             raise ConfigurationError(
                 f"lookup_prf {type(prf).__name__} has no method {m}(); "
-                "see slitcombine.core.profile.LookupPRF for the protocol"
+                "see slitcombine.core.psf.LookupPRF for the protocol"
             )
     return prf

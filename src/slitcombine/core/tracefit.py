@@ -4,7 +4,7 @@ The numerical side of ``SlitGroup.fit_single_trace``
 (:mod:`slitcombine.group._trace_methods`): :func:`trace_start` reads msaexp's start
 values, :func:`trace_inputs` assembles the difference image and its coordinates,
 :func:`difference_model` builds the profile (or optics) model and :func:`fit_trace`
-fits it with :func:`slitcombine.core.profile.fit_difference_profile` and returns the
+fits it with :func:`slitcombine.core.profilefit.fit_difference_profile` and returns the
 ``fit_single_trace`` record.  The passes over the nod positions, the acceptance test and
 the bound widening are in :mod:`slitcombine.core.tracepasses`.
 
@@ -152,7 +152,7 @@ class TraceInputs:
         ``(N, npix)`` wavelengths, um.
     ybase : numpy.ndarray
         ``(N, npix)`` cross-dispersion coordinate of the model, pixels
-        (:class:`slitcombine.core.profile.DifferenceProfileModel`).
+        (:class:`slitcombine.core.profilemodel.DifferenceProfileModel`).
     xn : numpy.ndarray
         ``(npix,)`` normalised column of the trace polynomials.
     column : numpy.ndarray
@@ -283,7 +283,7 @@ def difference_model(
     degree : int
         Degree of the offset polynomial.
     force_positive, background, shift_negatives : bool, bool or 'auto', bool
-        As :class:`slitcombine.core.profile.DifferenceProfileModel` (``background``
+        As :class:`slitcombine.core.profilemodel.DifferenceProfileModel` (``background``
         through :func:`use_background`).
     lookup_prf : LookupPRF or None
         Point-response model of the profile model.
@@ -295,7 +295,7 @@ def difference_model(
 
     Returns
     -------
-    slitcombine.core.profile.DifferenceProfileModel
+    slitcombine.core.profilemodel.DifferenceProfileModel
         The model (an ``ApertureDifferenceModel`` with ``image_model``).
     """
     common = dict(
@@ -353,13 +353,13 @@ def fit_trace(
 ):
     """Fit (or evaluate) the width and offset polynomial of one difference image.
 
-    :func:`slitcombine.core.profile.fit_difference_profile` of ``model`` from ``start``,
+    :func:`slitcombine.core.profilefit.fit_difference_profile` of ``model`` from ``start``,
     with the result in msaexp's layout (``theta``) and the per-column sums of msaexp.
     (Longer than most: the record lists every option of the fit, as msaexp's did.)
 
     Parameters
     ----------
-    model : slitcombine.core.profile.DifferenceProfileModel
+    model : slitcombine.core.profilemodel.DifferenceProfileModel
         The model (:func:`difference_model`), with pixels to fit.
     start : TraceStart
         Start (or fixed) parameters.
@@ -381,7 +381,7 @@ def fit_trace(
     method : str
         msaexp's minimiser name, recorded (the fit is ``least_squares``).
     tol, with_bounds, sigma_prior, offset_prior, loss, f_scale, max_nfev, signal_threshold
-        As :func:`slitcombine.core.profile.fit_difference_profile` (``sigma_prior`` in
+        As :func:`slitcombine.core.profilefit.fit_difference_profile` (``sigma_prior`` in
         pixels).
 
     Returns
@@ -397,7 +397,7 @@ def fit_trace(
     Raises
     ------
     FitError
-        From :func:`slitcombine.core.profile.fit_difference_profile`.
+        From :func:`slitcombine.core.profilefit.fit_difference_profile`.
     """
     if optical and sigma_bounds[0] <= SIGMA_UNIT * 0.1:
         sigma_bounds = (0.0, sigma_bounds[1])

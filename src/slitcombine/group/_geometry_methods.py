@@ -236,7 +236,7 @@ class GeometryMethods:
     def mask_stuck_closed_shutters(self, stuck_threshold=0.3, min_bar=0.7):
         """Find and mask shutters that pass no light (stuck closed), PRISM and gratings.
 
-        Thin caller of :func:`slitcombine.core.outliers.stuck_shutters` (the statistics are
+        Thin caller of :func:`slitcombine.core.shutters.stuck_shutters` (the statistics are
         documented there): the median S/N of ``sci`` over the pixels of each shutter
         (``round(fixed_yshutter)``, ``bar > min_bar``, all exposures) is compared with
         the brightest well-covered shutter; a shutter is stuck when it is below

@@ -13,7 +13,7 @@ Every step compares a pixel with what should look like it, in units of its own e
 its row (running medians along the dispersion), the other exposures at the same source
 position (a nodded source moves, a cosmic ray does not follow it), the same detector
 pixel in the other exposures, or a profile model.  See
-:func:`slitcombine.core.outliers.consensus_residuals`.
+:func:`slitcombine.core.consensus.consensus_residuals`.
 
 Defaults as in the seed: the constructor runs flag_trace_outliers,
 flag_percentile_outliers and (N > 2) apply_multiple_mask; flag_hot_cold_pixels,
@@ -274,7 +274,7 @@ class OutlierMethods:
             Grow the flagged detector pixels by this many pixels (plus-shaped).
         sn_limits : (float, float) or None
             **Recommended** S/N path, e.g. ``(-5, 5)``: the limits apply to the
-            consensus residual S/N (:func:`slitcombine.core.outliers.consensus_residuals`)
+            consensus residual S/N (:func:`slitcombine.core.consensus.consensus_residuals`)
             instead of the flux, so they mean the same for every source and grating.
             Overrides the three options above.
         sn_guard : float or None
@@ -352,7 +352,7 @@ class OutlierMethods:
         The statistic is the consensus residual S/N ``z`` of every pixel (its excess
         over its own row, minus what the other exposures show at the same source
         position, in units of the combined error; see
-        :func:`slitcombine.core.outliers.consensus_residuals`).  The threshold comes from
+        :func:`slitcombine.core.consensus.consensus_residuals`).  The threshold comes from
         the distribution of ``z`` within ``yslit`` of the trace, as in the seed: a
         normal distribution is fitted to it and extrapolated to the level ``plevels[2]``
         (see :func:`slitcombine.core.outliers.normal_extrapolated_threshold`); for good
@@ -387,10 +387,10 @@ class OutlierMethods:
         filter_size : int
             Row-model window, columns.
         rel_error, interp_error, gate, source_radius, sharpness : optional
-            Options of :func:`~slitcombine.core.outliers.consensus_residuals`; None
+            Options of :func:`~slitcombine.core.consensus.consensus_residuals`; None
             (not given): its defaults.
         sharp_sigma, column_radius, column_error, column_sigma : optional
-            Further options of :func:`~slitcombine.core.outliers.consensus_residuals`;
+            Further options of :func:`~slitcombine.core.consensus.consensus_residuals`;
             None (not given): its defaults.
 
         Returns

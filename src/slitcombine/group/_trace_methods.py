@@ -166,7 +166,7 @@ class TraceMethods:
         image).  The per-column fluxes are solved linearly; sigma and the offset
         polynomial are fitted with a bounded, robust ``scipy.optimize.least_squares``
         with the exact Jacobian (:func:`slitcombine.core.tracefit.fit_trace`,
-        :func:`slitcombine.core.profile.fit_difference_profile`).  This method
+        :func:`slitcombine.core.profilefit.fit_difference_profile`).  This method
         gathers the arrays and logs; its length is that of its documented keywords
         (msaexp's, then the fit's own, keyword-only).
 
@@ -216,7 +216,7 @@ class TraceMethods:
         max_nfev : int or None
             Maximum number of model evaluations.
         signal_threshold : float
-            Detection threshold (see :func:`slitcombine.core.profile.fit_difference_profile`);
+            Detection threshold (see :func:`slitcombine.core.profilefit.fit_difference_profile`);
             an undetected source gives ``status='NO_SIGNAL'`` with the start values.
         shift_negatives : bool
             Apply the offset polynomial to the negative exposures as well (their source

@@ -198,7 +198,7 @@ class SlitGroup(
         for point and compact sources (:attr:`source_type` ``'compact'``) and the
         Gaussian of :mod:`slitcombine.core.profile` otherwise.  A
         :class:`slitcombine.core.optics.OpticsModel` replaces the default optics (e.g. a
-        Gaussian telescope PSF); an object of the :class:`slitcombine.core.profile.LookupPRF`
+        Gaussian telescope PSF); an object of the :class:`slitcombine.core.psf.LookupPRF`
         protocol (an empirical lookup table) replaces the Gaussian.
     **kwargs
         Accepted for compatibility (msaexp takes any keyword); they are logged and

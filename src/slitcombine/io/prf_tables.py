@@ -5,7 +5,7 @@ the fixed slits, tabulated against wavelength and a source-width parameter, with
 slit loss against the source's position across the slit:
 ``psf/nirspec_merged_{slit}_exp_psf_lookup_001.fits`` (``slitcombine calib fetch``
 puts them in the calibration cache).  :class:`TablePRF` reads one and implements the
-:class:`slitcombine.core.profile.LookupPRF` protocol, so it can be given as ``lookup_prf``
+:class:`slitcombine.core.psf.LookupPRF` protocol, so it can be given as ``lookup_prf``
 to :class:`slitcombine.SlitGroup` / :func:`slitcombine.pipeline.combine.combine`: the profile fit,
 the extraction's profile and the path loss then use the table.
 
@@ -90,7 +90,7 @@ def read_psf_lookup(path):
 
 
 class TablePRF:
-    """A tabulated point-response model (the :class:`~slitcombine.core.profile.LookupPRF` protocol).
+    """A tabulated point-response model (the :class:`~slitcombine.core.psf.LookupPRF` protocol).
 
     Parameters
     ----------

@@ -315,7 +315,7 @@ def pathloss_uniform(wave):
 
 
 def dispersion_knots(grating, nx):
-    """Wavelength [micron] at the integer columns ``-1 .. nx`` of the cutout."""
+    """Wavelength [micron] at the integer columns -1 to ``nx`` of the cutout."""
     xk = np.arange(-1, nx + 1, dtype=float)
     if grating.grating == "PRISM":
         a, b, p = PRISM_R
