@@ -39,7 +39,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 def slit_frame_grid(wcs, shape):
     """Evaluate ``detector -> slit_frame`` on every pixel of a cutout.
 
