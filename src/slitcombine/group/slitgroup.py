@@ -33,8 +33,10 @@ from slitcombine.group._geometry_methods import GeometryMethods
 from slitcombine.group._metadata_methods import MetadataMethods
 from slitcombine.group._nod_methods import NodMethods
 from slitcombine.group._outlier_methods import OutlierMethods
+from slitcombine.group._pixel_flag_methods import PixelFlagMethods
 from slitcombine.group._sky_methods import SkyMethods
 from slitcombine.group._trace_methods import TraceMethods
+from slitcombine.group._trace_sn_methods import TraceSNMethods
 from slitcombine.group.options import (
     EXTENDED_CALIBRATION_DEFAULT,
     ON,
@@ -112,7 +114,9 @@ class SlitGroup(
     GeometryMethods,
     NodMethods,
     TraceMethods,
+    TraceSNMethods,
     OutlierMethods,
+    PixelFlagMethods,
     SkyMethods,
     CalibrationMethods,
     ExtractMethods,
