@@ -27,7 +27,7 @@ from types import MappingProxyType
 from slitcombine.core import nods
 from slitcombine.errors import ConfigurationError
 
-__all__ = ["GroupOptions", "ON", "POSITION_KEYS", "EXTENDED_CALIBRATION_DEFAULT"]
+__all__ = ["GroupOptions", "ON", "POSITION_KEYS", "EXTENDED_CALIBRATION_DEFAULT", "META_COMMENTS"]
 
 #: Columns of ``SlitGroup.info`` that can define the nod positions.
 POSITION_KEYS = ("y_index", "position_number", "shutter_state", "manual_position")
@@ -160,3 +160,60 @@ class GroupOptions:
                 value = list(value)
             out[name] = value
         return out
+
+
+#: One-line description of each ``SlitGroup.meta`` key (msaexp's ``meta_comment``): the
+#: header comments of the product's cards.  Copied into every group's ``meta_comment``.
+META_COMMENTS = {
+    "version": "slitcombine version",
+    "name": "Label of the group",
+    "position_key": "Method for determining offset groups",
+    "diffs": "Calculated with exposure differences",
+    "grating_diffs": "Diffs forced for gratings",
+    "stuck_threshold": "Stuck-closed shutter threshold",
+    "hot_cold_kwargs": "Options of the hot/cold pixel step",
+    "bad_shutter_names": "Shutters masked as bad (pitches from the source shutter)",
+    "dilate_failed_open": "Dilate the failed-open mask",
+    "num_shutters": "Number of shutters used for the bar-shadow model",
+    "undo_barshadow": "Bar shadow update behaviour",
+    "min_bar": "Minimum allowed bar-shadow value",
+    "bar_corr_mode": "Bar-shadow correction type",
+    "fix_prism_norm": "Apply the PRISM slit renormalisation",
+    "extended_calibration_kwargs": "Options of the extended-range calibration",
+    "with_sflat_correction": "Field-dependent s-flat correction",
+    "with_extra_dq": "Extra DQ pixel mask",
+    "slit_hotpix_kwargs": "Options of the slit hot-pixel step",
+    "sky_file": "Filename of a global sky background table",
+    "set_background_spectra_kwargs": "Options of the background-spectra step",
+    "global_sky_df": "Degrees of freedom of the fit with the global sky",
+    "estimate_sky_kwargs": "Options of the sky fit",
+    "flag_profile_kwargs": "Options of the profile outlier step",
+    "do_multiple_mask": "Mask pixels bad in most exposures",
+    "flag_trace_kwargs": "Options of the trace outlier step",
+    "flag_2d_kwargs": "Options of the 2D outlier step",
+    "flag_percentile_kwargs": "Options of the percentile outlier step",
+    "undo_pathloss": "Remove pipeline pathloss correction",
+    "trace_with_xpos": "Trace includes x offset in shutter",
+    "trace_with_ypos": "Trace includes y offset in shutter",
+    "trace_from_yoffset": "Trace derived from y offsets",
+    "with_fs_offset": "Extra fixed slit offset",
+    "fit_shutter_offset_kwargs": "Options of the shutter-offset fit",
+    "shutter_offset": "Global offset to fixed shutter coordinate, pixels",
+    "nod_offset": "Nod offset size, pixels",
+    "pad_border": "Border padding, pixels",
+    "weight_type": "Weighting scheme for 2D combination",
+    "reference_exposure": "Reference exposure argument",
+    "has_lookup_prf": "A point-response model was given",
+    "has_sky_arrays": "Sky arrays specified",
+    "nhot": "Number of flagged hot pixels",
+    "ncold": "Number of flagged cold pixels",
+    "percentile_outliers": "Masked pixels from flag_percentile_outliers",
+    "removed_pathloss": "Pipeline pathloss correction removed",
+    "own_barshadow": "Internal bar shadow correction applied",
+    "wrapped_barshadow": "Bar shadow was wrapped for central shutter",
+    "bar_correction": "Bar-shadow model used",
+    "slit_pixel_scale": "Pixel scale along the slitlet, arcsec",
+    "slit_shutter_scale": "Scale of shutter coordinates per pixel",
+    "noise_scale": "Measured noise / propagated sigma",
+    "steps": "What every step did",
+}

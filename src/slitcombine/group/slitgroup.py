@@ -26,8 +26,9 @@ import numpy as np
 from slitcombine._threads import compute_call
 from slitcombine._version import __version__
 from slitcombine.core import geometry, masks, nods
-from slitcombine.errors import ConfigurationError, IncompatibleExposuresError, InputFileError
+from slitcombine.errors import InputFileError
 from slitcombine.group._calib_methods import CalibrationMethods
+from slitcombine.group._exposures import _pathloss_factor, _read_group, _sky_pair
 from slitcombine.group._extract_methods import ExtractMethods
 from slitcombine.group._geometry_methods import GeometryMethods
 from slitcombine.group._metadata_methods import MetadataMethods
@@ -39,11 +40,11 @@ from slitcombine.group._trace_methods import TraceMethods
 from slitcombine.group._trace_sn_methods import TraceSNMethods
 from slitcombine.group.options import (
     EXTENDED_CALIBRATION_DEFAULT,
+    META_COMMENTS,
     ON,
     GroupOptions,
 )
 from slitcombine.group.steps import ignore_seed_keywords, run_steps
-from slitcombine.io.reading import read_slit
 
 __all__ = ["SlitGroup"]
 
@@ -51,62 +52,6 @@ log = logging.getLogger(__name__)
 
 #: uJy per MJy.
 MJY_TO_UJY = 1.0e12
-
-#: One-line description of each ``SlitGroup.meta`` key (msaexp's ``meta_comment``): the
-#: header comments of the product's cards.  Copied into every group's ``meta_comment``.
-META_COMMENTS = {
-    "version": "slitcombine version",
-    "name": "Label of the group",
-    "position_key": "Method for determining offset groups",
-    "diffs": "Calculated with exposure differences",
-    "grating_diffs": "Diffs forced for gratings",
-    "stuck_threshold": "Stuck-closed shutter threshold",
-    "hot_cold_kwargs": "Options of the hot/cold pixel step",
-    "bad_shutter_names": "Shutters masked as bad (pitches from the source shutter)",
-    "dilate_failed_open": "Dilate the failed-open mask",
-    "num_shutters": "Number of shutters used for the bar-shadow model",
-    "undo_barshadow": "Bar shadow update behaviour",
-    "min_bar": "Minimum allowed bar-shadow value",
-    "bar_corr_mode": "Bar-shadow correction type",
-    "fix_prism_norm": "Apply the PRISM slit renormalisation",
-    "extended_calibration_kwargs": "Options of the extended-range calibration",
-    "with_sflat_correction": "Field-dependent s-flat correction",
-    "with_extra_dq": "Extra DQ pixel mask",
-    "slit_hotpix_kwargs": "Options of the slit hot-pixel step",
-    "sky_file": "Filename of a global sky background table",
-    "set_background_spectra_kwargs": "Options of the background-spectra step",
-    "global_sky_df": "Degrees of freedom of the fit with the global sky",
-    "estimate_sky_kwargs": "Options of the sky fit",
-    "flag_profile_kwargs": "Options of the profile outlier step",
-    "do_multiple_mask": "Mask pixels bad in most exposures",
-    "flag_trace_kwargs": "Options of the trace outlier step",
-    "flag_2d_kwargs": "Options of the 2D outlier step",
-    "flag_percentile_kwargs": "Options of the percentile outlier step",
-    "undo_pathloss": "Remove pipeline pathloss correction",
-    "trace_with_xpos": "Trace includes x offset in shutter",
-    "trace_with_ypos": "Trace includes y offset in shutter",
-    "trace_from_yoffset": "Trace derived from y offsets",
-    "with_fs_offset": "Extra fixed slit offset",
-    "fit_shutter_offset_kwargs": "Options of the shutter-offset fit",
-    "shutter_offset": "Global offset to fixed shutter coordinate, pixels",
-    "nod_offset": "Nod offset size, pixels",
-    "pad_border": "Border padding, pixels",
-    "weight_type": "Weighting scheme for 2D combination",
-    "reference_exposure": "Reference exposure argument",
-    "has_lookup_prf": "A point-response model was given",
-    "has_sky_arrays": "Sky arrays specified",
-    "nhot": "Number of flagged hot pixels",
-    "ncold": "Number of flagged cold pixels",
-    "percentile_outliers": "Masked pixels from flag_percentile_outliers",
-    "removed_pathloss": "Pipeline pathloss correction removed",
-    "own_barshadow": "Internal bar shadow correction applied",
-    "wrapped_barshadow": "Bar shadow was wrapped for central shutter",
-    "bar_correction": "Bar-shadow model used",
-    "slit_pixel_scale": "Pixel scale along the slitlet, arcsec",
-    "slit_shutter_scale": "Scale of shutter coordinates per pixel",
-    "noise_scale": "Measured noise / propagated sigma",
-    "steps": "What every step did",
-}
 
 
 class SlitGroup(
@@ -651,79 +596,3 @@ class SlitGroup(
             f"SlitGroup({self.name!r}, N={self.N}, {self.grating}/{self.filter}, "
             f"sh={self.sh}, positions={self.unp.values})"
         )
-
-
-# -------------------------------------------------------------------- helpers
-def _sky_pair(sky_arrays):
-    w, f = (np.asarray(a, float) for a in sky_arrays)
-    if w.shape != f.shape or w.ndim != 1 or w.size < 2:
-        raise ConfigurationError(
-            "sky_arrays must be two 1D arrays (wave um, flux uJy) of equal size"
-        )
-    order = np.argsort(w)
-    return w[order], f[order]
-
-
-def _pathloss_factor(slit, undo_pathloss):
-    """The factor that undoes the pipeline path-loss correction of one exposure."""
-    if not undo_pathloss:
-        return None, "none"
-    point = str(slit.slit.get("source_type") or "").upper() == "POINT"
-    arr = slit.pathloss_ps if point else slit.pathloss_un
-    name = "PATHLOSS_PS" if point else "PATHLOSS_UN"
-    if arr is None:
-        return None, "none"
-    factor = arr.astype(np.float64)
-    if undo_pathloss == 2 and not point and slit.pathloss_ps is not None:
-        factor = factor / slit.pathloss_ps
-        name = "PATHLOSS_UN/PATHLOSS_PS"
-    return factor, name
-
-
-def _read_group(files):
-    """Read the exposures of a group and check that they belong together."""
-    if files is None or len(files) == 0:
-        raise InputFileError("<no files>", "empty list of files: a group needs at least one")
-    items = []
-    for f in files:
-        if isinstance(f, tuple):
-            items.append(read_slit(f[0], source_id=f[1]))
-        else:
-            items.append(read_slit(f))
-    seen, taken = {}, {}
-    for s in items:
-        key = (s.checksum, s.extver)
-        if key in seen:
-            raise IncompatibleExposuresError(
-                f"{s.path}: the same exposure is given twice (identical to {seen[key]})"
-            )
-        seen[key] = s.path
-        # the same exposure in another file (a per-slit file and the MultiSlitModel it
-        # was cut from): its photons would count twice
-        start = s.meta["exposure"].get("start_time")
-        ident = (start, s.meta["instrument"].get("detector"), s.slit.get("slitlet_id"))
-        if start is not None and ident in taken:
-            raise IncompatibleExposuresError(
-                f"{s.path}: the same exposure as {taken[ident]} (EXPSTART {start}, "
-                f"{ident[1]}, slitlet {ident[2]}) is given twice"
-            )
-        taken[ident] = s.path
-    ref = items[0]
-    for s in items[1:]:
-        for label, a, b in (
-            ("source", ref.slit.get("source_id"), s.slit.get("source_id")),
-            ("slitlet", ref.slit.get("slitlet_id"), s.slit.get("slitlet_id")),
-            ("grating", ref.grating, s.grating),
-            ("filter", ref.filter, s.filter),
-            (
-                "detector",
-                ref.meta["instrument"].get("detector"),
-                s.meta["instrument"].get("detector"),
-            ),
-        ):
-            if a != b:
-                raise IncompatibleExposuresError(
-                    f"{s.path}: {label} {b!r} differs from {a!r} of {ref.path.name}; "
-                    "a group combines one source, slitlet, grating and detector"
-                )
-    return items
