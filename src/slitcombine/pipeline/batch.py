@@ -81,7 +81,8 @@ from slitcombine.pipeline.cluster import (
     connect,
     setup_workers,
 )
-from slitcombine.pipeline.config import Config, _extract_defaults
+from slitcombine.pipeline.config import Config
+from slitcombine.pipeline.config_schema import _extract_defaults
 from slitcombine.pipeline.discovery import write_manifest
 from slitcombine.pipeline.lock import LOCK_NAME, output_lock
 from slitcombine.pipeline.report import (

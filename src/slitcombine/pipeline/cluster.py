@@ -21,7 +21,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from slitcombine._version import __version__
 from slitcombine.errors import ConfigurationError, OutputError, SlitCombineError
-from slitcombine.pipeline.config import _extract_defaults
+from slitcombine.pipeline.config_schema import _extract_defaults
 
 log = logging.getLogger(__name__)
 
