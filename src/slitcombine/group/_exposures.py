@@ -17,6 +17,7 @@ __all__: list[str] = []
 
 log = logging.getLogger(__name__)
 
+
 # -------------------------------------------------------------------- helpers
 def _sky_pair(sky_arrays):
     w, f = (np.asarray(a, float) for a in sky_arrays)
