@@ -17,6 +17,7 @@ columns ``0 .. nx-1``; wavelengths in um.
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 
 import numpy as np
 
@@ -237,20 +238,23 @@ class SourceImageModel:
         nz, nu = self.z.size, self.u.size
         j, t = self._wave_weights
         first = i0 - (nz + 2)  # sample of u at the window's start, per column
-        lin = (first + j * nu)[:, None] + np.arange(nz + 1)  # flat index in node j's row
+        pos = first[:, None] + np.arange(nz + 1)  # sample of u of every window element
+        row = (j * nu)[:, None]  # flat index of u[0] in node j's row (node j + 1 follows)
+        lin = pos + row
         inside = None
         if first.min() < 0 or first.max() + nz >= nu:  # some window leaves u: zeros there
-            pos = lin - (j * nu)[:, None]
             inside = (pos >= 0) & (pos < nu)
-            lin = np.where(inside, lin, (j * nu)[:, None])
+            lin = np.where(inside, lin, row)
         flat = nodes.ravel()
         win = flat.take(lin) * (1.0 - t)[:, None] + flat.take(lin + nu) * t[:, None]
         if inside is not None:
             win[~inside] = 0.0
         return win
 
-    @property
+    @cached_property
     def _wave_weights(self):
+        """Per column: the lower wavelength node ``j`` and the fraction ``t`` towards
+        node ``j + 1`` (fixed with the model: computed once, used by every window)."""
         w = np.clip(self.wave_col, self.nodes[0], self.nodes[-1])
         j = np.clip(np.searchsorted(self.nodes, w) - 1, 0, self.nodes.size - 2)
         t = np.clip((w - self.nodes[j]) / (self.nodes[j + 1] - self.nodes[j]), 0.0, 1.0)
